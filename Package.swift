@@ -1,0 +1,60 @@
+// swift-tools-version:6.1
+// clipproxy: a content-addressed caching reverse proxy for podcast clips in front of S3.
+// See ../shared/DESIGN.md for the architecture. C libraries come from Debian's -dev packages
+// (installed by `make deps`); each is a system-library target found through pkg-config.
+import PackageDescription
+
+let package = Package(
+    name: "clipproxy",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "clipproxy", targets: ["ClipProxy"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // MARK: C libraries (headers + tiny static inline shims for what Swift cannot import)
+        .systemLibrary(
+            name: "CLMDB", pkgConfig: "lmdb",
+            providers: [.apt(["liblmdb-dev"])]),
+        .systemLibrary(
+            name: "CFFmpeg", pkgConfig: "libavformat",
+            providers: [.apt(["libavformat-dev", "libavcodec-dev", "libavutil-dev"])]),
+        .systemLibrary(
+            name: "CMongoc", pkgConfig: "libmongoc-1.0",
+            providers: [.apt(["libmongoc-dev"])]),
+        .systemLibrary(
+            name: "CCurl", pkgConfig: "libcurl",
+            providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(
+            name: "CLibCrypto", pkgConfig: "libcrypto",
+            providers: [.apt(["libssl-dev"])]),
+
+        // MARK: Modules
+        // Clip engine: probing, MP3 frame index, clip plan, clip writer. Only Trim/FFmpeg imports CFFmpeg.
+        .target(name: "Trim", dependencies: ["CFFmpeg"]),
+        // LMDB index and the content-addressed local blob store.
+        .target(name: "Index", dependencies: ["CLMDB"]),
+        // S3 over libcurl + SigV4 (libcrypto), MongoDB catalog over libmongoc, and embedded stand-ins.
+        .target(name: "Upstream", dependencies: ["CCurl", "CLibCrypto", "CMongoc"]),
+        // The `clipproxy` executable: CLI subcommands and (later) the HTTP server.
+        .executableTarget(
+            name: "ClipProxy",
+            dependencies: [
+                "Trim", "Index", "Upstream",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+
+        // MARK: Tests
+        // Starts real test servers (moto, the MongoDB wire server) and locates fixtures.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "TrimTests", dependencies: ["Trim", "CFFmpeg", "TestSupport"]),
+        .testTarget(name: "IndexTests", dependencies: ["Index", "CLMDB", "TestSupport"]),
+        .testTarget(name: "UpstreamTests", dependencies: ["Upstream", "CCurl", "CMongoc", "CLibCrypto", "TestSupport"]),
+        .testTarget(name: "ClipProxyTests", dependencies: ["TestSupport"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,119 @@
+import ArgumentParser
+import Logging
+
+@main
+struct ClipProxyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "clipproxy",
+        abstract: "A content-addressed caching proxy that serves exact podcast clips from S3.",
+        discussion: "Design and contract: DESIGN.md. Configuration keys: conf/clipproxy.yaml.",
+        version: ClipProxyVersion.string,
+        subcommands: [
+            ServeCommand.self, TrimCommand.self, ProbeCommand.self, ResolveCommand.self,
+            S3Command.self, IndexCommand.self, WarmCommand.self,
+        ])
+
+    static func main() async {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = .info
+            return handler
+        }
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
+}
+
+enum ClipProxyVersion {
+    static let string = "0.1.0"
+}
+
+/// A subcommand whose issue has not landed yet: says so plainly and fails, so no script mistakes
+/// it for working.
+struct NotImplementedYet: Error, CustomStringConvertible {
+    let command: String
+    let issue: Int
+    var description: String { "`clipproxy \(command)` is not implemented yet (tracked in issue \(issue))." }
+}
+
+struct ConfigOption: ParsableArguments {
+    @Option(name: .long, help: "Configuration file (YAML or JSON); every key can be overridden by its CLIPPROXY_* variable.")
+    var config: String?
+}
+
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "serve", abstract: "Serve /clips, the JSON pre-sign API, /healthz, /readyz and /metrics.")
+    @OptionGroup var options: ConfigOption
+    func run() async throws { throw NotImplementedYet(command: "serve", issue: 6) }
+}
+
+struct TrimCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "trim", abstract: "Cut an exact clip from a local MP3 without re-encoding.")
+    @Argument(help: "Source MP3 file.") var source: String
+    @Option(name: .long, help: "Start of the clip in milliseconds.") var startMs: Int64
+    @Option(name: .long, help: "Length of the clip in milliseconds.") var durationMs: Int64 = 30000
+    @Option(name: .shortAndLong, help: "Output file.") var output: String
+    func run() async throws { throw NotImplementedYet(command: "trim", issue: 3) }
+}
+
+struct ProbeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "probe", abstract: "Describe a source MP3 as JSON (codec, frames, encoder delay, …).")
+    @Argument(help: "Source MP3 file.") var source: String
+    func run() async throws { throw NotImplementedYet(command: "probe", issue: 3) }
+}
+
+struct ResolveCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "resolve", abstract: "Resolve an episode id to its source object as JSON.")
+    @Argument(help: "Episode id: a 24-hex ObjectId or a guid.") var episodeId: String
+    @OptionGroup var options: ConfigOption
+    func run() async throws { throw NotImplementedYet(command: "resolve", issue: 5) }
+}
+
+struct S3Command: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "s3", abstract: "S3 utilities.", subcommands: [Presign.self])
+
+    struct Presign: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "presign", abstract: "Print a SigV4 pre-signed GET URL for s3://BUCKET/KEY.")
+        @Argument(help: "s3://BUCKET/KEY") var url: String
+        @Option(name: .long, help: "Lifetime in seconds (1 to 604800).") var expires: Int = 86400
+        @Option(name: .long, help: "Sign as of this ISO 8601 time instead of now.") var now: String?
+        @OptionGroup var options: ConfigOption
+        func run() async throws { throw NotImplementedYet(command: "s3 presign", issue: 5) }
+    }
+}
+
+struct IndexCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "index", abstract: "Inspect and maintain the local index and clip store.",
+                                                    subcommands: [Stats.self, Verify.self, GC.self])
+    struct Stats: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "stats", abstract: "Counts and sizes of the index and the clip store.")
+        @OptionGroup var options: ConfigOption
+        func run() async throws { throw NotImplementedYet(command: "index stats", issue: 4) }
+    }
+    struct Verify: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "verify", abstract: "Recompute every stored clip's digest and report mismatches.")
+        @OptionGroup var options: ConfigOption
+        func run() async throws { throw NotImplementedYet(command: "index verify", issue: 4) }
+    }
+    struct GC: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "gc", abstract: "Reconcile the index with the disk and evict down to the byte budget.")
+        @OptionGroup var options: ConfigOption
+        func run() async throws { throw NotImplementedYet(command: "index gc", issue: 4) }
+    }
+}
+
+struct WarmCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "warm", abstract: "Fill the caches with clips of an episode ahead of demand.")
+    @Argument(help: "Episode id.") var episodeId: String
+    @Argument(help: "Start times in milliseconds.") var startMs: [Int64]
+    @OptionGroup var options: ConfigOption
+    func run() async throws { throw NotImplementedYet(command: "warm", issue: 6) }
+}

@@ -1,0 +1,108 @@
+import Foundation
+import Synchronization
+
+/// Random access to the bytes of a source (a local file, an S3 object). Every read is a bounded
+/// byte range, so probing and indexing never need the whole source.
+public protocol ByteSource: Sendable {
+    /// Total size in bytes.
+    var size: Int64 { get }
+    /// Up to `count` bytes from `offset` (fewer only at the end of the source).
+    func read(offset: Int64, count: Int) throws -> [UInt8]
+    /// Delivers bytes `[range.lowerBound, range.upperBound)` in order, in chunks, as they arrive.
+    func stream(_ range: Range<Int64>, _ consume: (UnsafeRawBufferPointer) throws -> Void) throws
+}
+
+extension ByteSource {
+    /// Default streaming: bounded reads of 256 KiB.
+    public func stream(_ range: Range<Int64>, _ consume: (UnsafeRawBufferPointer) throws -> Void) throws {
+        var offset = range.lowerBound
+        while offset < range.upperBound {
+            let chunk = try read(offset: offset, count: Int(min(256 << 10, range.upperBound - offset)))
+            guard !chunk.isEmpty else { throw TrimError.truncatedSource(offset: offset, expected: range.upperBound) }
+            try chunk.withUnsafeBytes(consume)
+            offset += Int64(chunk.count)
+        }
+    }
+}
+
+/// A local file read with pread(2), safe from any number of threads at once.
+public final class FileByteSource: ByteSource {
+    private let descriptor: Int32
+    public let size: Int64
+    public let path: String
+
+    public init(path: String) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw TrimError.sourceUnavailable("cannot open \(path): \(String(cString: strerror(errno)))") }
+        var info = stat()
+        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
+            close(fd)
+            throw TrimError.sourceUnavailable("\(path) is not a regular file")
+        }
+        descriptor = fd
+        size = Int64(info.st_size)
+        self.path = path
+    }
+
+    deinit { close(descriptor) }
+
+    public func read(offset: Int64, count: Int) throws -> [UInt8] {
+        guard offset >= 0, count >= 0 else { throw TrimError.sourceUnavailable("invalid read at \(offset)") }
+        let wanted = Int(max(0, min(Int64(count), size - offset)))
+        guard wanted > 0 else { return [] }
+        var buffer = [UInt8](repeating: 0, count: wanted)
+        var filled = 0
+        try buffer.withUnsafeMutableBytes { raw in
+            while filled < wanted {
+                let n = pread(descriptor, raw.baseAddress! + filled, wanted - filled, off_t(offset) + off_t(filled))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw TrimError.sourceUnavailable("read of \(path) failed: \(String(cString: strerror(errno)))")
+                }
+                if n == 0 { break }  // the file shrank under us
+                filled += n
+            }
+        }
+        if filled < wanted { buffer.removeLast(wanted - filled) }
+        return buffer
+    }
+}
+
+/// Wraps a source and counts what is read through it: the measure of a frugal trim.
+public final class CountingByteSource: ByteSource {
+    public let base: any ByteSource
+    private let bytes = Atomic<Int64>(0)
+    private let requests = Atomic<Int>(0)
+    private let log = Mutex<[Range<Int64>]>([])
+
+    public init(_ base: any ByteSource) { self.base = base }
+
+    public var size: Int64 { base.size }
+    /// Bytes delivered so far.
+    public var bytesRead: Int64 { bytes.load(ordering: .relaxed) }
+    /// Read or stream calls so far.
+    public var readCount: Int { requests.load(ordering: .relaxed) }
+    /// Every range requested, in order.
+    public var ranges: [Range<Int64>] { log.withLock { $0 } }
+
+    public func read(offset: Int64, count: Int) throws -> [UInt8] {
+        let result = try base.read(offset: offset, count: count)
+        note(offset..<(offset + Int64(result.count)))
+        return result
+    }
+
+    public func stream(_ range: Range<Int64>, _ consume: (UnsafeRawBufferPointer) throws -> Void) throws {
+        var delivered: Int64 = 0
+        defer { note(range.lowerBound..<(range.lowerBound + delivered)) }
+        try base.stream(range) { chunk in
+            delivered += Int64(chunk.count)
+            try consume(chunk)
+        }
+    }
+
+    private func note(_ range: Range<Int64>) {
+        bytes.add(Int64(range.count), ordering: .relaxed)
+        requests.add(1, ordering: .relaxed)
+        log.withLock { $0.append(range) }
+    }
+}

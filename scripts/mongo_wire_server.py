@@ -1,0 +1,330 @@
+#!/usr/bin/env python3
+"""A small MongoDB wire-protocol server for tests, built on mockupdb.
+
+It serves read-only data loaded from mongoexport-style JSON-lines files so
+that libmongoc (and pymongo) can talk to a real peer over TCP. It answers the
+handshake, ping, buildInfo, endSessions, find, getMore and killCursors;
+every other command gets MongoDB's "no such command" error.
+
+    python scripts/mongo_wire_server.py --dir DIR [--host 127.0.0.1]
+        [--port 0] [--database NAME] [--delay-ms N]
+
+Prints "LISTENING <port>" on stdout once it accepts connections.
+"""
+import argparse
+import os
+import datetime
+import pathlib
+import random
+import signal
+import sys
+import threading
+import time
+import traceback
+
+import bson
+from bson import json_util
+from bson.int64 import Int64
+from bson.objectid import ObjectId
+from mockupdb import MockupDB, OP_MSG_FLAGS, OpGetMore, OpMsg, OpQuery
+
+MAX_BSON_SIZE = 16 * 1024 * 1024
+DEFAULT_FIRST_BATCH = 101  # what mongod returns in a first batch by default
+MAX_WIRE_VERSION = 17  # MongoDB 6.0, matching the buildInfo version below
+
+
+class CommandError(Exception):
+    def __init__(self, code, code_name, errmsg):
+        super().__init__(errmsg)
+        self.code, self.code_name, self.errmsg = code, code_name, errmsg
+
+
+def bad_value(msg):
+    return CommandError(2, "BadValue", msg)
+
+
+def load_collections(directory):
+    """Each DIR/NAME.json holds one Extended JSON document per line."""
+    if not pathlib.Path(directory).is_dir():
+        sys.exit(f"--dir {directory}: not a directory")
+    collections = {}
+    for path in sorted(pathlib.Path(directory).glob("*.json")):
+        docs = []
+        for lineno, line in enumerate(path.read_text("utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                doc = json_util.loads(line)
+            except Exception as exc:
+                sys.exit(f"{path}:{lineno}: not Extended JSON: {exc}")
+            if not isinstance(doc, dict):
+                sys.exit(f"{path}:{lineno}: not a JSON object")
+            if "_id" not in doc:  # an insert would add one, and put it first
+                doc = {"_id": ObjectId(), **doc}
+            docs.append(doc)
+        collections[path.stem] = docs
+    return collections
+
+
+# --- query semantics -------------------------------------------------------
+
+def same(a, b):
+    # MongoDB never treats true as 1, but Python does.
+    return isinstance(a, bool) == isinstance(b, bool) and a == b
+
+
+def field_equals(doc, field, value):
+    if field not in doc:
+        return value is None  # {field: null} matches a missing field
+    actual = doc[field]
+    if same(actual, value):
+        return True
+    # Equality on an array field also matches any one element.
+    return isinstance(actual, list) and any(same(x, value) for x in actual)
+
+
+def compile_filter(flt):
+    """Turn a filter into (field, value) equality pairs; refuse the rest,
+    so a test never passes against a filter this server silently ignored."""
+    pairs = []
+    for field, cond in flt.items():
+        if field.startswith("$"):
+            raise bad_value(f"unsupported top-level operator {field}")
+        if isinstance(cond, dict) and any(k.startswith("$") for k in cond):
+            if list(cond) != ["$eq"]:
+                raise bad_value(f"unsupported operator in {field}: {list(cond)}")
+            cond = cond["$eq"]
+        pairs.append((field, cond))
+    return pairs
+
+
+def compile_projection(proj):
+    """Return a function doc -> projected doc."""
+    if not proj:
+        return lambda doc: doc
+    for field, flag in proj.items():
+        if isinstance(flag, (dict, str, list)):
+            raise bad_value(f"unsupported projection for {field}")
+    keep_id = bool(proj.get("_id", True))
+    included = {f for f, v in proj.items() if v and f != "_id"}
+    excluded = {f for f, v in proj.items() if not v and f != "_id"}
+    if included and excluded:
+        raise CommandError(31254, "Location31254",
+                           f"Cannot do exclusion on field {min(excluded)} "
+                           "in inclusion projection")
+    if included or (proj.get("_id") and not excluded):
+        wanted = included | ({"_id"} if keep_id else set())
+        return lambda doc: {k: v for k, v in doc.items() if k in wanted}
+    dropped = excluded | (set() if keep_id else {"_id"})
+    return lambda doc: {k: v for k, v in doc.items() if k not in dropped}
+
+
+def as_int(cmd, key, default):
+    value = cmd.get(key, default)
+    if value is None or isinstance(value, bool):
+        return default
+    if not isinstance(value, (int, float)):
+        raise bad_value(f"{key} must be a number")
+    return int(value)
+
+
+def take_batch(docs, count):
+    """Split off up to `count` docs (None: no count) whose size fits 16 MiB,
+    at least one, as mongod does."""
+    size, n = 0, 0
+    limit = len(docs) if count is None else min(count, len(docs))
+    while n < limit:
+        size += len(bson.encode(docs[n]))
+        if n and size > MAX_BSON_SIZE:
+            break
+        n += 1
+    return docs[:n], docs[n:]
+
+
+# --- the server ------------------------------------------------------------
+
+class WireServer:
+    def __init__(self, collections, database, delay_ms):
+        self.collections = collections
+        self.database = database
+        self.delay = delay_ms / 1000.0
+        self.cursors = {}  # id -> {"ns", "docs" (remaining), "batch_size"}
+        self.handlers = {
+            "hello": self.hello, "ismaster": self.hello, "ping": self.ok,
+            "buildinfo": self.build_info, "endsessions": self.ok,
+            "find": self.find, "getmore": self.get_more,
+            "killcursors": self.kill_cursors,
+        }
+
+    def docs_for(self, db, coll):
+        if self.database is not None and db != self.database:
+            return []
+        return self.collections.get(coll, [])
+
+    def hello(self, name, cmd, db):
+        # No topologyVersion: clients then poll instead of streaming hello.
+        # Real servers answer "hello" with isWritablePrimary and the legacy
+        # names with ismaster; helloOk lets drivers switch to hello.
+        primary = "isWritablePrimary" if name.lower() == "hello" else "ismaster"
+        return {primary: True, "helloOk": True,
+                "maxBsonObjectSize": MAX_BSON_SIZE,
+                "maxMessageSizeBytes": 48000000, "maxWriteBatchSize": 100000,
+                "localTime": datetime.datetime.now(datetime.timezone.utc),
+                "logicalSessionTimeoutMinutes": 30,
+                "minWireVersion": 0, "maxWireVersion": MAX_WIRE_VERSION,
+                "readOnly": False}
+
+    def ok(self, name, cmd, db):
+        return {}
+
+    def build_info(self, name, cmd, db):
+        return {"version": "6.0.0", "versionArray": [6, 0, 0, 0],
+                "gitVersion": "mockupdb", "bits": 64,
+                "maxBsonObjectSize": MAX_BSON_SIZE}
+
+    def find(self, name, cmd, db):
+        coll = str(cmd[name])
+        ns = f"{db}.{coll}"
+        flt = cmd.get("filter") or {}
+        pairs = compile_filter(flt)
+        project = compile_projection(cmd.get("projection"))
+        skip = as_int(cmd, "skip", 0)
+        limit = as_int(cmd, "limit", 0)
+        batch_size = as_int(cmd, "batchSize", None)
+        single = bool(cmd.get("singleBatch", False))
+        if skip < 0:
+            raise bad_value("skip value must be non-negative")
+        if batch_size is not None and batch_size < 0:
+            raise bad_value("batchSize value must be non-negative")
+        if limit < 0:  # legacy meaning: one batch of at most -limit docs
+            limit, single = -limit, True
+        hits = [d for d in self.docs_for(db, coll)
+                if all(field_equals(d, f, v) for f, v in pairs)]
+        hits = [project(d) for d in hits[skip:]]
+        if limit:
+            hits = hits[:limit]
+        first = DEFAULT_FIRST_BATCH if batch_size is None else batch_size
+        batch, rest = take_batch(hits, first)
+        cursor_id = 0
+        if rest and not single:
+            cursor_id = random.randint(1, 2**63 - 1)  # like mongod: not guessable
+            self.cursors[cursor_id] = {"ns": ns, "docs": rest,
+                                       "batch_size": batch_size}
+        return {"cursor": {"firstBatch": batch, "id": Int64(cursor_id),
+                           "ns": ns}}
+
+    def get_more(self, name, cmd, db):
+        cursor_id = cmd[name]
+        ns = f"{db}.{cmd.get('collection')}"
+        cursor = self.cursors.get(cursor_id)
+        if cursor is None:
+            raise CommandError(43, "CursorNotFound",
+                               f"cursor id {cursor_id} not found")
+        if cursor["ns"] != ns:
+            raise CommandError(13, "Unauthorized",
+                               f"Requested getMore on namespace '{ns}', but "
+                               f"cursor belongs to '{cursor['ns']}'")
+        size = as_int(cmd, "batchSize", cursor["batch_size"])
+        batch, cursor["docs"] = take_batch(cursor["docs"], size or None)
+        if not cursor["docs"]:
+            del self.cursors[cursor_id]
+            cursor_id = 0
+        return {"cursor": {"nextBatch": batch, "id": Int64(cursor_id),
+                           "ns": ns}}
+
+    def kill_cursors(self, name, cmd, db):
+        killed, missing = [], []
+        for cursor_id in cmd.get("cursors", []):
+            found = self.cursors.pop(cursor_id, None) is not None
+            (killed if found else missing).append(Int64(cursor_id))
+        return {"cursorsKilled": killed, "cursorsNotFound": missing,
+                "cursorsAlive": [], "cursorsUnknown": []}
+
+    def handle(self, request):
+        """mockupdb calls this for every request; returning True marks it
+        handled so nothing piles up in mockupdb's unanswered queue."""
+        if isinstance(request, OpMsg):
+            if request.flags & OP_MSG_FLAGS["moreToCome"]:
+                return True  # the client expects no reply
+            cmd, db = request.doc, request.namespace
+        elif request.is_command:  # legacy OP_QUERY on db.$cmd (handshake)
+            cmd, db = request.doc, request.namespace
+            if "$query" in cmd:  # wrapped to carry $readPreference
+                cmd = cmd["$query"]
+        elif isinstance(request, (OpQuery, OpGetMore)):  # these want OP_REPLY
+            return request.fail("legacy opcodes are not supported")
+        else:
+            return True  # legacy writes and OP_KILL_CURSORS get no reply
+        name = next(iter(cmd), "")
+        handler = self.handlers.get(name.lower())
+        delay = self.delay if name.lower() == "find" else 0
+        try:
+            if handler is None:
+                raise CommandError(59, "CommandNotFound",
+                                   f"no such command: {name}")
+            reply = {**handler(name, cmd, db), "ok": 1.0}
+        except CommandError as err:
+            reply = {"ok": 0.0, "errmsg": err.errmsg, "code": err.code,
+                     "codeName": err.code_name}
+        except Exception as exc:  # a bug here: say so to the client and log
+            traceback.print_exc()
+            reply = {"ok": 0.0, "errmsg": f"mongo_wire_server: {exc!r}",
+                     "code": 1, "codeName": "InternalError"}
+        if delay:
+            # Reply from a timer thread: mockupdb holds one lock while a
+            # handler runs, so sleeping here would stall every connection.
+            timer = threading.Timer(delay, self.send, (request, reply))
+            timer.daemon = True
+            timer.start()
+        else:
+            self.send(request, reply)
+        return True
+
+    @staticmethod
+    def send(request, reply):
+        try:
+            request.replies(reply)
+        except OSError:
+            pass  # the client hung up first (e.g. it timed out); fine
+
+
+def exit_with_parent():
+    """Exit once the process that started us is gone, so a crashed test leaves no server."""
+    parent = os.getppid()
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            os._exit(0)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", required=True,
+                        help="folder of NAME.json JSON-lines files")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0: pick a free one")
+    parser.add_argument("--database",
+                        help="serve data only in this database (default: any)")
+    parser.add_argument("--delay-ms", type=int, default=0,
+                        help="delay every find reply by this many ms")
+    args = parser.parse_args()
+
+    wire = WireServer(load_collections(args.dir), args.database, args.delay_ms)
+    server = MockupDB(port=args.port)
+    # MockupDB has no host option and binds "localhost"; set the address it binds.
+    server._address = (args.host, args.port)
+    server.autoresponds(wire.handle)
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    port = server.run()
+    threading.Thread(target=exit_with_parent, daemon=True).start()
+    print(f"LISTENING {port}", flush=True)
+    stop.wait()
+    # No server.stop(): it waits about 2 s for mockupdb's threads. Its threads
+    # are daemons, so exiting now closes every socket at once.
+
+
+if __name__ == "__main__":
+    main()
