@@ -61,13 +61,13 @@ struct TrimCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Start of the clip in milliseconds.") var startMs: Int64
     @Option(name: .long, help: "Length of the clip in milliseconds.") var durationMs: Int64 = 30000
     @Option(name: .shortAndLong, help: "Output file.") var output: String
-    func run() async throws { throw NotImplementedYet(command: "trim", issue: 3) }
+    func run() async throws { try TrimTool.trim(source: source, startMs: startMs, durationMs: durationMs, output: output) }
 }
 
 struct ProbeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "probe", abstract: "Describe a source MP3 as JSON (codec, frames, encoder delay, …).")
     @Argument(help: "Source MP3 file.") var source: String
-    func run() async throws { throw NotImplementedYet(command: "probe", issue: 3) }
+    func run() async throws { try TrimTool.probe(source: source) }
 }
 
 struct ResolveCommand: AsyncParsableCommand {
