@@ -10,9 +10,12 @@ purpose=${1:-test}
 build_packages=(pkg-config liblmdb-dev libavformat-dev libavcodec-dev libavutil-dev
                 libmongoc-dev libcurl4-openssl-dev libssl-dev)
 media_packages=(ffmpeg lame espeak-ng)
+# Headless Chromium plays clips in browser tests.
+browser_packages=(chromium)
 case "$purpose" in
   build) wanted=("${build_packages[@]}") ;;
-  test|demo) wanted=("${build_packages[@]}" "${media_packages[@]}") ;;
+  test) wanted=("${build_packages[@]}" "${media_packages[@]}" "${browser_packages[@]}") ;;
+  demo) wanted=("${build_packages[@]}" "${media_packages[@]}") ;;
   bench) wanted=("${build_packages[@]}" "${media_packages[@]}" nginx wrk) ;;
   *) echo "usage: $0 [build|test|demo|bench]" >&2; exit 2 ;;
 esac

@@ -47,9 +47,11 @@ public struct SourceDescription: Sendable, Codable, Equatable {
         case samplesPerFrame = "samples_per_frame", vbrTag = "vbr_tag"
     }
 
-    /// Identifies the source with libavformat, then indexes its frames.
+    /// Identifies the source with libavformat, then indexes its frames. The head and tail of the
+    /// source are read once and shared by both steps.
     public static func probe(_ source: any ByteSource) throws -> (SourceDescription, FrameIndex) {
-        let format = try FormatProbe.probe(source)
+        let source = HeadTailCachedSource(source, headBytes: FrameIndexBuilder.headBytes, tailBytes: FrameIndexBuilder.tailBytes)
+        let format = try FormatProbe.probe(source, probeBytes: FrameIndexBuilder.headBytes)
         guard format.codec == "mp3" else {
             throw TrimError.unsupportedFormat("\(format.container)/\(format.codec): only MP3 sources can be cut without re-encoding")
         }

@@ -106,3 +106,48 @@ public final class CountingByteSource: ByteSource {
         log.withLock { $0.append(range) }
     }
 }
+
+/// Serves repeated reads of a source's first and last bytes from memory. Probing looks at the
+/// same head (libavformat's identification, then the frame index) and tail (ID3v1/APE, the last
+/// frame) several times; with this each is read once.
+public final class HeadTailCachedSource: ByteSource {
+    public let base: any ByteSource
+    private let headLength: Int
+    private let tailLength: Int
+    private let cache = Mutex<(head: [UInt8]?, tail: [UInt8]?)>((nil, nil))
+
+    public init(_ base: any ByteSource, headBytes: Int = 32 << 10, tailBytes: Int = 4 << 10) {
+        self.base = base
+        headLength = Int(min(Int64(headBytes), base.size))
+        tailLength = Int(min(Int64(tailBytes), base.size))
+    }
+
+    public var size: Int64 { base.size }
+
+    public func read(offset: Int64, count: Int) throws -> [UInt8] {
+        let end = min(size, offset + Int64(count))
+        guard offset >= 0, offset < end else { return try base.read(offset: offset, count: count) }
+        if end <= Int64(headLength) {
+            let head = try cached(\.head) { try base.read(offset: 0, count: headLength) }
+            return Array(head[Int(offset)..<Int(end)])
+        }
+        let tailStart = size - Int64(tailLength)
+        if offset >= tailStart {
+            let tail = try cached(\.tail) { try base.read(offset: tailStart, count: tailLength) }
+            return Array(tail[Int(offset - tailStart)..<Int(end - tailStart)])
+        }
+        return try base.read(offset: offset, count: count)
+    }
+
+    public func stream(_ range: Range<Int64>, _ consume: (UnsafeRawBufferPointer) throws -> Void) throws {
+        try base.stream(range, consume)
+    }
+
+    private func cached(_ slot: WritableKeyPath<(head: [UInt8]?, tail: [UInt8]?), [UInt8]?>,
+                        load: () throws -> [UInt8]) throws -> [UInt8] {
+        if let hit = cache.withLock({ $0[keyPath: slot] }) { return hit }
+        let bytes = try load()
+        cache.withLock { $0[keyPath: slot] = bytes }
+        return bytes
+    }
+}
