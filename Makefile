@@ -4,7 +4,7 @@ SHELL := /bin/bash
 FIXTURES := Tests/Fixtures/generated
 PYTHON := .venv/bin/python
 
-.PHONY: all deps build fixtures test demo clean
+.PHONY: all deps build fixtures test demo bench clean
 
 all: build
 
@@ -29,6 +29,10 @@ demo:
 	swift build
 	@$(PYTHON) scripts/make_fixtures.py --out demo
 	@echo "demo episodes: demo/source (catalog: demo/catalog); 'clipproxy serve' is not implemented yet (issue 6)"
+
+# Benchmarks (release build), measured against their peers in the same run. See bench/README.md.
+bench: deps fixtures
+	bench/trim.sh
 
 clean:
 	rm -rf .build $(FIXTURES) demo
