@@ -33,12 +33,14 @@ let package = Package(
             providers: [.apt(["libssl-dev"])]),
 
         // MARK: Modules
+        // Hashing (libcrypto) and the little-endian record codec shared by Trim, Index and Upstream.
+        .target(name: "Support", dependencies: ["CLibCrypto"]),
         // Clip engine: probing, MP3 frame index, clip plan, clip writer. Only Trim/FFmpeg imports CFFmpeg.
-        .target(name: "Trim", dependencies: ["CFFmpeg"]),
+        .target(name: "Trim", dependencies: ["CFFmpeg", "Support"]),
         // LMDB index and the content-addressed local blob store.
-        .target(name: "Index", dependencies: ["CLMDB"]),
+        .target(name: "Index", dependencies: ["CLMDB", "Support"]),
         // S3 over libcurl + SigV4 (libcrypto), MongoDB catalog over libmongoc, and embedded stand-ins.
-        .target(name: "Upstream", dependencies: ["CCurl", "CLibCrypto", "CMongoc"]),
+        .target(name: "Upstream", dependencies: ["CCurl", "CMongoc", "Support"]),
         // The `clipproxy` executable: CLI subcommands and (later) the HTTP server.
         .executableTarget(
             name: "ClipProxy",
@@ -52,8 +54,8 @@ let package = Package(
         // Starts real test servers (moto, the MongoDB wire server) and locates fixtures.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "TrimTests", dependencies: ["Trim", "CFFmpeg", "TestSupport"]),
-        .testTarget(name: "IndexTests", dependencies: ["Index", "CLMDB", "TestSupport"]),
-        .testTarget(name: "UpstreamTests", dependencies: ["Upstream", "CCurl", "CMongoc", "CLibCrypto", "TestSupport"]),
+        .testTarget(name: "IndexTests", dependencies: ["Index", "CLMDB", "Support", "TestSupport"]),
+        .testTarget(name: "UpstreamTests", dependencies: ["Upstream", "CCurl", "CMongoc", "Support", "TestSupport"]),
         .testTarget(name: "ClipProxyTests", dependencies: ["TestSupport"]),
     ],
     swiftLanguageModes: [.v6]

@@ -71,9 +71,13 @@ extension ClipPlan {
         let rate = Int64(index.sampleRate)
         let spf = Int64(index.samplesPerFrame)
         let total = index.decodedSampleCount
+        // Clamp before multiplying: a client may send any 64-bit number.
+        guard request.startMs <= index.durationMs else {
+            throw TrimError.windowOutsideAudio(startMs: request.startMs, durationMs: request.durationMs)
+        }
         let t0 = (request.startMs * rate + 500) / 1000
         guard t0 < total else { throw TrimError.windowOutsideAudio(startMs: request.startMs, durationMs: request.durationMs) }
-        var n = min((request.durationMs * rate + 500) / 1000, total - t0)
+        var n = min((min(request.durationMs, index.durationMs + 1) * rate + 500) / 1000, total - t0)
         guard n > 0 else { throw TrimError.windowOutsideAudio(startMs: request.startMs, durationMs: request.durationMs) }
 
         // Position of the first wanted sample in the source decoder's output.
@@ -109,7 +113,8 @@ extension ClipPlan {
         let want = template.maxBackstep
         var reservoirFrame = first
         var gathered = 0
-        while reservoirFrame > 0 && gathered < want {
+        // Bounded: even the smallest frames (72 bytes) cover the backstep within 64 frames.
+        while reservoirFrame > 0 && gathered < want && first - reservoirFrame < 64 {
             reservoirFrame -= 1
             gathered += index.size(of: reservoirFrame) - template.payloadOffset
         }
@@ -127,7 +132,8 @@ extension ClipPlan {
         let info = InfoFrameBuilder.frameLength(like: template).length
         let byteCount = Int64(info + carrierLength + trailerLength) + Int64(sizes.reduce(0, +))
         return ClipPlan(startSample: t0, sampleCount: n, sampleRate: index.sampleRate,
-                        readRange: index.offset(of: reservoirFrame)..<index.offset(of: first + copied),
+                        // Ends with the last copied frame, not after junk that may follow it.
+                        readRange: index.offset(of: reservoirFrame)..<(index.offset(of: first + copied - 1) + Int64(index.size(of: first + copied - 1))),
                         reservoirFrame: reservoirFrame, firstFrame: first, frameCount: copied,
                         reservoirBytes: reservoirBytes, carrierLength: carrierLength, carrierBitrateIndex: carrierIndex,
                         infoFrameLength: info, encoderDelay: Int(delay), encoderPadding: Int(padding),

@@ -1,3 +1,5 @@
+import Support
+
 /// Where every audio frame of a source lies, and the facts needed to cut it sample-exactly.
 ///
 /// Constant-bitrate sources are described by a model (frame length plus a rational padding
@@ -144,6 +146,14 @@ extension FrameIndex {
     /// Decodes `serialized()` output; anything else (garbage, another version, a truncated
     /// record) is a typed error, never a crash.
     public init(serialized data: [UInt8]) throws {
+        do {
+            try self.init(decoding: data)
+        } catch let error as RecordDecodingError {
+            throw TrimError.badFrameIndex(error.description)
+        }
+    }
+
+    private init(decoding data: [UInt8]) throws {
         var r = ByteReader(data)
         guard try r.bytes(4) == Array("CPFI".utf8) else { throw TrimError.badFrameIndex("not a frame index") }
         let version = try r.u16()
@@ -174,7 +184,9 @@ extension FrameIndex {
         switch try r.u8() {
         case 1:
             let length = Int(try r.u32()), fraction = Int(try r.u32()), rate = Int(try r.u32()), phase = Int(try r.u32())
-            guard length > 0, rate > 0, fraction < rate, phase < rate else { throw TrimError.badFrameIndex("bad constant layout") }
+            // Real Layer III frames are 24...2881 bytes at 8...48 kHz; anything else is damage.
+            guard (24...4096).contains(length), (8000...48000).contains(rate), fraction < rate, phase < rate,
+                  Int64(frameCount) * Int64(length) <= sourceSize else { throw TrimError.badFrameIndex("bad constant layout") }
             layout = .constant(length: length, fraction: fraction, rate: rate, phase: phase)
         case 2:
             let gapCount = Int(try r.u32())
@@ -193,39 +205,11 @@ extension FrameIndex {
             throw TrimError.badFrameIndex("unknown layout")
         }
         guard r.remaining == 0 else { throw TrimError.badFrameIndex("\(r.remaining) trailing bytes") }
-        guard sourceSize >= 0, audioStart >= 0, audioStart <= audioEnd, audioEnd <= sourceSize, frameCount > 0 else {
+        guard sourceSize >= 0, sourceSize <= 1 << 52, audioStart >= 0, audioStart <= audioEnd, audioEnd <= sourceSize, frameCount > 0 else {
             throw TrimError.badFrameIndex("inconsistent offsets")
         }
         self.init(sourceSize: sourceSize, header: header, vbrTag: tag, tagFrameOffset: tagOffset >= 0 ? tagOffset : nil,
                   audioStart: audioStart, audioEnd: audioEnd, frameCount: frameCount, layout: layout)
         guard audioFramesEnd <= audioEnd else { throw TrimError.badFrameIndex("frames run past the audio") }
     }
-}
-
-struct ByteWriter {
-    var data: [UInt8] = []
-    mutating func u8(_ v: UInt8) { data.append(v) }
-    mutating func u16(_ v: UInt16) { data.append(UInt8(v & 0xFF)); data.append(UInt8(v >> 8)) }
-    mutating func u32(_ v: UInt32) { for s in stride(from: 0, to: 32, by: 8) { data.append(UInt8((v >> UInt32(s)) & 0xFF)) } }
-    mutating func i32(_ v: Int32) { u32(UInt32(bitPattern: v)) }
-    mutating func i64(_ v: Int64) { let u = UInt64(bitPattern: v); for s in stride(from: 0, to: 64, by: 8) { data.append(UInt8((u >> UInt64(s)) & 0xFF)) } }
-    mutating func bytes(_ b: [UInt8]) { data.append(contentsOf: b) }
-}
-
-struct ByteReader {
-    let data: [UInt8]
-    var position = 0
-    init(_ data: [UInt8]) { self.data = data }
-    var remaining: Int { data.count - position }
-
-    mutating func bytes(_ n: Int) throws -> [UInt8] {
-        guard n >= 0, n <= remaining else { throw TrimError.badFrameIndex("record ends early") }
-        defer { position += n }
-        return Array(data[position..<(position + n)])
-    }
-    mutating func u8() throws -> UInt8 { try bytes(1)[0] }
-    mutating func u16() throws -> UInt16 { let b = try bytes(2); return UInt16(b[0]) | UInt16(b[1]) << 8 }
-    mutating func u32() throws -> UInt32 { try bytes(4).reversed().reduce(0) { $0 << 8 | UInt32($1) } }
-    mutating func i32() throws -> Int32 { Int32(bitPattern: try u32()) }
-    mutating func i64() throws -> Int64 { Int64(bitPattern: try bytes(8).reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }) }
 }

@@ -1,3 +1,4 @@
+import Support
 import Foundation
 
 /// AWS credentials. `description` never shows the secret or the token.

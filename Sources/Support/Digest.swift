@@ -74,8 +74,8 @@ public struct SHA256Hasher: ~Copyable {
         _ = EVP_DigestUpdate(context, buffer.baseAddress, buffer.count)
     }
 
-    /// The digest; the hasher is consumed.
-    public consuming func finalize() -> [UInt8] {
+    /// The digest. Call once: the context is finished afterwards.
+    public mutating func finalize() -> [UInt8] {
         var out = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
         var length: UInt32 = 0
         precondition(EVP_DigestFinal_ex(context, &out, &length) == 1, "libcrypto: SHA-256 final failed")
