@@ -57,6 +57,8 @@ let package = Package(
         .testTarget(name: "IndexTests", dependencies: ["Index", "CLMDB", "Support", "TestSupport"]),
         .testTarget(name: "UpstreamTests", dependencies: ["Upstream", "CCurl", "CMongoc", "Support", "TestSupport"]),
         .testTarget(name: "ClipProxyTests", dependencies: ["TestSupport"]),
+        // Fills the clip store until killed; the crash-safety test SIGKILLs it at random moments.
+        .executableTarget(name: "IndexCrashChild", dependencies: ["Index"], path: "Tests/IndexCrashChild"),
     ],
     swiftLanguageModes: [.v6]
 )

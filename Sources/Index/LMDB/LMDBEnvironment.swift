@@ -50,6 +50,9 @@ public final class LMDBEnvironment: @unchecked Sendable {
             // The reader table bounds concurrent read transactions; tasks can hold many at once.
             try check(mdb_env_set_maxreaders(env, 1024), "env_set_maxreaders")
             try check(mdb_env_open(env, path, UInt32(MDB_NOTLS), 0o644), "env_open \(path)")
+            // A process killed while reading leaves its reader slot behind; free such slots.
+            var dead: Int32 = 0
+            mdb_reader_check(env, &dead)
         } catch {
             mdb_env_close(env)
             throw error

@@ -1,0 +1,77 @@
+import Foundation
+import Support
+
+/// A clip being written to the local store: a temporary file plus a running SHA-256.
+/// Nothing is visible to readers until `ClipStore.commit` has fsynced it, renamed it into place
+/// and recorded it. Dropped without a commit (an error, a client gone), it removes its file.
+public final class BlobFill: @unchecked Sendable {
+    public let key: ClipKey
+    let temporaryPath: String
+    private var descriptor: Int32
+    private var hasher = SHA256Hasher()
+    public private(set) var byteCount: Int64 = 0
+    private var finished = false
+
+    init(key: ClipKey, temporaryPath: String) throws {
+        let fd = open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw IndexError.io("cannot create \(temporaryPath)", errno) }
+        self.key = key
+        self.temporaryPath = temporaryPath
+        descriptor = fd
+    }
+
+    /// Appends bytes. `@unchecked Sendable`: one fill is written by one task at a time.
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        guard !finished else { throw IndexError.state("write after the fill ended") }
+        var done = 0
+        while done < bytes.count {
+            let n = Foundation.write(descriptor, bytes.baseAddress! + done, bytes.count - done)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw IndexError.io("write to \(temporaryPath) failed", errno)
+            }
+            done += n
+        }
+        hasher.update(bytes)
+        byteCount += Int64(bytes.count)
+    }
+
+    public func write(_ bytes: [UInt8]) throws { try bytes.withUnsafeBytes { try write($0) } }
+
+    /// fsyncs and closes the file; returns its digest. Used by `ClipStore.commit`.
+    func seal() throws -> [UInt8] {
+        guard !finished else { throw IndexError.state("fill already ended") }
+        finished = true
+        defer { close(descriptor); descriptor = -1 }
+        guard fsync(descriptor) == 0 else { throw IndexError.io("fsync of \(temporaryPath) failed", errno) }
+        return hasher.finalize()
+    }
+
+    /// Gives up: closes and removes the temporary file.
+    public func abort() {
+        if descriptor >= 0 { close(descriptor); descriptor = -1 }
+        finished = true
+        unlink(temporaryPath)
+    }
+
+    deinit {
+        if descriptor >= 0 { close(descriptor) }
+        if !committed { unlink(temporaryPath) }
+    }
+
+    var committed = false
+}
+
+public enum IndexError: Error, CustomStringConvertible, Sendable {
+    case io(String, Int32)
+    case state(String)
+    case corruptRecord(String)
+
+    public var description: String {
+        switch self {
+        case .io(let what, let code): "\(what): \(String(cString: strerror(code)))"
+        case .state(let what): "clip store misuse: \(what)"
+        case .corruptRecord(let what): "corrupt index record: \(what)"
+        }
+    }
+}

@@ -1,0 +1,390 @@
+import CLMDB
+import Foundation
+import Support
+import Synchronization
+
+/// The local tier: clip files named by their key under `<dir>/blobs/ab/cd/<key>`, indexed in LMDB
+/// under `<dir>/index`, kept under a byte budget by evicting the least recently used clips.
+///
+/// Crash safety: a clip is written to `<dir>/tmp`, fsynced, renamed into place (and the directory
+/// fsynced) and only then recorded in LMDB. Opening the store reconciles the two: temporary files
+/// are deleted, records whose file is missing or has the wrong size are dropped, and files without
+/// a record are deleted (they cannot be vouched for; the clip is simply cut again when asked for).
+public final class ClipStore: @unchecked Sendable {
+    public struct Configuration: Sendable {
+        public var directory: String
+        /// Byte budget for clip files; the least recently used clips are evicted beyond it.
+        public var maxBytes: Int64
+        public var initialMapSize: Int
+        public init(directory: String, maxBytes: Int64, initialMapSize: Int = 64 << 20) {
+            self.directory = directory
+            self.maxBytes = maxBytes
+            self.initialMapSize = initialMapSize
+        }
+    }
+
+    public let configuration: Configuration
+    public let environment: LMDBEnvironment
+    let clips: LMDBDatabase
+    let lru: LMDBDatabase
+    let episodes: LMDBDatabase
+    let frames: LMDBDatabase
+    let blobRoot: String
+    let temporaryRoot: String
+
+    /// In-memory state: pins (clips being read), pending recency updates, and the bytes stored.
+    private struct State {
+        var pins: [ClipKey: Int] = [:]
+        var pendingAccess: [ClipKey: Int64] = [:]
+        var storedBytes: Int64 = 0
+    }
+    private let state = Mutex(State())
+    /// Flush recency in one transaction once this many hits are pending.
+    static let recencyBatch = 512
+
+    /// Opens (creating if needed) the store and reconciles index and disk.
+    public init(_ configuration: Configuration) throws {
+        self.configuration = configuration
+        blobRoot = configuration.directory + "/blobs"
+        temporaryRoot = configuration.directory + "/tmp"
+        for dir in [blobRoot, temporaryRoot] {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        }
+        environment = try LMDBEnvironment(path: configuration.directory + "/index", initialMapSize: configuration.initialMapSize)
+        clips = try environment.database(named: "clips")
+        lru = try environment.database(named: "lru")
+        episodes = try environment.database(named: "episodes")
+        frames = try environment.database(named: "frames")
+        _ = try reconcile()
+        // A crash between a commit and its eviction, or a smaller budget than last run, leaves the
+        // store over budget: enforce it before serving.
+        try evictToBudget()
+    }
+
+    static func nowMs() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+
+    func blobPath(_ key: ClipKey) -> String {
+        let h = Array(key.hex)
+        return "\(blobRoot)/\(h[0])\(h[1])/\(h[2])\(h[3])/\(key.hex)"
+    }
+
+    // MARK: - Reading
+
+    /// A stored clip, pinned against eviction until `release()` (or deinit).
+    public final class Lease: @unchecked Sendable {
+        public let key: ClipKey
+        public let record: ClipRecord
+        public let path: String
+        private weak var store: ClipStore?
+        private let released = Atomic<Bool>(false)
+
+        init(key: ClipKey, record: ClipRecord, path: String, store: ClipStore) {
+            self.key = key
+            self.record = record
+            self.path = path
+            self.store = store
+        }
+
+        public func release() {
+            if !released.exchange(true, ordering: .acquiringAndReleasing) { store?.unpin(key) }
+        }
+
+        deinit { release() }
+    }
+
+    /// The clip stored under `key`, pinned, with its access recorded; nil when absent.
+    public func lookup(_ key: ClipKey) throws -> Lease? {
+        // Pin first so an eviction between the read and the pin cannot remove the file.
+        pin(key)
+        let record: ClipRecord?
+        do {
+            record = try environment.read { txn in
+                try txn.withValue(clips, key: key.bytes) { value in try value.map { try ClipRecord(decoding: Array($0)) } }
+            }
+        } catch {
+            unpin(key)
+            throw error
+        }
+        guard let record else { unpin(key); return nil }
+        touch(key)
+        return Lease(key: key, record: record, path: blobPath(key), store: self)
+    }
+
+    public func contains(_ key: ClipKey) throws -> Bool {
+        try environment.read { try $0.withValue(clips, key: key.bytes) { $0 != nil } }
+    }
+
+    private func pin(_ key: ClipKey) { state.withLock { $0.pins[key, default: 0] += 1 } }
+
+    fileprivate func unpin(_ key: ClipKey) {
+        state.withLock {
+            let n = ($0.pins[key] ?? 1) - 1
+            $0.pins[key] = n > 0 ? n : nil
+        }
+    }
+
+    /// Records a hit without a write transaction; hits are flushed in batches.
+    public func touch(_ key: ClipKey) {
+        let flushNow = state.withLock {
+            $0.pendingAccess[key] = Self.nowMs()
+            return $0.pendingAccess.count >= Self.recencyBatch
+        }
+        if flushNow { try? flushRecency() }
+    }
+
+    /// Writes pending access times in one transaction.
+    public func flushRecency() throws {
+        let pending = state.withLock { s -> [ClipKey: Int64] in
+            defer { s.pendingAccess = [:] }
+            return s.pendingAccess
+        }
+        guard !pending.isEmpty else { return }
+        try environment.write { txn in
+            for (key, time) in pending {
+                guard let bytes = try txn.get(clips, key: key.bytes), var record = try? ClipRecord(decoding: bytes) else { continue }
+                guard time > record.lastAccessMs else { continue }
+                try txn.delete(lru, key: Self.lruKey(record.lastAccessMs, key))
+                record.lastAccessMs = time
+                try txn.put(clips, key: key.bytes, value: record.encoded())
+                try txn.put(lru, key: Self.lruKey(time, key), value: [UInt8]())
+            }
+        }
+    }
+
+    static func lruKey(_ time: Int64, _ key: ClipKey) -> [UInt8] {
+        var k = withUnsafeBytes(of: UInt64(bitPattern: time).bigEndian) { Array($0) }
+        k.append(contentsOf: key.bytes)
+        return k
+    }
+
+    // MARK: - Writing
+
+    /// Starts writing a clip. Concurrent fills of one key are the caller's to coalesce; two fills
+    /// of the same key still end in one intact file (the later rename wins, both complete).
+    public func beginFill(_ key: ClipKey) throws -> BlobFill {
+        let name = "\(key.hex).\(getpid()).\(UInt64.random(in: 0...UInt64.max)).partial"
+        return try BlobFill(key: key, temporaryPath: "\(temporaryRoot)/\(name)")
+    }
+
+    /// Makes a finished fill durable and visible: fsync, rename into place, fsync the directory,
+    /// then record it. Evicts older clips if the store is now over budget.
+    @discardableResult
+    public func commit(_ fill: BlobFill, s3Key: String? = nil) throws -> ClipRecord {
+        let digest = try fill.seal()
+        let path = blobPath(fill.key)
+        let directory = (path as NSString).deletingLastPathComponent
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        guard rename(fill.temporaryPath, path) == 0 else {
+            let code = errno
+            fill.abort()
+            throw IndexError.io("cannot move clip into \(path)", code)
+        }
+        fill.committed = true
+        try fsyncDirectory(directory)
+        let now = Self.nowMs()
+        let record = ClipRecord(byteCount: fill.byteCount, digest: digest, s3Key: s3Key, createdMs: now, lastAccessMs: now)
+        let replaced = try environment.write { txn -> ClipRecord? in
+            let old = try txn.get(clips, key: fill.key.bytes).flatMap { try? ClipRecord(decoding: $0) }
+            if let old { try txn.delete(lru, key: Self.lruKey(old.lastAccessMs, fill.key)) }
+            try txn.put(clips, key: fill.key.bytes, value: record.encoded())
+            try txn.put(lru, key: Self.lruKey(now, fill.key), value: [UInt8]())
+            return old
+        }
+        state.withLock { $0.storedBytes += record.byteCount - (replaced?.byteCount ?? 0) }
+        try evictToBudget()
+        return record
+    }
+
+    /// Records that the clip is now also in the S3 clip bucket under `s3Key`.
+    public func setS3Key(_ key: ClipKey, _ s3Key: String) throws {
+        try environment.write { txn in
+            guard let bytes = try txn.get(clips, key: key.bytes) else { return }
+            var record = try ClipRecord(decoding: bytes)
+            record.s3Key = s3Key
+            try txn.put(clips, key: key.bytes, value: record.encoded())
+        }
+    }
+
+    private func fsyncDirectory(_ path: String) throws {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw IndexError.io("cannot open \(path)", errno) }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw IndexError.io("fsync of \(path) failed", errno) }
+    }
+
+    // MARK: - Budget
+
+    public var storedBytes: Int64 { state.withLock { $0.storedBytes } }
+
+    /// Evicts least recently used, unpinned clips until the store is within its budget.
+    /// Returns the keys evicted.
+    @discardableResult
+    public func evictToBudget() throws -> [ClipKey] {
+        guard storedBytes > configuration.maxBytes else { return [] }
+        try flushRecency()
+        let excess = storedBytes - configuration.maxBytes
+        let pinned = state.withLock { Set($0.pins.keys) }
+        var victims: [(ClipKey, ClipRecord)] = []
+        try environment.write { txn in
+            var freed: Int64 = 0
+            var candidates: [(ClipKey, [UInt8])] = []
+            try txn.forEach(lru) { lruKey, _ in
+                guard lruKey.count == 8 + 64, let key = ClipKey(hex: String(decoding: lruKey[8...], as: UTF8.self)) else { return true }
+                if pinned.contains(key) { return true }
+                candidates.append((key, Array(lruKey)))
+                return true
+            }
+            for (key, lruKey) in candidates where freed < excess {
+                guard let bytes = try txn.get(clips, key: key.bytes), let record = try? ClipRecord(decoding: bytes) else {
+                    try txn.delete(lru, key: lruKey)
+                    continue
+                }
+                try txn.delete(clips, key: key.bytes)
+                try txn.delete(lru, key: lruKey)
+                victims.append((key, record))
+                freed += record.byteCount
+            }
+        }
+        // Files go after the commit: a crash in between leaves an orphan file, which start-up removes.
+        for (key, record) in victims {
+            unlink(blobPath(key))
+            state.withLock { $0.storedBytes -= record.byteCount }
+        }
+        return victims.map(\.0)
+    }
+
+    // MARK: - Maintenance
+
+    public struct ReconcileReport: Sendable, Equatable {
+        public var temporaryFilesRemoved = 0
+        public var recordsDropped = 0
+        public var orphanFilesRemoved = 0
+        public var clips = 0
+        public var bytes: Int64 = 0
+    }
+
+    /// Makes index and disk agree (see the type's documentation). Run at start-up and by `index gc`.
+    @discardableResult
+    public func reconcile() throws -> ReconcileReport {
+        var report = ReconcileReport()
+        let fm = FileManager.default
+        for name in (try? fm.contentsOfDirectory(atPath: temporaryRoot)) ?? [] {
+            unlink("\(temporaryRoot)/\(name)")
+            report.temporaryFilesRemoved += 1
+        }
+        var known = Set<String>()
+        var total: Int64 = 0
+        try environment.write { txn in
+            var drop: [[UInt8]] = []
+            var dropLRU: [[UInt8]] = []
+            try txn.forEach(clips) { keyBytes, value in
+                let hex = String(decoding: keyBytes, as: UTF8.self)
+                guard let key = ClipKey(hex: hex), let record = try? ClipRecord(decoding: Array(value)) else {
+                    drop.append(Array(keyBytes))
+                    return true
+                }
+                var info = stat()
+                if stat(blobPath(key), &info) != 0 || Int64(info.st_size) != record.byteCount {
+                    drop.append(Array(keyBytes))
+                    dropLRU.append(Self.lruKey(record.lastAccessMs, key))
+                } else {
+                    known.insert(hex)
+                    total += record.byteCount
+                }
+                return true
+            }
+            for key in drop { try txn.delete(clips, key: key) }
+            for key in dropLRU { try txn.delete(lru, key: key) }
+            report.recordsDropped = drop.count
+        }
+        if let walker = fm.enumerator(atPath: blobRoot) {
+            while let relative = walker.nextObject() as? String {
+                let name = (relative as NSString).lastPathComponent
+                let full = "\(blobRoot)/\(relative)"
+                var isDirectory: ObjCBool = false
+                guard fm.fileExists(atPath: full, isDirectory: &isDirectory), !isDirectory.boolValue else { continue }
+                if !known.contains(name) {
+                    unlink(full)
+                    report.orphanFilesRemoved += 1
+                }
+            }
+        }
+        state.withLock { $0.storedBytes = total }
+        report.clips = known.count
+        report.bytes = total
+        return report
+    }
+
+    public struct VerifyReport: Sendable, Equatable {
+        public var checked = 0
+        public var missing: [ClipKey] = []
+        public var wrongSize: [ClipKey] = []
+        public var wrongDigest: [ClipKey] = []
+        public var isClean: Bool { missing.isEmpty && wrongSize.isEmpty && wrongDigest.isEmpty }
+    }
+
+    /// Re-reads every stored clip and recomputes its SHA-256.
+    public func verify() throws -> VerifyReport {
+        var entries: [(ClipKey, ClipRecord)] = []
+        try environment.read { txn in
+            try txn.forEach(clips) { keyBytes, value in
+                if let key = ClipKey(hex: String(decoding: keyBytes, as: UTF8.self)), let record = try? ClipRecord(decoding: Array(value)) {
+                    entries.append((key, record))
+                }
+                return true
+            }
+        }
+        var report = VerifyReport()
+        for (key, record) in entries {
+            report.checked += 1
+            guard let handle = FileHandle(forReadingAtPath: blobPath(key)) else { report.missing.append(key); continue }
+            defer { try? handle.close() }
+            var hasher = SHA256Hasher()
+            var size: Int64 = 0
+            while let chunk = try handle.read(upToCount: 1 << 20), !chunk.isEmpty {
+                hasher.update(chunk)
+                size += Int64(chunk.count)
+            }
+            if size != record.byteCount { report.wrongSize.append(key) }
+            else if hasher.finalize() != record.digest { report.wrongDigest.append(key) }
+        }
+        return report
+    }
+
+    public struct Stats: Sendable, Equatable {
+        public var clips: Int
+        public var bytes: Int64
+        public var maxBytes: Int64
+        public var episodes: Int
+        public var frameIndexes: Int
+        public var mapSize: Int
+    }
+
+    public func stats() throws -> Stats {
+        try environment.read { txn in
+            Stats(clips: try txn.count(clips), bytes: storedBytes, maxBytes: configuration.maxBytes,
+                  episodes: try txn.count(episodes), frameIndexes: try txn.count(frames), mapSize: environment.currentMapSize)
+        }
+    }
+
+    // MARK: - Episodes and frame indexes
+
+    public func episode(_ id: String) throws -> EpisodeRecord? {
+        try environment.read { txn in
+            try txn.withValue(episodes, key: Array(id.utf8)) { value in try value.map { try EpisodeRecord(decoding: Array($0)) } }
+        }
+    }
+
+    public func putEpisode(_ id: String, _ record: EpisodeRecord) throws {
+        try environment.write { try $0.put(episodes, key: Array(id.utf8), value: record.encoded()) }
+    }
+
+    /// The stored frame index of a source (opaque bytes owned by the Trim module).
+    public func frameIndex(source: String) throws -> [UInt8]? {
+        try environment.read { try $0.get(frames, key: Array(source.utf8)) }
+    }
+
+    public func putFrameIndex(source: String, _ bytes: [UInt8]) throws {
+        try environment.write { try $0.put(frames, key: Array(source.utf8), value: bytes) }
+    }
+}
