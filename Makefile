@@ -33,6 +33,7 @@ demo:
 # Benchmarks (release build), measured against their peers in the same run. See bench/README.md.
 bench: deps fixtures
 	bench/trim.sh
+	bench/index.sh
 
 clean:
 	rm -rf .build $(FIXTURES) demo

@@ -13,6 +13,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
     ],
     targets: [
         // MARK: C libraries (headers + tiny static inline shims for what Swift cannot import)
@@ -48,6 +49,7 @@ let package = Package(
                 "Trim", "Index", "Upstream",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
             ]),
 
         // MARK: Tests
@@ -56,9 +58,12 @@ let package = Package(
         .testTarget(name: "TrimTests", dependencies: ["Trim", "CFFmpeg", "TestSupport"]),
         .testTarget(name: "IndexTests", dependencies: ["Index", "CLMDB", "Support", "TestSupport"]),
         .testTarget(name: "UpstreamTests", dependencies: ["Upstream", "CCurl", "CMongoc", "Support", "TestSupport"]),
-        .testTarget(name: "ClipProxyTests", dependencies: ["TestSupport"]),
+        .testTarget(name: "ClipProxyTests", dependencies: ["ClipProxy", "Index", "TestSupport"]),
         // Fills the clip store until killed; the crash-safety test SIGKILLs it at random moments.
         .executableTarget(name: "IndexCrashChild", dependencies: ["Index"], path: "Tests/IndexCrashChild"),
+
+        // MARK: Benchmarks (run by `make bench`, never by the tests)
+        .executableTarget(name: "IndexBench", dependencies: ["Index"], path: "bench/IndexBench"),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -55,11 +55,15 @@ public final class ClipStore: @unchecked Sendable {
         lru = try environment.database(named: "lru")
         episodes = try environment.database(named: "episodes")
         frames = try environment.database(named: "frames")
-        _ = try reconcile()
+        var report = try reconcile()
         // A crash between a commit and its eviction, or a smaller budget than last run, leaves the
         // store over budget: enforce it before serving.
-        try evictToBudget()
+        report.evicted = try evictToBudget().count
+        openingReport = report
     }
+
+    /// What reconciliation and the budget did when the store was opened.
+    public private(set) var openingReport = ReconcileReport()
 
     static func nowMs() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 
@@ -259,6 +263,7 @@ public final class ClipStore: @unchecked Sendable {
         public var temporaryFilesRemoved = 0
         public var recordsDropped = 0
         public var orphanFilesRemoved = 0
+        public var evicted = 0
         public var clips = 0
         public var bytes: Int64 = 0
     }

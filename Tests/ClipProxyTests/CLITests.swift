@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TestSupport
+import Index
 
 /// Runs the built `clipproxy` binary and returns (status, stdout, stderr).
 func runClipProxy(_ arguments: [String], environment: [String: String]? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
@@ -39,5 +40,50 @@ struct CLITests {
         let result = try runClipProxy(["frobnicate"])
         #expect(result.status != 0)
         #expect(result.stderr.contains("Error"))
+    }
+}
+
+@Suite("clipproxy index stats|verify|gc")
+struct IndexCLITests {
+    @Test("verify exits 1 and names a clip whose bytes changed; gc reconciles; stats counts")
+    func verifyAndGC() throws {
+        let dir = try TemporaryDirectory("index-cli")
+        defer { dir.remove() }
+        var keys: [String] = []
+        do {
+            let store = try ClipStore(.init(directory: dir.path, maxBytes: 1 << 30))
+            for i in 0..<3 {
+                let fill = try store.beginFill(ClipKey(identity: "clip\(i)"))
+                try fill.write([UInt8](repeating: UInt8(i), count: 10_000))
+                try store.commit(fill)
+                keys.append(ClipKey(identity: "clip\(i)").hex)
+            }
+        }
+        let environment = ["CLIPPROXY_CACHE_DIR": dir.path]
+        var result = try runClipProxy(["index", "verify"], environment: environment)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("\"clean\" : true"))
+
+        let victim = "\(dir.path)/blobs/\(keys[1].prefix(2))/\(keys[1].dropFirst(2).prefix(2))/\(keys[1])"
+        var data = try Data(contentsOf: URL(fileURLWithPath: victim))
+        data[5] ^= 0x80
+        try data.write(to: URL(fileURLWithPath: victim))
+        result = try runClipProxy(["index", "verify"], environment: environment)
+        #expect(result.status == 1)
+        #expect(result.stdout.contains(keys[1]))
+
+        try Data([1]).write(to: URL(fileURLWithPath: "\(dir.path)/tmp/leftover.partial"))
+        result = try runClipProxy(["index", "gc"], environment: environment)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("\"temporary_files_removed\" : 1"))
+        result = try runClipProxy(["index", "stats"], environment: environment)
+        #expect(result.stdout.contains("\"clips\" : 3"))
+    }
+
+    @Test("A bad configuration stops the command with a message naming the key")
+    func badConfiguration() throws {
+        let result = try runClipProxy(["index", "stats"], environment: ["CLIPPROXY_CACHE_MAX_BYTES": "lots"])
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("cache.max_bytes"))
     }
 }

@@ -47,6 +47,8 @@ struct NotImplementedYet: Error, CustomStringConvertible {
 struct ConfigOption: ParsableArguments {
     @Option(name: .long, help: "Configuration file (YAML or JSON); every key can be overridden by its CLIPPROXY_* variable.")
     var config: String?
+
+    func load() throws -> Configuration { try Configuration.load(file: config) }
 }
 
 struct ServeCommand: AsyncParsableCommand {
@@ -96,17 +98,17 @@ struct IndexCommand: AsyncParsableCommand {
     struct Stats: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "stats", abstract: "Counts and sizes of the index and the clip store.")
         @OptionGroup var options: ConfigOption
-        func run() async throws { throw NotImplementedYet(command: "index stats", issue: 4) }
+        func run() async throws { try IndexTool.stats(try options.load()) }
     }
     struct Verify: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "verify", abstract: "Recompute every stored clip's digest and report mismatches.")
         @OptionGroup var options: ConfigOption
-        func run() async throws { throw NotImplementedYet(command: "index verify", issue: 4) }
+        func run() async throws { try IndexTool.verify(try options.load()) }
     }
     struct GC: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "gc", abstract: "Reconcile the index with the disk and evict down to the byte budget.")
         @OptionGroup var options: ConfigOption
-        func run() async throws { throw NotImplementedYet(command: "index gc", issue: 4) }
+        func run() async throws { try IndexTool.gc(try options.load()) }
     }
 }
 

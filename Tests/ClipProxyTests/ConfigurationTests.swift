@@ -1,0 +1,67 @@
+import Foundation
+import Testing
+import TestSupport
+@testable import ClipProxy
+
+@Suite("Configuration: file, environment, and clear errors")
+struct ConfigurationTests {
+    func write(_ text: String, _ name: String = "c.yaml") throws -> (TemporaryDirectory, String) {
+        let dir = try TemporaryDirectory("config")
+        let path = dir.url.appendingPathComponent(name).path
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        return (dir, path)
+    }
+
+    @Test("Defaults follow DESIGN.md")
+    func defaults() throws {
+        let c = try Configuration.load(file: nil, environment: [:])
+        #expect(c.httpHost == "127.0.0.1" && c.httpPort == 8080)
+        #expect(c.s3Region == "eu-west-2" && c.s3ClipBucket == "pod-insights-clips")
+        #expect(c.s3ClipKeyTemplate == "{feed_slug}/{guid}/{start_ms}-{end_ms}.mp3")
+        #expect(c.clipsDefaultDurationMs == 30_000 && c.clipsMaxDurationMs == 60_000 && c.presignExpiresS == 86_400)
+        #expect(c.signingKey.isEmpty)
+    }
+
+    @Test("The file sets keys (YAML and JSON); the environment overrides the file")
+    func fileThenEnvironment() throws {
+        let (dir, path) = try write("http:\n  port: 9000\ncache:\n  max_bytes: 500MB\ns3:\n  path_style: true\n")
+        defer { dir.remove() }
+        var c = try Configuration.load(file: path, environment: [:])
+        #expect(c.httpPort == 9000 && c.cacheMaxBytes == 500 << 20 && c.s3PathStyle)
+        c = try Configuration.load(file: path, environment: ["CLIPPROXY_HTTP_PORT": "9100", "CLIPPROXY_CACHE_MAX_BYTES": "1GiB"])
+        #expect(c.httpPort == 9100 && c.cacheMaxBytes == 1 << 30)
+        let (jdir, json) = try write(#"{"catalog": {"kind": "mongo"}, "mongo": {"database": "x"}}"#, "c.json")
+        defer { jdir.remove() }
+        c = try Configuration.load(file: json, environment: [:])
+        #expect(c.catalogKind == "mongo" && c.mongoDatabase == "x")
+    }
+
+    @Test("Mistakes name the key and what is wrong", arguments: [
+        ("cache:\n  max_byte: 5\n", "did you mean cache.max_bytes"),
+        ("http:\n  port: 70000\n", "http.port must be an integer"),
+        ("catalog:\n  kind: postgres\n", "catalog.kind must be one of file, mongo"),
+        ("s3:\n  path_style: maybe\n", "s3.path_style must be true or false"),
+        ("clips:\n  default_duration_ms: 90000\n", "exceeds clips.max_duration_ms"),
+        ("- just\n- a list\n", "top level must be a mapping"),
+        ("http: [unclosed\n", "not valid YAML"),
+    ])
+    func errors(_ text: String, _ message: String) throws {
+        let (dir, path) = try write(text)
+        defer { dir.remove() }
+        let error = #expect(throws: ConfigurationError.self) { try Configuration.load(file: path, environment: [:]) }
+        #expect(error?.description.contains(message) == true, "\(error?.description ?? "no error")")
+    }
+
+    @Test("conf/clipproxy.yaml loads and documents every key with its environment variable")
+    func exampleDocumentsEveryKey() throws {
+        let path = RepoPaths.root.appendingPathComponent("conf/clipproxy.yaml").path
+        let c = try Configuration.load(file: path, environment: [:])
+        #expect(c == (try Configuration.load(file: nil, environment: [:])), "the example shows the defaults")
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        let documented = try Configuration.flatten(text, file: path)
+        for key in Configuration.keys {
+            #expect(documented[key.name] != nil, "\(key.name) is not in conf/clipproxy.yaml")
+            #expect(text.contains(key.environmentVariable), "\(key.environmentVariable) is not mentioned")
+        }
+    }
+}
