@@ -1,0 +1,73 @@
+/// An episode as the catalog knows it: its guid and the feed it belongs to.
+public struct CatalogEntry: Sendable, Equatable {
+    public let episodeId: String
+    public let guid: String
+    public let feedSlug: String
+}
+
+public enum CatalogError: Error, CustomStringConvertible, Sendable, Equatable {
+    /// No such episode (or no feed for it). Maps to 404.
+    case notFound(String)
+    /// The catalog cannot be asked right now (server down, timeout). Maps to 502/503.
+    case unavailable(String)
+    /// The catalog answered with data clipproxy cannot use (a document without a guid, ...).
+    case invalidData(String)
+
+    public var description: String {
+        switch self {
+        case .notFound(let what): "not found: \(what)"
+        case .unavailable(let why): "catalog unavailable: \(why)"
+        case .invalidData(let why): "catalog data unusable: \(why)"
+        }
+    }
+}
+
+/// Resolves an episode id to its guid and feed slug.
+///
+/// A 24-hex id is first looked up as `episode_metadata._id`; its `guid` then finds `feed_slug`
+/// in `transcript_chunks_768d` (`episode_id = guid`). Any other id, and a 24-hex id that is no
+/// `_id` (some guids are themselves 24 hex digits), is taken as a guid. Blocking: call it off the
+/// event loop.
+public protocol EpisodeCatalog: Sendable {
+    func resolve(_ episodeId: String) throws -> CatalogEntry
+}
+
+enum EpisodeIds {
+    static func isObjectId(_ id: String) -> Bool {
+        id.utf8.count == 24 && id.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) || (0x41...0x46).contains($0) }
+    }
+}
+
+/// The catalog in MongoDB, through a libmongoc client pool.
+public struct MongoCatalog: EpisodeCatalog {
+    let pool: MongoClientPool
+
+    public init(pool: MongoClientPool) { self.pool = pool }
+
+    public func resolve(_ episodeId: String) throws -> CatalogEntry {
+        do {
+            var guid = episodeId
+            if EpisodeIds.isObjectId(episodeId) {
+                let documents = try pool.find(collection: "episode_metadata", filter: [("_id", .objectId(episodeId.lowercased()))],
+                                              projection: ["guid"], limit: 1)
+                if let document = documents.first {
+                    guard let found = document["guid"]?.stringValue, !found.isEmpty else {
+                        throw CatalogError.invalidData("episode_metadata \(episodeId) has no guid")
+                    }
+                    guid = found
+                }
+            }
+            let chunks = try pool.find(collection: "transcript_chunks_768d", filter: [("episode_id", .string(guid))],
+                                       projection: ["feed_slug"], limit: 1)
+            guard let feedSlug = chunks.first?["feed_slug"]?.stringValue, !feedSlug.isEmpty else {
+                throw CatalogError.notFound("episode \(episodeId)")
+            }
+            return CatalogEntry(episodeId: episodeId, guid: guid, feedSlug: feedSlug)
+        } catch let error as MongoError {
+            switch error.kind {
+            case .unavailable, .invalidURI: throw CatalogError.unavailable(error.description)
+            case .commandFailed, .badDocument: throw CatalogError.invalidData(error.description)
+            }
+        }
+    }
+}
