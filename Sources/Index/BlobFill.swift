@@ -6,7 +6,7 @@ import Support
 /// and recorded it. Dropped without a commit (an error, a client gone), it removes its file.
 public final class BlobFill: @unchecked Sendable {
     public let key: ClipKey
-    let temporaryPath: String
+    public let temporaryPath: String
     private var descriptor: Int32
     private var hasher = SHA256Hasher()
     public private(set) var byteCount: Int64 = 0

@@ -65,7 +65,7 @@ public final class ClipStore: @unchecked Sendable {
     /// What reconciliation and the budget did when the store was opened.
     public private(set) var openingReport = ReconcileReport()
 
-    static func nowMs() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+    public static func nowMs() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 
     func blobPath(_ key: ClipKey) -> String {
         let h = Array(key.hex)

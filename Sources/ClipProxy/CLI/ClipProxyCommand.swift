@@ -54,7 +54,7 @@ struct ConfigOption: ParsableArguments {
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "serve", abstract: "Serve /clips, the JSON pre-sign API, /healthz, /readyz and /metrics.")
     @OptionGroup var options: ConfigOption
-    func run() async throws { throw NotImplementedYet(command: "serve", issue: 6) }
+    func run() async throws { try await ClipServer.run(try options.load()) }
 }
 
 struct TrimCommand: AsyncParsableCommand {

@@ -26,6 +26,11 @@ public struct FileCatalog: EpisodeCatalog {
         feedByGuid = feeds
     }
 
+    /// Every episode id (`_id`) with a feed, sorted: what a demo page can list.
+    public var episodeIds: [String] {
+        guidById.filter { feedByGuid[$0.value] != nil }.map(\.key).sorted()
+    }
+
     public func resolve(_ episodeId: String) throws -> CatalogEntry {
         var guid = episodeId
         if EpisodeIds.isObjectId(episodeId), let found = guidById[episodeId.lowercased()] { guid = found }

@@ -29,6 +29,16 @@ public struct ResolvedEpisode: Sendable, Equatable {
     public let size: Int64
     /// Other objects that also matched (when more than one did), for the log.
     public let alsoMatched: [String]
+
+    public init(episodeId: String, guid: String, feedSlug: String, sourceKey: String, etag: String, size: Int64, alsoMatched: [String] = []) {
+        self.episodeId = episodeId
+        self.guid = guid
+        self.feedSlug = feedSlug
+        self.sourceKey = sourceKey
+        self.etag = etag
+        self.size = size
+        self.alsoMatched = alsoMatched
+    }
 }
 
 /// Finds an episode's source audio: the one object under `<feed_slug>/<guid>/audio/` whose name

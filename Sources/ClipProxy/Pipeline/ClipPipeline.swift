@@ -1,0 +1,212 @@
+import Foundation
+import Index
+import Logging
+import NIOPosix
+import Support
+import Trim
+import Upstream
+
+/// What a request asks for, once validated.
+struct ClipRequest: Sendable, Equatable {
+    var episodeId: String
+    var startMs: Int64
+    var durationMs: Int64
+}
+
+/// A clip whose plan and key are known: its exact length, before any source byte is read.
+struct PreparedClip: Sendable {
+    let request: ClipRequest
+    let episode: ResolvedEpisode
+    let plan: ClipPlan
+    let key: ClipKey
+    let sourceIdentity: String
+}
+
+/// Where the bytes of a response come from.
+enum ClipBody: Sendable {
+    /// L1: a finished file in the local store, pinned while it is read.
+    case stored(ClipStore.Lease, tier: Tier)
+    /// A fill in progress (this request's or another's): read as it grows.
+    case filling(Fill, tier: Tier)
+
+    enum Tier: String, Sendable { case l1 = "l1_hit", l2 = "l2_hit", fill = "fill", coalesced = "coalesced" }
+
+    var tier: Tier {
+        switch self {
+        case .stored(_, let tier), .filling(_, let tier): tier
+        }
+    }
+}
+
+/// The request flow of `/clips`: validate → resolve → plan → L1 → L2 → fill.
+final class ClipPipeline: Sendable {
+    let configuration: Configuration
+    let store: ClipStore
+    let locator: SourceLocator
+    let sources: SourceOpener
+    let secondTier: ClipDirectoryTier?
+    let fills = FillCoordinator()
+    let threads: NIOThreadPool
+    let logger: Logger
+    /// How long a resolved episode is trusted before the catalog is asked again.
+    static let episodeTTLms: Int64 = 10 * 60 * 1000
+
+    init(configuration: Configuration, store: ClipStore, locator: SourceLocator, sources: SourceOpener,
+         secondTier: ClipDirectoryTier?, threads: NIOThreadPool, logger: Logger) {
+        self.configuration = configuration
+        self.store = store
+        self.locator = locator
+        self.sources = sources
+        self.secondTier = secondTier
+        self.threads = threads
+        self.logger = logger
+    }
+
+    /// Runs blocking work (LMDB writes, libavformat, libmongoc, libcurl, file I/O) off the event loop.
+    func blocking<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await threads.runIfActive(work)
+    }
+
+    // MARK: - The flow
+
+    /// Resolve the episode, index its source, plan the clip and derive its key. No clip byte is read.
+    func prepare(_ request: ClipRequest) async throws -> PreparedClip {
+        let episode = try await resolve(request.episodeId)
+        let sourceIdentity = sources.identity(of: episode)
+        let index = try await frameIndex(of: episode, identity: sourceIdentity)
+        let plan = try ClipPlan.plan(index, .init(startMs: request.startMs, durationMs: request.durationMs))
+        let key = ClipKey(identity: "clipproxy|\(sourceIdentity)|\(plan.identity)")
+        return PreparedClip(request: request, episode: episode, plan: plan, key: key, sourceIdentity: sourceIdentity)
+    }
+
+    /// The cheapest tier that has the clip: local store, then the clip directory/bucket, then a
+    /// fill shared by every request for the same key.
+    func open(_ clip: PreparedClip) async throws -> ClipBody {
+        if let lease = try await blocking({ [store] in try store.lookup(clip.key) }) {
+            return .stored(lease, tier: .l1)
+        }
+        if let running = await fills.join(clip.key) { return .filling(running, tier: .coalesced) }
+        if let secondTier, let body = try await fillFromSecondTier(clip, secondTier) { return body }
+        return try await startFill(clip)
+    }
+
+    // MARK: - Resolution and indexing (cached in LMDB)
+
+    func resolve(_ episodeId: String) async throws -> ResolvedEpisode {
+        let now = ClipStore.nowMs()
+        if let cached = try await blocking({ [store] in try store.episode(episodeId) }), cached.expiresMs > now {
+            return ResolvedEpisode(episodeId: episodeId, guid: cached.guid, feedSlug: cached.feedSlug, sourceKey: cached.sourceKey,
+                                   etag: cached.etag, size: cached.size, alsoMatched: [])
+        }
+        let resolved = try await blocking { [locator] in try locator.resolve(episodeId) }
+        if !resolved.alsoMatched.isEmpty {
+            logger.warning("several source objects match; using the greatest key",
+                           metadata: ["episode.id": "\(episodeId)", "source.key": "\(resolved.sourceKey)", "source.others": "\(resolved.alsoMatched)"])
+        }
+        let record = EpisodeRecord(guid: resolved.guid, feedSlug: resolved.feedSlug, sourceKey: resolved.sourceKey,
+                                   etag: resolved.etag, size: resolved.size, expiresMs: now + Self.episodeTTLms)
+        try await blocking { [store] in try store.putEpisode(episodeId, record) }
+        return resolved
+    }
+
+    func frameIndex(of episode: ResolvedEpisode, identity: String) async throws -> FrameIndex {
+        if let bytes = try await blocking({ [store] in try store.frameIndex(source: identity) }),
+           let index = try? FrameIndex(serialized: bytes) {
+            return index
+        }
+        let source = try sources.open(episode)
+        let (_, index) = try await blocking { try SourceDescription.probe(source) }
+        try await blocking { [store] in try store.putFrameIndex(source: identity, index.serialized()) }
+        return index
+    }
+
+    // MARK: - Fills
+
+    /// Cuts the clip into the local store; every request for the key reads it as it grows.
+    private func startFill(_ clip: PreparedClip) async throws -> ClipBody {
+        guard await fills.count < configuration.limitsMaxFills else { throw ServiceError.overloaded }
+        let blob = try await blocking { [store] in try store.beginFill(clip.key) }
+        let fill = try Fill(key: clip.key, length: clip.plan.byteCount, temporaryPath: blob.temporaryPath)
+        let registered = await fills.register(fill)
+        guard registered === fill else {
+            blob.abort()
+            return .filling(registered, tier: .coalesced)
+        }
+        let source = try sources.open(clip.episode)
+        logger.info("fill started", metadata: ["clip.key": "\(clip.key)", "episode.id": "\(clip.request.episodeId)",
+                                                "source.range": "\(clip.plan.readRange)", "clip.bytes": "\(clip.plan.byteCount)"])
+        // The fill belongs to the cache, not to the request: it finishes even if the client leaves.
+        Task.detached { [self] in
+            let started = ContinuousClock.now
+            do {
+                try await blocking {
+                    try Trimmer.write(clip.plan, from: source) { bytes in
+                        try blob.write(bytes)
+                        fill.advance(to: blob.byteCount)
+                    }
+                }
+                try await blocking { [store] in try store.commit(blob) }
+                fill.finish(nil)
+                await fills.remove(fill)
+                logger.info("fill finished", metadata: ["clip.key": "\(clip.key)", "fill.ms": "\((ContinuousClock.now - started).components.seconds * 1000 + (ContinuousClock.now - started).components.attoseconds / 1_000_000_000_000_000)"])
+                await copyToSecondTier(clip)
+            } catch {
+                blob.abort()
+                fill.finish(error)
+                await fills.remove(fill)
+                logger.error("fill failed; nothing cached", metadata: ["clip.key": "\(clip.key)", "error": "\(error)"])
+            }
+        }
+        return .filling(fill, tier: .fill)
+    }
+
+    /// A clip found in the second tier is streamed to the client while it is copied into L1.
+    private func fillFromSecondTier(_ clip: PreparedClip, _ tier: ClipDirectoryTier) async throws -> ClipBody? {
+        guard let path = try await blocking({ try tier.find(clip) }) else { return nil }
+        let blob = try await blocking { [store] in try store.beginFill(clip.key) }
+        let fill = try Fill(key: clip.key, length: clip.plan.byteCount, temporaryPath: blob.temporaryPath)
+        let registered = await fills.register(fill)
+        guard registered === fill else {
+            blob.abort()
+            return .filling(registered, tier: .coalesced)
+        }
+        Task.detached { [self] in
+            do {
+                try await blocking {
+                    let source = try FileByteSource(path: path)
+                    guard source.size == clip.plan.byteCount else { throw FillError.incomplete(written: source.size, expected: clip.plan.byteCount) }
+                    try source.stream(0..<source.size) { bytes in
+                        try blob.write(bytes)
+                        fill.advance(to: blob.byteCount)
+                    }
+                }
+                try await blocking { [store] in try store.commit(blob) }
+                fill.finish(nil)
+            } catch {
+                blob.abort()
+                fill.finish(error)
+                logger.error("copy from the second tier failed", metadata: ["clip.key": "\(clip.key)", "error": "\(error)"])
+            }
+            await fills.remove(fill)
+        }
+        return .filling(fill, tier: .l2)
+    }
+
+    private func copyToSecondTier(_ clip: PreparedClip) async {
+        guard let secondTier else { return }
+        do {
+            try await blocking { [store] in
+                guard let lease = try store.lookup(clip.key) else { return }
+                defer { lease.release() }
+                try secondTier.store(clip, from: lease.path)
+            }
+        } catch {
+            logger.warning("could not copy the clip to the second tier", metadata: ["clip.key": "\(clip.key)", "error": "\(error)"])
+        }
+    }
+}
+
+enum ServiceError: Error, CustomStringConvertible {
+    case overloaded
+    var description: String { "too many clips are being cut right now; retry shortly" }
+}

@@ -1,0 +1,107 @@
+import Foundation
+import Index
+import Synchronization
+
+/// One clip being cut into the local store while any number of requests stream it.
+///
+/// The writer appends to a temporary file (`BlobFill`); readers read the same file through a
+/// descriptor opened at the start, so they are unaffected when the finished file is renamed into
+/// the store. Readers wait for bytes with `waitForBytes`; if the fill fails, every reader's wait
+/// throws, so no response ever ends short with a success status.
+final class Fill: Sendable {
+    let key: ClipKey
+    let length: Int64
+    /// Opened on the temporary file before any byte is written; shared by all readers (pread).
+    let readDescriptor: Int32
+
+    private struct Progress {
+        var written: Int64 = 0
+        var failure: (any Error)?
+        var finished = false
+        var waiters: [(Int64, CheckedContinuation<Void, any Error>)] = []
+    }
+    private let progress = Mutex(Progress())
+
+    init(key: ClipKey, length: Int64, temporaryPath: String) throws {
+        let fd = open(temporaryPath, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw IndexError.io("cannot open \(temporaryPath) for reading", errno) }
+        self.key = key
+        self.length = length
+        readDescriptor = fd
+    }
+
+    deinit { close(readDescriptor) }
+
+    /// The writer reports that the file now holds `count` bytes.
+    func advance(to count: Int64) {
+        let ready = progress.withLock { p -> [CheckedContinuation<Void, any Error>] in
+            p.written = count
+            let (due, waiting) = p.waiters.reduce(into: ([CheckedContinuation<Void, any Error>](), [(Int64, CheckedContinuation<Void, any Error>)]())) {
+                if $1.0 <= count { $0.0.append($1.1) } else { $0.1.append($1) }
+            }
+            p.waiters = waiting
+            return due
+        }
+        for continuation in ready { continuation.resume() }
+    }
+
+    /// The fill ended: successfully (all `length` bytes written) or with `error`.
+    func finish(_ error: (any Error)?) {
+        let waiting = progress.withLock { p -> [(Int64, CheckedContinuation<Void, any Error>)] in
+            p.finished = true
+            p.failure = error ?? (p.written == length ? nil : FillError.incomplete(written: p.written, expected: length))
+            defer { p.waiters = [] }
+            return p.waiters
+        }
+        for (_, continuation) in waiting {
+            if let failure = progress.withLock({ $0.failure }) { continuation.resume(throwing: failure) } else { continuation.resume() }
+        }
+    }
+
+    /// Suspends until at least `count` bytes are in the file (or throws if the fill failed).
+    func waitForBytes(_ count: Int64) async throws {
+        let target = min(count, length)
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let resumeNow: Result<Void, any Error>? = progress.withLock { p in
+                if let failure = p.failure { return .failure(failure) }
+                if p.written >= target { return .success(()) }
+                if p.finished { return .failure(FillError.incomplete(written: p.written, expected: length)) }
+                p.waiters.append((target, continuation))
+                return nil
+            }
+            if let resumeNow { continuation.resume(with: resumeNow) }
+        }
+    }
+
+    var bytesWritten: Int64 { progress.withLock { $0.written } }
+}
+
+enum FillError: Error, CustomStringConvertible {
+    case incomplete(written: Int64, expected: Int64)
+    var description: String {
+        switch self {
+        case .incomplete(let written, let expected): "the clip fill stopped after \(written) of \(expected) bytes"
+        }
+    }
+}
+
+/// Makes concurrent requests for one clip key share one fill (Varnish's "busy object").
+actor FillCoordinator {
+    private var running: [ClipKey: Fill] = [:]
+
+    /// The running fill for `key`, or nil after registering that the caller will start one
+    /// (with `start`, which must be called at once).
+    func join(_ key: ClipKey) -> Fill? { running[key] }
+
+    func register(_ fill: Fill) -> Fill {
+        if let existing = running[fill.key] { return existing }
+        running[fill.key] = fill
+        return fill
+    }
+
+    func remove(_ fill: Fill) {
+        if running[fill.key] === fill { running[fill.key] = nil }
+    }
+
+    var count: Int { running.count }
+}

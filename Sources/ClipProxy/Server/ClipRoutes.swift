@@ -1,0 +1,189 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Index
+import Logging
+import NIOCore
+import Trim
+import Upstream
+
+/// HTTP for `/clips`: request validation, response headers, and streaming the body from the store
+/// or from a fill in progress. The flow itself lives in `ClipPipeline`.
+struct ClipRoutes: Sendable {
+    let pipeline: ClipPipeline
+    static let chunkSize: Int64 = 64 << 10
+
+    func register(on router: Router<BasicRequestContext>) {
+        router.get("/clips/:episode/:start") { request, context in try await self.serve(request, context) }
+        router.head("/clips/:episode/:start") { request, context in try await self.serve(request, context) }
+    }
+
+    func serve(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let clipRequest: ClipRequest
+        do {
+            clipRequest = try validate(request, context)
+        } catch let error as HTTPProblem {
+            return error.response()
+        }
+        let clip: PreparedClip
+        let body: ClipBody
+        do {
+            clip = try await pipeline.prepare(clipRequest)
+            body = try await pipeline.open(clip)
+        } catch {
+            return HTTPProblem(error).response()
+        }
+        let length = clip.plan.byteCount
+        var headers = HTTPFields()
+        headers[.contentType] = "audio/mpeg"
+        headers[.acceptRanges] = "bytes"
+        headers[.eTag] = "\"\(clip.key.hex.prefix(32))\""
+        headers[.cacheControl] = "public, max-age=31536000, immutable"
+        headers[.lastModified] = HTTPDate.format(Date(timeIntervalSince1970: Double(lastModifiedMs(body)) / 1000))
+        headers[.accessControlAllowOrigin] = "*"
+        headers[.accessControlExposeHeaders] = "Content-Range, Accept-Ranges, ETag, Content-Length"
+        headers[HTTPField.Name("X-Clip-Tier")!] = body.tier.rawValue
+        headers[.contentLength] = String(length)
+        pipeline.logger.info("clip", metadata: ["episode.id": "\(clipRequest.episodeId)", "clip.start_ms": "\(clipRequest.startMs)",
+                                                 "clip.key": "\(clip.key)", "clip.tier": "\(body.tier.rawValue)"])
+        if request.method == .head {
+            release(body)
+            return Response(status: .ok, headers: headers, body: ResponseBody())
+        }
+        let pipeline = self.pipeline
+        return Response(status: .ok, headers: headers, body: ResponseBody(contentLength: Int(length)) { writer in
+            defer { Self.release(body) }
+            try await Self.stream(body, range: 0..<length, pipeline: pipeline, into: &writer)
+            try await writer.finish(nil)
+        })
+    }
+
+    /// Streams `range` of the clip: from the stored file, or from a fill as its bytes arrive.
+    /// A failed fill throws here, which aborts the transfer (the client never sees a short 200).
+    static func stream(_ body: ClipBody, range: Range<Int64>, pipeline: ClipPipeline, into writer: inout any ResponseBodyWriter) async throws {
+        let descriptor: Int32
+        var ownsDescriptor = false
+        switch body {
+        case .stored(let lease, _):
+            descriptor = open(lease.path, O_RDONLY | O_CLOEXEC)
+            guard descriptor >= 0 else { throw IndexError.io("cannot open \(lease.path)", errno) }
+            ownsDescriptor = true
+        case .filling(let fill, _):
+            descriptor = fill.readDescriptor
+        }
+        defer { if ownsDescriptor { close(descriptor) } }
+        var offset = range.lowerBound
+        while offset < range.upperBound {
+            let end = min(range.upperBound, offset + chunkSize)
+            if case .filling(let fill, _) = body { try await fill.waitForBytes(end) }
+            let from = offset
+            let bytes = try await pipeline.blocking { () -> [UInt8] in
+                var buffer = [UInt8](repeating: 0, count: Int(end - from))
+                let n = buffer.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, $0.count, off_t(from)) }
+                guard n == buffer.count else { throw FillError.incomplete(written: from + Int64(max(0, n)), expected: end) }
+                return buffer
+            }
+            try await writer.write(ByteBuffer(bytes: bytes))
+            offset = end
+        }
+    }
+
+    private func release(_ body: ClipBody) { Self.release(body) }
+    static func release(_ body: ClipBody) {
+        if case .stored(let lease, _) = body { lease.release() }
+    }
+
+    private func lastModifiedMs(_ body: ClipBody) -> Int64 {
+        switch body {
+        case .stored(let lease, _): lease.record.createdMs
+        case .filling: ClipStore.nowMs()
+        }
+    }
+
+    // MARK: - Validation
+
+    /// Episode id (ObjectId or URL-encoded guid), start (digits, optional `.mp3`), `duration_ms`.
+    func validate(_ request: Request, _ context: BasicRequestContext) throws -> ClipRequest {
+        let rawEpisode = context.parameters.get("episode") ?? ""
+        guard let episode = rawEpisode.removingPercentEncoding, !episode.isEmpty, episode.count <= 200,
+              !episode.unicodeScalars.contains(where: { $0.value < 0x20 || $0 == "/" || $0.value == 0x7F }) else {
+            throw HTTPProblem(.badRequest, "invalid_episode_id", "episode_id must be a 24-hex ObjectId or a URL-encoded guid of at most 200 characters")
+        }
+        var start = context.parameters.get("start") ?? ""
+        if start.hasSuffix(".mp3") { start.removeLast(4) }
+        guard let startMs = Self.milliseconds(start) else {
+            throw HTTPProblem(.badRequest, "invalid_start_ms", "start_ms must be a non-negative integer number of milliseconds, optionally followed by .mp3")
+        }
+        var durationMs = pipeline.configuration.clipsDefaultDurationMs
+        if let value = request.uri.queryParameters.get("duration_ms") {
+            guard let parsed = Self.milliseconds(value), parsed > 0, parsed <= pipeline.configuration.clipsMaxDurationMs else {
+                throw HTTPProblem(.badRequest, "invalid_duration_ms",
+                                  "duration_ms must be an integer from 1 to \(pipeline.configuration.clipsMaxDurationMs)")
+            }
+            durationMs = parsed
+        }
+        return ClipRequest(episodeId: episode, startMs: startMs, durationMs: durationMs)
+    }
+
+    /// Digits only, at most 12 of them (over 31 years of audio): no signs, spaces or exponents.
+    static func milliseconds(_ text: String) -> Int64? {
+        guard !text.isEmpty, text.count <= 12, text.utf8.allSatisfy({ (0x30...0x39).contains($0) }) else { return nil }
+        return Int64(text)
+    }
+}
+
+/// An error as the client sees it: a status and a JSON body `{"error", "detail"}` a person can act on.
+struct HTTPProblem: Error {
+    let status: HTTPResponse.Status
+    let error: String
+    let detail: String
+    var retryAfter: Int?
+
+    init(_ status: HTTPResponse.Status, _ error: String, _ detail: String, retryAfter: Int? = nil) {
+        self.status = status
+        self.error = error
+        self.detail = detail
+        self.retryAfter = retryAfter
+    }
+
+    /// Maps module errors to statuses. Only this type decides HTTP statuses.
+    init(_ failure: any Error) {
+        switch failure {
+        case let problem as HTTPProblem: self = problem
+        case let error as CatalogError:
+            switch error {
+            case .notFound: self.init(.notFound, "not_found", error.description)
+            case .unavailable: self.init(.serviceUnavailable, "catalog_unavailable", error.description, retryAfter: 5)
+            case .invalidData: self.init(.badGateway, "catalog_error", error.description)
+            }
+        case let error as TrimError:
+            switch error {
+            case .windowOutsideAudio: self.init(.init(code: 422), "window_outside_episode", error.description)
+            case .unsupportedFormat, .corrupt, .truncatedSource, .badFrameIndex: self.init(.badGateway, "bad_source_audio", error.description)
+            case .sourceUnavailable: self.init(.badGateway, "source_unavailable", error.description)
+            }
+        case is ServiceError: self.init(.serviceUnavailable, "overloaded", "\(failure)", retryAfter: 1)
+        default: self.init(.internalServerError, "internal_error", "\(failure)")
+        }
+    }
+
+    func response() -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        headers[.accessControlAllowOrigin] = "*"
+        headers[.cacheControl] = "no-store"
+        if let retryAfter { headers[.retryAfter] = String(retryAfter) }
+        let body = (try? JSONSerialization.data(withJSONObject: ["error": error, "detail": detail], options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+        return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
+    }
+}
+
+enum HTTPDate {
+    static func format(_ date: Date) -> String {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "GMT")
+        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
+        return formatter.string(from: date)
+    }
+}

@@ -1,0 +1,109 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Index
+import Logging
+import NIOCore
+import NIOPosix
+import Upstream
+
+/// `clipproxy serve`: builds the pipeline from the configuration and runs the HTTP server until
+/// SIGTERM/SIGINT, then finishes in-flight responses and closes the store.
+enum ClipServer {
+    static func run(_ configuration: Configuration) async throws {
+        var logger = Logger(label: "clipproxy")
+        logger.logLevel = .info
+        let store = try ClipStore(.init(directory: configuration.cacheDir, maxBytes: configuration.cacheMaxBytes))
+        let opening = store.openingReport
+        logger.info("clip store open", metadata: ["cache.dir": "\(configuration.cacheDir)", "cache.clips": "\(opening.clips)",
+                                                   "cache.bytes": "\(opening.bytes)", "reconcile.dropped": "\(opening.recordsDropped)",
+                                                   "reconcile.orphans": "\(opening.orphanFilesRemoved)"])
+        let (catalog, fileCatalog) = try makeCatalog(configuration)
+        let lister: any ObjectLister
+        let sources: SourceOpener
+        switch configuration.sourceKind {
+        case "dir":
+            lister = DirectoryLister(root: configuration.sourceDir)
+            sources = SourceOpener(kind: .directory(configuration.sourceDir))
+        default:
+            throw ConfigurationError("source.kind \(configuration.sourceKind) is not served yet: use dir (S3 sources arrive with the S3 client)")
+        }
+        let threads = NIOThreadPool(numberOfThreads: configuration.limitsMaxFills + 4)
+        threads.start()
+        let pipeline = ClipPipeline(configuration: configuration, store: store,
+                                    locator: SourceLocator(catalog: catalog, lister: lister), sources: sources,
+                                    secondTier: ClipDirectoryTier(root: configuration.clipstoreDir, template: configuration.s3ClipKeyTemplate),
+                                    threads: threads, logger: logger)
+
+        let router = Router()
+        ClipRoutes(pipeline: pipeline).register(on: router)
+        router.get("/healthz") { _, _ in jsonResponse(.ok, ["status": "ok"]) }
+        router.get("/readyz") { _, _ in
+            do {
+                _ = try await pipeline.blocking { try store.stats() }
+                return jsonResponse(.ok, ["status": "ready"])
+            } catch {
+                return jsonResponse(.serviceUnavailable, ["status": "not_ready", "detail": "\(error)"])
+            }
+        }
+        router.get("/") { _, _ in DemoPage.response(episodeIds: fileCatalog?.episodeIds ?? []) }
+
+        let app = Application(
+            router: router,
+            configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: "clipproxy"),
+            onServerRunning: { channel in
+                let port = channel.localAddress?.port ?? configuration.httpPort
+                // Tests and scripts read this line to find the port when http.port is 0.
+                FileHandle.standardOutput.write(Data("clipproxy listening on http://\(configuration.httpHost):\(port)/\n".utf8))
+            },
+            logger: logger)
+        try await app.runService()
+        try store.flushRecency()
+        try await threads.shutdownGracefully()
+        logger.info("clipproxy stopped")
+    }
+
+    static func makeCatalog(_ configuration: Configuration) throws -> (any EpisodeCatalog, FileCatalog?) {
+        switch configuration.catalogKind {
+        case "mongo":
+            let pool = try MongoClientPool(uri: configuration.mongoURI, database: configuration.mongoDatabase)
+            return (MongoCatalog(pool: pool), nil)
+        default:
+            let catalog = try FileCatalog(directory: configuration.catalogDir)
+            return (catalog, catalog)
+        }
+    }
+
+    static func jsonResponse(_ status: HTTPResponse.Status, _ object: [String: String]) -> Response {
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+        return Response(status: status, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+                        body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+/// The page `make demo` opens: every episode of the file catalog with players on `/clips` URLs.
+enum DemoPage {
+    static func response(episodeIds: [String]) -> Response {
+        var rows = ""
+        for id in episodeIds {
+            let players = [0, 15_000, 30_000].map { start in
+                "<figure><figcaption>from \(start / 1000) s</figcaption><audio controls preload=\"metadata\" src=\"/clips/\(id)/\(start)\"></audio></figure>"
+            }.joined()
+            rows += "<section><h2>\(escape(id))</h2>\(players)</section>\n"
+        }
+        if episodeIds.isEmpty { rows = "<p>No episodes in the catalog (catalog.kind: mongo lists none here).</p>" }
+        let html = """
+        <!doctype html><html lang="en"><head><meta charset="utf-8"><title>clipproxy demo</title>
+        <style>body{font:15px system-ui,sans-serif;margin:2rem;max-width:60rem}section{margin-bottom:1.5rem}
+        figure{display:inline-block;margin:.3rem 1rem .3rem 0}figcaption{font-size:12px;color:#555}</style></head>
+        <body><h1>clipproxy demo</h1><p>Each player loads a 30 s clip cut exactly from the episode on first request.</p>
+        \(rows)</body></html>
+        """
+        return Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"],
+                        body: ResponseBody(byteBuffer: ByteBuffer(string: html)))
+    }
+
+    static func escape(_ text: String) -> String {
+        text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
+    }
+}
