@@ -23,12 +23,14 @@ test: deps fixtures
 	swift build --build-tests
 	swift test --skip-build --disable-xctest
 
-# Builds clipproxy and generates demo episodes (serving them arrives with the HTTP server).
+# Builds clipproxy, generates demo episodes and serves them with the embedded default
+# (catalog files, source directory, local clip directory: conf/clipproxy.yaml). Ctrl-C stops.
 demo:
 	@scripts/ensure-deps.sh demo
-	swift build
+	swift build --product clipproxy
 	@$(PYTHON) scripts/make_fixtures.py --out demo
-	@echo "demo episodes: demo/source (catalog: demo/catalog); 'clipproxy serve' is not implemented yet (issue 6)"
+	@echo "==> clipproxy demo: open http://127.0.0.1:8080/ to play clips (Ctrl-C stops)"
+	.build/debug/clipproxy serve --config conf/clipproxy.yaml
 
 # Benchmarks (release build), measured against their peers in the same run. See bench/README.md.
 bench: deps fixtures

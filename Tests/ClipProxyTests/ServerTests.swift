@@ -1,0 +1,127 @@
+import Foundation
+import Testing
+import TestSupport
+@testable import Trim
+@testable import Upstream
+
+/// A GET or HEAD through libcurl: status, lowercased headers, body.
+func fetch(_ url: String, method: String = "GET", headers: [(name: String, value: String)] = []) throws -> (status: Int, headers: [String: String], body: [UInt8]) {
+    var body: [UInt8] = []
+    let head = try CurlTransfer().perform(HTTPRequest(method: method, url: url, headers: headers)) { chunk in
+        body.append(contentsOf: chunk)
+        return true
+    }
+    return (head.status, Dictionary(head.headers.map { ($0.name, $0.value) }, uniquingKeysWith: { a, _ in a }), body)
+}
+
+/// The embedded default (catalog files, source directory, clip directory) on the fixtures.
+struct EmbeddedServer {
+    let work: TemporaryDirectory
+    var environment: [String: String] {
+        [
+            "CLIPPROXY_CACHE_DIR": work.path + "/cache", "CLIPPROXY_CLIPSTORE_DIR": work.path + "/l2",
+            "CLIPPROXY_CATALOG_KIND": "file", "CLIPPROXY_CATALOG_DIR": Fixtures.directory.appendingPathComponent("catalog").path,
+            "CLIPPROXY_SOURCE_KIND": "dir", "CLIPPROXY_SOURCE_DIR": Fixtures.directory.appendingPathComponent("source").path,
+        ]
+    }
+    func start() throws -> ClipProxyProcess { try ClipProxyProcess(environment: environment) }
+}
+
+/// What `clipproxy trim` makes of the same window: the reference bytes for the server.
+func trimmed(_ sourceKey: String, startMs: Int64, durationMs: Int64 = 30_000) throws -> [UInt8] {
+    let source = try FileByteSource(path: Fixtures.directory.appendingPathComponent("source/\(sourceKey)").path)
+    let index = try FrameIndexBuilder.build(source)
+    var out: [UInt8] = []
+    try Trimmer.trim(source, index: index, request: .init(startMs: startMs, durationMs: durationMs)) { out.append(contentsOf: $0) }
+    return out
+}
+
+@Suite("clipproxy serve: /clips end to end (embedded default)")
+struct ServerTests {
+    static let episode = "685ba776e4f9ec2f0756267a"
+    static let sourceKey = "the-daily-tones/0e983347-7815-4b33-8a7e-2b1c9f0e1a11/audio/2024-05-01-clocks-that-disagree_0e983347_audio.mp3"
+
+    @Test("Cold request = clipproxy trim bytes with exact Content-Length; then L1; wiped L1 refills from the second tier")
+    func tiers() throws {
+        let work = try TemporaryDirectory("server")
+        defer { work.remove() }
+        let config = EmbeddedServer(work: work)
+        let expected = try trimmed(Self.sourceKey, startMs: 12_345)
+        var server = try config.start()
+        let url = "\(server.baseURL)/clips/\(Self.episode)/12345"
+
+        let cold = try fetch(url)
+        #expect(cold.status == 200)
+        #expect(cold.headers["content-length"] == String(expected.count))
+        #expect(cold.headers["content-type"] == "audio/mpeg")
+        #expect(cold.headers["x-clip-tier"] == "fill")
+        #expect(sameBytes(cold.body, expected))
+
+        let warm = try fetch(url + ".mp3")
+        #expect(warm.headers["x-clip-tier"] == "l1_hit")
+        #expect(warm.headers["etag"] == cold.headers["etag"])
+        #expect(sameBytes(warm.body, expected))
+
+        let head = try fetch(url, method: "HEAD")
+        #expect(head.status == 200 && head.body.isEmpty && head.headers["content-length"] == String(expected.count))
+
+        #expect(server.stop() == 0, "SIGTERM shuts down cleanly")
+        try FileManager.default.removeItem(atPath: work.path + "/cache")
+        server = try config.start()
+        let fromSecondTier = try fetch("\(server.baseURL)/clips/\(Self.episode)/12345")
+        #expect(fromSecondTier.headers["x-clip-tier"] == "l2_hit")
+        #expect(sameBytes(fromSecondTier.body, expected))
+        #expect(!server.log.contains("fill started"), "served without a new trim")
+        let refilled = try fetch("\(server.baseURL)/clips/\(Self.episode)/12345")
+        #expect(refilled.headers["x-clip-tier"] == "l1_hit")
+        server.stop()
+    }
+
+    @Test("200 concurrent requests for one cold clip share one fill and get identical bytes")
+    func coalescing() throws {
+        let work = try TemporaryDirectory("coalesce")
+        defer { work.remove() }
+        let server = try EmbeddedServer(work: work).start()
+        defer { server.stop() }
+        let expected = try trimmed(Self.sourceKey, startMs: 40_000, durationMs: 20_000)
+        let url = "\(server.baseURL)/clips/\(Self.episode)/40000?duration_ms=20000"
+        // curl's own parallel mode: 200 transfers at once from one process.
+        var arguments = ["--silent", "--parallel", "--parallel-immediate", "--parallel-max", "200"]
+        for i in 0..<200 { arguments += ["-o", work.path + "/out\(i).mp3", url] }
+        let result = try FFmpegOracle.run("/usr/bin/curl", arguments)
+        #expect(result.status == 0, "\(result.stderr)")
+        for i in 0..<200 {
+            let body = try [UInt8](Data(contentsOf: URL(fileURLWithPath: work.path + "/out\(i).mp3")))
+            #expect(sameBytes(body, expected), "response \(i)")
+        }
+        let fills = server.log.components(separatedBy: "fill started").count - 1
+        #expect(fills == 1, "one fill for 200 requests, saw \(fills)")
+    }
+
+    @Test("Bad requests get a JSON error with the right status, never a 500", arguments: [
+        ("/clips/685ba776e4f9ec2f0756267a/abc", 400, "invalid_start_ms"),
+        ("/clips/685ba776e4f9ec2f0756267a/-5", 400, "invalid_start_ms"),
+        ("/clips/685ba776e4f9ec2f0756267a/1e5", 400, "invalid_start_ms"),
+        ("/clips/685ba776e4f9ec2f0756267a/99999999999999999999", 400, "invalid_start_ms"),
+        ("/clips/685ba776e4f9ec2f0756267a/0?duration_ms=0", 400, "invalid_duration_ms"),
+        ("/clips/685ba776e4f9ec2f0756267a/0?duration_ms=60001", 400, "invalid_duration_ms"),
+        ("/clips/685ba776e4f9ec2f0756267a/0?duration_ms=ten", 400, "invalid_duration_ms"),
+        ("/clips/ffffffffffffffffffffffff/0", 404, "not_found"),
+        ("/clips/no-such-guid/0", 404, "not_found"),
+        ("/clips/685ba776e4f9ec2f07562680/0", 404, "not_found"),
+        ("/clips/685ba776e4f9ec2f0756267a/900000", 422, "window_outside_episode"),
+        ("/clips/%00bad/0", 400, "invalid_episode_id"),
+    ])
+    func badRequests(_ path: String, _ status: Int, _ error: String) throws {
+        let work = try TemporaryDirectory("errors")
+        defer { work.remove() }
+        let server = try EmbeddedServer(work: work).start()
+        defer { server.stop() }
+        let response = try fetch(server.baseURL + path)
+        #expect(response.status == status, "\(path): \(String(decoding: response.body, as: UTF8.self))")
+        #expect(response.headers["content-type"] == "application/json")
+        let json = try JSONSerialization.jsonObject(with: Data(response.body)) as? [String: String]
+        #expect(json?["error"] == error)
+        #expect((json?["detail"] ?? "").count > 10)
+    }
+}
