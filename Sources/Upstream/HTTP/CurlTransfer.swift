@@ -1,19 +1,39 @@
 import CCurl
 import Foundation
 
+/// What an upload sends: bytes in memory, or a local file streamed through libcurl's read
+/// callback (never loaded whole). Either way it goes out with an exact Content-Length.
+public enum HTTPRequestBody: Sendable {
+    case bytes([UInt8])
+    /// The first `length` bytes of the file at `path`, re-opened for every transfer. If the file
+    /// ends early the transfer fails with `TransferError.Kind.upload`.
+    case file(path: String, length: Int64)
+
+    public var length: Int64 {
+        switch self {
+        case .bytes(let bytes): Int64(bytes.count)
+        case .file(_, let length): length
+        }
+    }
+}
+
 /// One HTTP request as libcurl will send it.
 public struct HTTPRequest: Sendable {
     public var method: String
     public var url: String
     public var headers: [(name: String, value: String)]
     /// Request body, sent with Content-Length (S3 PutObject needs an exact length).
-    public var body: [UInt8]?
+    public var body: HTTPRequestBody?
 
     public init(method: String, url: String, headers: [(name: String, value: String)] = [], body: [UInt8]? = nil) {
+        self.init(method: method, url: url, headers: headers, upload: body.map(HTTPRequestBody.bytes))
+    }
+
+    public init(method: String, url: String, headers: [(name: String, value: String)] = [], upload: HTTPRequestBody?) {
         self.method = method
         self.url = url
         self.headers = headers
-        self.body = body
+        self.body = upload
     }
 }
 
@@ -32,7 +52,12 @@ public struct HTTPResponseHead: Sendable {
 /// Time bounds for one transfer.
 public struct TransferTimeouts: Sendable {
     public var connect: Duration
-    /// Abort when fewer than `lowSpeedBytes` per second arrive for `lowSpeedWindow` (a stalled peer).
+    /// Abort (`.timeout`) when fewer than `lowSpeedBytes` per second move over `lowSpeedWindow`,
+    /// or when no byte at all moves for a whole window, however fast the transfer was before (a
+    /// stalled peer). Checked by this class rather than by libcurl, whose speed is an average
+    /// over the last five seconds and so notices a stall after a burst only seconds late.
+    /// A stall is noticed between one window and one window plus a second after the last byte.
+    /// Zero for either disables the rule.
     public var lowSpeedBytes: Int
     public var lowSpeedWindow: Duration
     /// Upper bound on the whole transfer; nil for none (long streams are bounded by the low-speed rule).
@@ -55,6 +80,7 @@ public struct TransferError: Error, CustomStringConvertible, Sendable {
         case timeout        // connect, low-speed or total timeout
         case reset          // connection dropped mid-transfer
         case aborted        // the consumer asked to stop
+        case upload         // the request body could not be read (file missing or shorter than declared)
         case other
     }
     public let kind: Kind
@@ -107,7 +133,8 @@ public final class CurlTransfer {
         onBody: @escaping (UnsafeRawBufferPointer) throws -> Bool
     ) throws -> HTTPResponseHead {
         curl_easy_reset(handle)
-        let state = TransferState(body: request.body ?? [], onHead: onHead, onBody: onBody)
+        let upload = try UploadSource(request.body)
+        let state = TransferState(upload: upload, speed: SpeedWatch(timeouts), onHead: onHead, onBody: onBody)
         let unmanaged = Unmanaged.passRetained(state)
         defer { unmanaged.release() }
         let userdata = unmanaged.toOpaque()
@@ -121,10 +148,15 @@ public final class CurlTransfer {
         defer { curl_slist_free_all(headerList) }
 
         ccurl_setopt_string(handle, CURLOPT_URL, request.url)
+        // S3 keys may contain `.` and `..` segments: send the path as given, never "normalised".
+        ccurl_setopt_long(handle, CURLOPT_PATH_AS_IS, 1)
         ccurl_setopt_long(handle, CURLOPT_NOSIGNAL, 1)  // threads + timeouts: no SIGALRM
         ccurl_setopt_long(handle, CURLOPT_CONNECTTIMEOUT_MS, timeouts.connect.milliseconds)
-        ccurl_setopt_long(handle, CURLOPT_LOW_SPEED_LIMIT, timeouts.lowSpeedBytes)
-        ccurl_setopt_long(handle, CURLOPT_LOW_SPEED_TIME, max(1, timeouts.lowSpeedWindow.milliseconds / 1000))
+        if timeouts.lowSpeedBytes > 0 && timeouts.lowSpeedWindow > .zero {
+            ccurl_setopt_long(handle, CURLOPT_NOPROGRESS, 0)
+            ccurl_setopt_pointer(handle, CURLOPT_XFERINFODATA, userdata)
+            ccurl_setopt_xferinfo_callback(handle, CURLOPT_XFERINFOFUNCTION, curlProgressCallback)
+        }
         if let total = timeouts.total { ccurl_setopt_long(handle, CURLOPT_TIMEOUT_MS, total.milliseconds) }
         ccurl_setopt_slist(handle, CURLOPT_HTTPHEADER, headerList)
         ccurl_setopt_pointer(handle, CURLOPT_HEADERDATA, userdata)
@@ -140,13 +172,19 @@ public final class CurlTransfer {
         }
         if let body = request.body {
             ccurl_setopt_long(handle, CURLOPT_UPLOAD, 1)
-            ccurl_setopt_off(handle, CURLOPT_INFILESIZE_LARGE, curl_off_t(body.count))
+            ccurl_setopt_off(handle, CURLOPT_INFILESIZE_LARGE, curl_off_t(body.length))
             ccurl_setopt_pointer(handle, CURLOPT_READDATA, userdata)
             ccurl_setopt_read_callback(handle, CURLOPT_READFUNCTION, curlReadCallback)
         }
 
         let code = curl_easy_perform(handle)
         if let error = state.consumerError { throw error }
+        if let failure = upload?.failure {
+            throw TransferError(kind: .upload, curlCode: Int(code.rawValue), detail: failure, bodyBytesDelivered: state.delivered)
+        }
+        if code == CURLE_ABORTED_BY_CALLBACK, let stall = state.speed.verdict {
+            throw TransferError(kind: .timeout, curlCode: Int(code.rawValue), detail: stall, bodyBytesDelivered: state.delivered)
+        }
         guard code == CURLE_OK else {
             throw TransferError(kind: Self.kind(of: code), curlCode: Int(code.rawValue),
                                 detail: String(cString: curl_easy_strerror(code)), bodyBytesDelivered: state.delivered)
@@ -163,7 +201,9 @@ public final class CurlTransfer {
         switch code {
         case CURLE_COULDNT_CONNECT, CURLE_COULDNT_RESOLVE_HOST: .connect
         case CURLE_OPERATION_TIMEDOUT: .timeout
-        case CURLE_RECV_ERROR, CURLE_SEND_ERROR, CURLE_PARTIAL_FILE, CURLE_GOT_NOTHING: .reset
+        // SEND_FAIL_REWIND: a reused connection died under an upload that cannot be rewound in
+        // place; a fresh attempt re-reads the body from the start.
+        case CURLE_RECV_ERROR, CURLE_SEND_ERROR, CURLE_PARTIAL_FILE, CURLE_GOT_NOTHING, CURLE_SEND_FAIL_REWIND: .reset
         case CURLE_WRITE_ERROR, CURLE_ABORTED_BY_CALLBACK: .aborted
         default: .other
         }
@@ -172,8 +212,8 @@ public final class CurlTransfer {
 
 /// What the C callbacks need, reached through their userdata pointer.
 private final class TransferState {
-    let body: [UInt8]
-    var bodyOffset = 0
+    let upload: UploadSource?
+    var speed: SpeedWatch
     let onHead: (HTTPResponseHead) throws -> Void
     let onBody: (UnsafeRawBufferPointer) throws -> Bool
     var statusLine = 0
@@ -182,9 +222,10 @@ private final class TransferState {
     var delivered: Int64 = 0
     var consumerError: Error?
 
-    init(body: [UInt8], onHead: @escaping (HTTPResponseHead) throws -> Void,
+    init(upload: UploadSource?, speed: SpeedWatch, onHead: @escaping (HTTPResponseHead) throws -> Void,
          onBody: @escaping (UnsafeRawBufferPointer) throws -> Bool) {
-        self.body = body
+        self.upload = upload
+        self.speed = speed
         self.onHead = onHead
         self.onBody = onBody
     }
@@ -246,13 +287,119 @@ private func curlReadCallback(_ buffer: UnsafeMutablePointer<CChar>?, _ size: In
                               _ userdata: UnsafeMutableRawPointer?) -> Int {
     guard let buffer, let userdata else { return 0 }
     let state = Unmanaged<TransferState>.fromOpaque(userdata).takeUnretainedValue()
-    let n = min(size * count, state.body.count - state.bodyOffset)
-    guard n > 0 else { return 0 }
-    state.body.withUnsafeBytes { raw in
-        UnsafeMutableRawPointer(buffer).copyMemory(from: raw.baseAddress! + state.bodyOffset, byteCount: n)
+    guard let upload = state.upload else { return 0 }
+    return upload.read(into: UnsafeMutableRawBufferPointer(start: buffer, count: size * count))
+}
+
+private func curlProgressCallback(_ userdata: UnsafeMutableRawPointer?, _ downloadTotal: curl_off_t, _ downloaded: curl_off_t,
+                                  _ uploadTotal: curl_off_t, _ uploaded: curl_off_t) -> Int32 {
+    guard let userdata else { return 0 }
+    let state = Unmanaged<TransferState>.fromOpaque(userdata).takeUnretainedValue()
+    return state.speed.allows(moved: Int64(downloaded) + Int64(uploaded)) ? 0 : 1
+}
+
+/// The low-speed rule of `TransferTimeouts`, fed by libcurl's progress callback (which runs
+/// whenever data moves, and about once a second while nothing does).
+private struct SpeedWatch {
+    private let minimumBytesPerSecond: Double
+    private let windowNanos: UInt64
+    private var windowStart: UInt64
+    private var windowStartBytes: Int64 = 0
+    private var lastProgress: UInt64
+    private var lastBytes: Int64 = 0
+    /// Why the transfer was stopped, once it was.
+    private(set) var verdict: String?
+
+    init(_ timeouts: TransferTimeouts) {
+        minimumBytesPerSecond = Double(timeouts.lowSpeedBytes)
+        windowNanos = UInt64(max(0, timeouts.lowSpeedWindow.milliseconds)) * 1_000_000
+        windowStart = Self.now()
+        lastProgress = windowStart
     }
-    state.bodyOffset += n
-    return n
+
+    /// Whether the transfer may go on, with `moved` bytes sent and received so far.
+    mutating func allows(moved: Int64) -> Bool {
+        let now = Self.now()
+        if moved > lastBytes {
+            lastBytes = moved
+            lastProgress = now
+        }
+        let seconds = Double(windowNanos) / 1e9
+        if now - lastProgress >= windowNanos {
+            verdict = "stalled: no data for \(seconds) s"
+            return false
+        }
+        if now - windowStart >= windowNanos {
+            let rate = Double(moved - windowStartBytes) / (Double(now - windowStart) / 1e9)
+            if rate < minimumBytesPerSecond {
+                verdict = "too slow: \(Int(rate)) bytes/s over \(seconds) s, below \(Int(minimumBytesPerSecond))"
+                return false
+            }
+            windowStart = now
+            windowStartBytes = moved
+        }
+        return true
+    }
+
+    private static func now() -> UInt64 {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+    }
+}
+
+/// The request body of one transfer, read by libcurl's read callback. A file is opened when the
+/// transfer starts and closed when it ends, so every attempt reads it from the beginning.
+private final class UploadSource {
+    private let bytes: [UInt8]
+    private let fd: Int32
+    private let length: Int64
+    private var offset: Int64 = 0
+    /// Why reading the body failed, if it did (the transfer was aborted).
+    private(set) var failure: String?
+
+    init?(_ body: HTTPRequestBody?) throws {
+        switch body {
+        case nil:
+            return nil
+        case .bytes(let bytes):
+            self.bytes = bytes
+            fd = -1
+            length = Int64(bytes.count)
+        case .file(let path, let length):
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else {
+                throw TransferError(kind: .upload, curlCode: 0, detail: "cannot open upload file \(path): \(String(cString: strerror(errno)))",
+                                    bodyBytesDelivered: 0)
+            }
+            bytes = []
+            self.fd = fd
+            self.length = length
+        }
+    }
+
+    deinit { if fd >= 0 { close(fd) } }
+
+    /// Fills `buffer` with the next bytes; 0 at the end; CURL_READFUNC_ABORT when the file fails.
+    func read(into buffer: UnsafeMutableRawBufferPointer) -> Int {
+        let n = Int(min(Int64(buffer.count), length - offset))
+        guard n > 0 else { return 0 }
+        if fd < 0 {
+            bytes.withUnsafeBytes { raw in
+                buffer.baseAddress!.copyMemory(from: raw.baseAddress! + Int(offset), byteCount: n)
+            }
+            offset += Int64(n)
+            return n
+        }
+        var got = Foundation.read(fd, buffer.baseAddress, n)
+        while got < 0 && errno == EINTR { got = Foundation.read(fd, buffer.baseAddress, n) }
+        guard got > 0 else {
+            failure = got == 0 ? "upload file ended at byte \(offset) of \(length)" : "reading upload file failed: \(String(cString: strerror(errno)))"
+            return Int(CURL_READFUNC_ABORT)
+        }
+        offset += Int64(got)
+        return got
+    }
 }
 
 extension Duration {

@@ -1,21 +1,6 @@
 import Support
 import Foundation
 
-/// AWS credentials. `description` never shows the secret or the token.
-public struct AWSCredentials: Sendable, CustomStringConvertible {
-    public var accessKeyId: String
-    public var secretAccessKey: String
-    public var sessionToken: String?
-
-    public init(accessKeyId: String, secretAccessKey: String, sessionToken: String? = nil) {
-        self.accessKeyId = accessKeyId
-        self.secretAccessKey = secretAccessKey
-        self.sessionToken = sessionToken
-    }
-
-    public var description: String { "AWSCredentials(\(accessKeyId), secret: <redacted>\(sessionToken == nil ? "" : ", token: <redacted>"))" }
-}
-
 /// AWS Signature Version 4 for S3: header-signed requests and query-string pre-signed URLs.
 public struct SigV4Signer: Sendable {
     public let credentials: AWSCredentials
