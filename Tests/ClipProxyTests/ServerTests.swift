@@ -179,3 +179,41 @@ struct ShutdownTests {
         #expect(sameBytes(again.body, expected))
     }
 }
+
+@Suite("Browsers: play and seek clips served by clipproxy")
+struct BrowserSeekTests {
+    @Test("Chromium plays a cold and a warm clip: 30 s duration, seek to 20 s answered with 206")
+    func playAndSeek() throws {
+        let work = try TemporaryDirectory("seek")
+        defer { work.remove() }
+        let server = try EmbeddedServer(work: work).start()
+        defer { server.stop() }
+        let warmURL = "\(server.baseURL)/clips/\(ServerTests.episode)/1000"
+        _ = try fetch(warmURL)  // warm: in L1 before the browser asks
+        let coldURL = "\(server.baseURL)/clips/685ba776e4f9ec2f0756267b/2000"
+        let page = """
+        <!doctype html><html><body><pre id="out">{}</pre>
+        <audio id="cold" preload="auto" src="\(coldURL)"></audio>
+        <audio id="warm" preload="auto" src="\(warmURL)"></audio>
+        <script>
+        const results = {};
+        const out = document.getElementById('out');
+        for (const a of document.querySelectorAll('audio')) {
+          a.addEventListener('loadedmetadata', () => { results[a.id + '_duration'] = a.duration; a.currentTime = 20; });
+          a.addEventListener('seeked', () => { results[a.id + '_seeked'] = a.currentTime; out.textContent = JSON.stringify(results); });
+          a.addEventListener('error', () => { results[a.id + '_error'] = a.error && a.error.code; out.textContent = JSON.stringify(results); });
+        }
+        </script></body></html>
+        """
+        try page.write(toFile: work.path + "/page.html", atomically: true, encoding: .utf8)
+        let dom = try HeadlessChromium.dumpDOM(of: URL(fileURLWithPath: work.path + "/page.html").absoluteString, virtualTimeMs: 15_000)
+        let json = try #require(dom.firstMatch(of: /<pre id="out">([^<]*)<\/pre>/)).1
+        let results = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Double] ?? [:]
+        for id in ["cold", "warm"] {
+            #expect(results["\(id)_duration"].map { abs($0 - 30) <= 0.1 } == true, "\(id): \(json)")
+            #expect(results["\(id)_seeked"].map { abs($0 - 20) <= 0.1 } == true, "\(id): \(json)")
+        }
+        #expect(server.log.contains("http.status=206"), "the browser's range requests were answered with 206")
+        #expect(server.log.contains("clip.tier=fill") && server.log.contains("clip.tier=l1_hit"))
+    }
+}

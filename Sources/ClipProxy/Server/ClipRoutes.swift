@@ -34,26 +34,39 @@ struct ClipRoutes: Sendable {
             return HTTPProblem(error).response()
         }
         let length = clip.plan.byteCount
+        let representation = ByteRangeResponse.Representation(
+            length: length, etag: "\"\(clip.key.hex.prefix(32))\"",
+            lastModified: Date(timeIntervalSince1970: Double(lastModifiedMs(body) / 1000)), contentType: "audio/mpeg")
+        let conditions = ByteRangeResponse.RequestConditions(
+            method: request.method.rawValue, headers: request.headers.map { ($0.name.canonicalName, $0.value) })
+        // Preconditions, Range, If-Range, multipart: RFC 9110 as nginx implements it.
+        let decision = ByteRangeResponse.decide(conditions, for: representation)
         var headers = HTTPFields()
-        headers[.contentType] = "audio/mpeg"
-        headers[.acceptRanges] = "bytes"
-        headers[.eTag] = "\"\(clip.key.hex.prefix(32))\""
+        for (name, value) in decision.headers {
+            if let field = HTTPField.Name(name) { headers.append(HTTPField(name: field, value: value)) }
+        }
         headers[.cacheControl] = "public, max-age=31536000, immutable"
-        headers[.lastModified] = HTTPDate.format(Date(timeIntervalSince1970: Double(lastModifiedMs(body)) / 1000))
         headers[.accessControlAllowOrigin] = "*"
         headers[.accessControlExposeHeaders] = "Content-Range, Accept-Ranges, ETag, Content-Length"
         headers[HTTPField.Name("X-Clip-Tier")!] = body.tier.rawValue
-        headers[.contentLength] = String(length)
         pipeline.logger.info("clip", metadata: ["episode.id": "\(clipRequest.episodeId)", "clip.start_ms": "\(clipRequest.startMs)",
-                                                 "clip.key": "\(clip.key)", "clip.tier": "\(body.tier.rawValue)"])
-        if request.method == .head {
+                                                 "clip.key": "\(clip.key)", "clip.tier": "\(body.tier.rawValue)",
+                                                 "http.status": "\(decision.status)"])
+        let status = HTTPResponse.Status(code: decision.status)
+        guard !decision.parts.isEmpty else {
             release(body)
-            return Response(status: .ok, headers: headers, body: ResponseBody())
+            return Response(status: status, headers: headers, body: ResponseBody())
         }
         let pipeline = self.pipeline
-        return Response(status: .ok, headers: headers, body: ResponseBody(contentLength: Int(length)) { writer in
+        let parts = decision.parts
+        return Response(status: status, headers: headers, body: ResponseBody(contentLength: Int(decision.bodyLength)) { writer in
             defer { Self.release(body) }
-            try await Self.stream(body, range: 0..<length, pipeline: pipeline, into: &writer)
+            for part in parts {
+                switch part {
+                case .literal(let bytes): try await writer.write(ByteBuffer(bytes: bytes))
+                case .bytes(let range): try await Self.stream(body, range: range, pipeline: pipeline, into: &writer)
+                }
+            }
             try await writer.finish(nil)
         })
     }
