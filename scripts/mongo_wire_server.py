@@ -308,6 +308,9 @@ def main():
     parser.add_argument("--delay-ms", type=int, default=0,
                         help="delay every find reply by this many ms")
     args = parser.parse_args()
+    # A parent that starts us from a Swift/Dispatch thread passes on a blocked SIGTERM; unblock it
+    # so a test's stop() ends us at once instead of after its SIGKILL timeout.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
 
     wire = WireServer(load_collections(args.dir), args.database, args.delay_ms)
     server = MockupDB(port=args.port)

@@ -29,6 +29,9 @@ def main():
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
+    # A parent that starts us from a Swift/Dispatch thread passes on a blocked SIGTERM; unblock it
+    # so a test's stop() ends us at once instead of after its SIGKILL timeout.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
 
     server = ThreadedMotoServer(ip_address=args.host, port=args.port, verbose=False)
     server.start()
