@@ -62,7 +62,7 @@ let package = Package(
         .testTarget(name: "TrimTests", dependencies: ["Trim", "CFFmpeg", "TestSupport"]),
         .testTarget(name: "IndexTests", dependencies: ["Index", "CLMDB", "Support", "TestSupport"]),
         .testTarget(name: "UpstreamTests", dependencies: ["Upstream", "CCurl", "CMongoc", "Support", "TestSupport"]),
-        .testTarget(name: "ClipProxyTests", dependencies: ["ClipProxy", "Index", "Trim", "Upstream", "TestSupport"]),
+        .testTarget(name: "ClipProxyTests", dependencies: ["ClipProxy", "Index", "Trim", "Upstream", "Support", "TestSupport"]),
         // Fills the clip store until killed; the crash-safety test SIGKILLs it at random moments.
         .executableTarget(name: "IndexCrashChild", dependencies: ["Index"], path: "Tests/IndexCrashChild"),
 

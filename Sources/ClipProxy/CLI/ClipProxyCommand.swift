@@ -76,7 +76,7 @@ struct ResolveCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "resolve", abstract: "Resolve an episode id to its source object as JSON.")
     @Argument(help: "Episode id: a 24-hex ObjectId or a guid.") var episodeId: String
     @OptionGroup var options: ConfigOption
-    func run() async throws { throw NotImplementedYet(command: "resolve", issue: 5) }
+    func run() async throws { try UpstreamTools.resolve(episodeId, try options.load()) }
 }
 
 struct S3Command: AsyncParsableCommand {
@@ -88,7 +88,7 @@ struct S3Command: AsyncParsableCommand {
         @Option(name: .long, help: "Lifetime in seconds (1 to 604800).") var expires: Int = 86400
         @Option(name: .long, help: "Sign as of this ISO 8601 time instead of now.") var now: String?
         @OptionGroup var options: ConfigOption
-        func run() async throws { throw NotImplementedYet(command: "s3 presign", issue: 5) }
+        func run() async throws { try UpstreamTools.presign(url, expires: expires, now: now, try options.load()) }
     }
 }
 

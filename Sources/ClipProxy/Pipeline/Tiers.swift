@@ -4,19 +4,24 @@ import Upstream
 
 /// Opens the source audio of a resolved episode as byte-range reads.
 struct SourceOpener: Sendable {
-    enum Kind: Sendable { case directory(String) }
+    enum Kind: Sendable {
+        case directory(String)
+        case s3(S3Client, bucket: String)
+    }
     let kind: Kind
 
     /// What identifies the source's content: where it is and its ETag.
     func identity(of episode: ResolvedEpisode) -> String {
         switch kind {
         case .directory: "dir:\(episode.sourceKey)#\(episode.etag)"
+        case .s3(_, let bucket): "s3:\(bucket)/\(episode.sourceKey)#\(episode.etag)"
         }
     }
 
     func open(_ episode: ResolvedEpisode) throws -> any ByteSource {
         switch kind {
         case .directory(let root): try FileByteSource(path: "\(root)/\(episode.sourceKey)")
+        case .s3(let client, let bucket): S3ByteSource(client: client, bucket: bucket, key: episode.sourceKey, size: episode.size)
         }
     }
 }

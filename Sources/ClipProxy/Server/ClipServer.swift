@@ -18,16 +18,8 @@ enum ClipServer {
         logger.info("clip store open", metadata: ["cache.dir": "\(configuration.cacheDir)", "cache.clips": "\(opening.clips)",
                                                    "cache.bytes": "\(opening.bytes)", "reconcile.dropped": "\(opening.recordsDropped)",
                                                    "reconcile.orphans": "\(opening.orphanFilesRemoved)"])
-        let (catalog, fileCatalog) = try makeCatalog(configuration)
-        let lister: any ObjectLister
-        let sources: SourceOpener
-        switch configuration.sourceKind {
-        case "dir":
-            lister = DirectoryLister(root: configuration.sourceDir)
-            sources = SourceOpener(kind: .directory(configuration.sourceDir))
-        default:
-            throw ConfigurationError("source.kind \(configuration.sourceKind) is not served yet: use dir (S3 sources arrive with the S3 client)")
-        }
+        let (catalog, fileCatalog) = try Upstreams.catalog(configuration)
+        let (lister, sources) = try Upstreams.sources(configuration, logger: logger)
         let threads = NIOThreadPool(numberOfThreads: configuration.limitsMaxFills + 4)
         threads.start()
         let pipeline = ClipPipeline(configuration: configuration, store: store,
@@ -66,17 +58,6 @@ enum ClipServer {
         try store.flushRecency()
         try await threads.shutdownGracefully()
         logger.info("clipproxy stopped")
-    }
-
-    static func makeCatalog(_ configuration: Configuration) throws -> (any EpisodeCatalog, FileCatalog?) {
-        switch configuration.catalogKind {
-        case "mongo":
-            let pool = try MongoClientPool(uri: configuration.mongoURI, database: configuration.mongoDatabase)
-            return (MongoCatalog(pool: pool), nil)
-        default:
-            let catalog = try FileCatalog(directory: configuration.catalogDir)
-            return (catalog, catalog)
-        }
     }
 
     static func jsonResponse(_ status: HTTPResponse.Status, _ object: [String: String]) -> Response {

@@ -1,0 +1,83 @@
+import Foundation
+import Logging
+import Trim
+import Upstream
+
+/// Builds the catalog, the source lister and the S3 client that the configuration asks for.
+/// `serve`, `resolve` and `s3 presign` all go through here, so they agree.
+enum Upstreams {
+    static func catalog(_ configuration: Configuration) throws -> (any EpisodeCatalog, FileCatalog?) {
+        switch configuration.catalogKind {
+        case "mongo":
+            let pool = try MongoClientPool(uri: configuration.mongoURI, database: configuration.mongoDatabase)
+            return (MongoCatalog(pool: pool), nil)
+        default:
+            let catalog = try FileCatalog(directory: configuration.catalogDir)
+            return (catalog, catalog)
+        }
+    }
+
+    static func s3Configuration(_ configuration: Configuration) throws -> S3Configuration {
+        guard !configuration.s3Endpoint.isEmpty else {
+            var aws = S3Configuration.aws(region: configuration.s3Region)
+            aws.pathStyle = configuration.s3PathStyle
+            return aws
+        }
+        guard let url = URL(string: configuration.s3Endpoint), url.scheme == "http" || url.scheme == "https", url.host != nil else {
+            throw ConfigurationError("s3.endpoint must be an http(s) URL, got \(configuration.s3Endpoint)")
+        }
+        return S3Configuration(endpoint: url, region: configuration.s3Region, pathStyle: configuration.s3PathStyle)
+    }
+
+    static func s3Client(_ configuration: Configuration, logger: Logger? = nil) throws -> S3Client {
+        var log: (@Sendable (S3LogRecord) -> Void)?
+        if let logger {
+            log = { @Sendable record in
+                switch record.level {
+                case .warning: logger.warning("\(record)")
+                case .info: logger.info("\(record)")
+                case .debug: logger.debug("\(record)")
+                }
+            }
+        }
+        return try S3Client(configuration: s3Configuration(configuration), credentialsFrom: AWSCredentialsProvider(), log: log)
+    }
+
+    /// The lister and opener of source audio: a directory, or the S3 source bucket.
+    static func sources(_ configuration: Configuration, logger: Logger? = nil) throws -> (any ObjectLister, SourceOpener) {
+        switch configuration.sourceKind {
+        case "s3":
+            let client = try s3Client(configuration, logger: logger)
+            return (S3BucketLister(client: client, bucket: configuration.s3SourceBucket),
+                    SourceOpener(kind: .s3(client, bucket: configuration.s3SourceBucket)))
+        default:
+            return (DirectoryLister(root: configuration.sourceDir), SourceOpener(kind: .directory(configuration.sourceDir)))
+        }
+    }
+}
+
+/// An S3 object read as byte ranges: every read is a ranged GET, streams arrive as they come.
+struct S3ByteSource: ByteSource {
+    let client: S3Client
+    let bucket: String
+    let key: String
+    let size: Int64
+
+    func read(offset: Int64, count: Int) throws -> [UInt8] {
+        let end = min(size, offset + Int64(count))
+        guard offset >= 0, offset < end else { return [] }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(Int(end - offset))
+        try client.getObject(bucket: bucket, key: key, range: S3ByteRange(offset...(end - 1))) { chunk in
+            bytes.append(contentsOf: chunk)
+        }
+        return bytes
+    }
+
+    func stream(_ range: Range<Int64>, _ consume: (UnsafeRawBufferPointer) throws -> Void) throws {
+        guard !range.isEmpty else { return }
+        try client.getObject(bucket: bucket, key: key, range: S3ByteRange(range.lowerBound...(range.upperBound - 1))) { chunk in
+            try consume(chunk)
+        }
+    }
+}
