@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import Index
 import Support
 import TestSupport
 @testable import Upstream
@@ -106,5 +107,97 @@ struct FullStackTests {
         #expect(tooLong.status != 0)
         let noCredentials = try runClipProxy(["s3", "presign", "s3://b/k"], environment: ["HOME": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"])
         #expect(noCredentials.status != 0 && noCredentials.stderr.contains("AWS_ACCESS_KEY_ID"), "\(noCredentials.stderr)")
+    }
+}
+
+@Suite("Full stack: the S3 clip bucket as the second tier, and failing fills")
+struct ClipBucketTests {
+    static let clipBucket = "pod-insights-clips"
+
+    func clipBucketClient(_ s3: TestServer) throws -> S3Client {
+        try S3Client(configuration: S3Configuration(endpoint: URL(string: s3.endpoint)!, region: "eu-west-2", pathStyle: true),
+                     credentials: AWSCredentials(accessKeyId: "AKIDTEST", secretAccessKey: FullStackTests.secret))
+    }
+
+    @Test("A filled clip lands in the S3 clip bucket (seed key layout); with L1 wiped it is served from S3 without a trim")
+    func clipBucketRoundTrip() async throws {
+        let work = try TemporaryDirectory("clipbucket")
+        defer { work.remove() }
+        try await withTestServer(try TestServer.s3()) { s3 in
+            try await withTestServer(try TestServer.mongo(dataDirectory: Fixtures.directory.appendingPathComponent("catalog"))) { mongo in
+                _ = try FullStackTests.seedBucket(s3)
+                let client = try clipBucketClient(s3)
+                _ = try client.createBucket(Self.clipBucket)
+                let environment = FullStackTests.environment(s3: s3, mongo: mongo, work: work)
+                let expected = try trimmed(ServerTests.sourceKey, startMs: 7_000)
+                var server = try ClipProxyProcess(environment: environment)
+                let cold = try fetch("\(server.baseURL)/clips/\(ServerTests.episode)/7000")
+                #expect(cold.headers["x-clip-tier"] == "fill" && sameBytes(cold.body, expected))
+                // The upload runs in the background after the fill: wait for it.
+                let seedKey = "the-daily-tones/0e983347-7815-4b33-8a7e-2b1c9f0e1a11/7000-37000.mp3"
+                var head: S3ObjectHead?
+                for _ in 0..<50 where head == nil {
+                    head = try? client.headObject(bucket: Self.clipBucket, key: seedKey)
+                    if head == nil { usleep(100_000) }
+                }
+                #expect(head?.size == Int64(expected.count), "the clip is in the clip bucket under the seed layout")
+                #expect(head?.metadata["clip-key"]?.count == 64)
+                server.stop()
+
+                try FileManager.default.removeItem(atPath: work.path + "/cache")
+                server = try ClipProxyProcess(environment: environment)
+                defer { server.stop() }
+                let fromS3 = try fetch("\(server.baseURL)/clips/\(ServerTests.episode)/7000")
+                #expect(fromS3.headers["x-clip-tier"] == "l2_hit")
+                #expect(sameBytes(fromS3.body, expected))
+                #expect(!server.log.contains("fill started"), "no new trim")
+                #expect(try fetch("\(server.baseURL)/clips/\(ServerTests.episode)/7000").headers["x-clip-tier"] == "l1_hit")
+            }
+        }
+    }
+
+    @Test("A fill whose source reads keep failing aborts every waiter and caches nothing")
+    func failingFill() async throws {
+        let work = try TemporaryDirectory("failing")
+        defer { work.remove() }
+        try await withTestServer(try TestServer.s3()) { s3 in
+            try await withTestServer(try TestServer.mongo(dataDirectory: Fixtures.directory.appendingPathComponent("catalog"))) { mongo in
+                _ = try FullStackTests.seedBucket(s3)
+                let client = try clipBucketClient(s3)
+                _ = try client.createBucket(Self.clipBucket)
+                let proxy = try TestServer.faultProxy(target: s3)
+                defer { proxy.stop() }
+                var environment = FullStackTests.environment(s3: s3, mongo: mongo, work: work)
+                environment["CLIPPROXY_S3_ENDPOINT"] = proxy.endpoint
+                let server = try ClipProxyProcess(environment: environment)
+                // Index the episode and cache one clip while S3 behaves.
+                let good = try fetch("\(server.baseURL)/clips/\(ServerTests.episode)/0")
+                #expect(good.status == 200)
+                // From now on every S3 response is cut after 20 kB.
+                let control = try CurlTransfer().perform(HTTPRequest(method: "POST", url: proxy.endpoint + "/__proxy/plan",
+                                                                     body: Array(#"{"plan": [], "default": "reset:20000"}"#.utf8))) { _ in true }
+                #expect(control.status == 200)
+                var arguments = ["--silent", "--parallel", "--parallel-immediate", "--parallel-max", "20",
+                                 "-w", "%{http_code} %{size_download} %{exitcode}\\n"]
+                for i in 0..<20 { arguments += ["-o", work.path + "/b\(i).mp3", "\(server.baseURL)/clips/\(ServerTests.episode)/33000"] }
+                let result = try FFmpegOracle.run("/usr/bin/curl", arguments)
+                let lines = String(decoding: result.stdout, as: UTF8.self).split(separator: "\n")
+                #expect(lines.count == 20)
+                for line in lines {
+                    let fields = line.split(separator: " ")
+                    // Either an error status before the body, or a transfer cut short (curl exit 18):
+                    // never a complete 200.
+                    #expect(fields.count == 3 && (fields[0] != "200" || fields[2] != "0"), "a waiter saw success: \(line)")
+                }
+                server.stop()
+                #expect(server.log.contains("fill failed; nothing cached"))
+                let head = try? client.headObject(bucket: Self.clipBucket, key: "the-daily-tones/0e983347-7815-4b33-8a7e-2b1c9f0e1a11/33000-63000.mp3")
+                #expect(head == nil, "nothing uploaded to the clip bucket")
+                let store = try ClipStore(.init(directory: work.path + "/cache", maxBytes: 1 << 30))
+                #expect(try store.stats().clips == 1, "only the clip cut while S3 behaved is cached")
+                #expect(try store.verify().isClean)
+                #expect(store.openingReport.temporaryFilesRemoved == 0, "failed fills removed their temporary files")
+            }
+        }
     }
 }

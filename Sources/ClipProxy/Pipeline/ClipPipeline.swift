@@ -44,7 +44,7 @@ final class ClipPipeline: Sendable {
     let store: ClipStore
     let locator: SourceLocator
     let sources: SourceOpener
-    let secondTier: ClipDirectoryTier?
+    let secondTier: (any ClipTier)?
     let fills = FillCoordinator()
     let threads: NIOThreadPool
     let logger: Logger
@@ -52,7 +52,7 @@ final class ClipPipeline: Sendable {
     static let episodeTTLms: Int64 = 10 * 60 * 1000
 
     init(configuration: Configuration, store: ClipStore, locator: SourceLocator, sources: SourceOpener,
-         secondTier: ClipDirectoryTier?, threads: NIOThreadPool, logger: Logger) {
+         secondTier: (any ClipTier)?, threads: NIOThreadPool, logger: Logger) {
         self.configuration = configuration
         self.store = store
         self.locator = locator
@@ -161,8 +161,8 @@ final class ClipPipeline: Sendable {
     }
 
     /// A clip found in the second tier is streamed to the client while it is copied into L1.
-    private func fillFromSecondTier(_ clip: PreparedClip, _ tier: ClipDirectoryTier) async throws -> ClipBody? {
-        guard let path = try await blocking({ try tier.find(clip) }) else { return nil }
+    private func fillFromSecondTier(_ clip: PreparedClip, _ tier: any ClipTier) async throws -> ClipBody? {
+        guard let stored = try await blocking({ try tier.find(clip) }) else { return nil }
         let blob = try await blocking { [store] in try store.beginFill(clip.key) }
         let fill = try Fill(key: clip.key, length: clip.plan.byteCount, temporaryPath: blob.temporaryPath)
         let registered = await fills.register(fill)
@@ -173,14 +173,12 @@ final class ClipPipeline: Sendable {
         Task.detached { [self] in
             do {
                 try await blocking {
-                    let source = try FileByteSource(path: path)
-                    guard source.size == clip.plan.byteCount else { throw FillError.incomplete(written: source.size, expected: clip.plan.byteCount) }
-                    try source.stream(0..<source.size) { bytes in
+                    try stored.stream(0..<clip.plan.byteCount) { bytes in
                         try blob.write(bytes)
                         fill.advance(to: blob.byteCount)
                     }
                 }
-                try await blocking { [store] in try store.commit(blob) }
+                try await blocking { [store] in try store.commit(blob, s3Key: tier.location(clip)) }
                 fill.finish(nil)
             } catch {
                 blob.abort()
@@ -199,6 +197,7 @@ final class ClipPipeline: Sendable {
                 guard let lease = try store.lookup(clip.key) else { return }
                 defer { lease.release() }
                 try secondTier.store(clip, from: lease.path)
+                try store.setS3Key(clip.key, secondTier.location(clip))
             }
         } catch {
             logger.warning("could not copy the clip to the second tier", metadata: ["clip.key": "\(clip.key)", "error": "\(error)"])

@@ -26,39 +26,72 @@ struct SourceOpener: Sendable {
     }
 }
 
-/// The second tier when there is no S3 clip bucket: a directory laid out like the clip bucket
-/// (`s3.clip_key_template`), shared by nodes that mount it.
-struct ClipDirectoryTier: Sendable {
-    let root: String
-    let template: String
+/// The shared second tier (L2): the S3 clip bucket, or a clip directory without S3. Clips are
+/// stored under the configured key template (the old system's layout by default) with the clip
+/// key beside them, so an object that merely has the right name (an old clip) is never served.
+protocol ClipTier: Sendable {
+    /// Where the clip lives in this tier, e.g. its bucket key.
+    func location(_ clip: PreparedClip) -> String
+    /// The stored copy as exactly `plan.byteCount` bytes, or nil when absent or not this clip.
+    func find(_ clip: PreparedClip) throws -> (any ByteSource)?
+    /// Stores a finished clip file.
+    func store(_ clip: PreparedClip, from file: String) throws
+}
 
-    func relativePath(_ clip: PreparedClip) -> String {
+extension ClipTier {
+    func relativePath(_ clip: PreparedClip, template: String) -> String {
         ClipKeyTemplate.expand(template, episode: clip.episode, startMs: clip.request.startMs,
                                endMs: clip.request.startMs + clip.request.durationMs)
     }
+}
 
-    /// The stored copy, if present and of the planned length (anything else is ignored).
-    func find(_ clip: PreparedClip) throws -> String? {
-        let path = "\(root)/\(relativePath(clip))"
+/// A directory laid out like the clip bucket, for the embedded default (or a shared mount).
+struct ClipDirectoryTier: ClipTier {
+    let root: String
+    let template: String
+
+    func location(_ clip: PreparedClip) -> String { "\(root)/\(relativePath(clip, template: template))" }
+
+    func find(_ clip: PreparedClip) throws -> (any ByteSource)? {
+        let path = location(clip)
         var info = stat()
-        guard stat(path, &info) == 0, Int64(info.st_size) == clip.plan.byteCount else { return nil }
-        // The template names a window, not content: the side file names the exact clip key.
-        guard (try? String(contentsOfFile: path + ".key", encoding: .utf8)) == clip.key.hex else { return nil }
-        return path
+        guard stat(path, &info) == 0, Int64(info.st_size) == clip.plan.byteCount,
+              (try? String(contentsOfFile: path + ".key", encoding: .utf8)) == clip.key.hex else { return nil }
+        return try FileByteSource(path: path)
     }
 
     /// Copies a finished clip in (temporary name, then rename: readers never see a partial file).
     func store(_ clip: PreparedClip, from file: String) throws {
-        let path = "\(root)/\(relativePath(clip))"
+        let path = location(clip)
         try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         let temporary = path + ".partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        try? FileManager.default.removeItem(atPath: temporary)
         try FileManager.default.copyItem(atPath: file, toPath: temporary)
         try clip.key.hex.write(toFile: path + ".key", atomically: true, encoding: .utf8)
         guard rename(temporary, path) == 0 else {
             unlink(temporary)
             throw ConfigurationError("cannot write \(path) (errno \(errno))")
         }
+    }
+}
+
+/// The S3 clip bucket; the clip key travels as `x-amz-meta-clip-key`.
+struct S3ClipTier: ClipTier {
+    let client: S3Client
+    let bucket: String
+    let template: String
+
+    func location(_ clip: PreparedClip) -> String { relativePath(clip, template: template) }
+
+    func find(_ clip: PreparedClip) throws -> (any ByteSource)? {
+        let key = location(clip)
+        let head: S3ObjectHead
+        do { head = try client.headObject(bucket: bucket, key: key) } catch let error as S3Error where error.kind == .notFound { return nil }
+        guard head.size == clip.plan.byteCount, head.metadata["clip-key"] == clip.key.hex else { return nil }
+        return S3ByteSource(client: client, bucket: bucket, key: key, size: head.size)
+    }
+
+    func store(_ clip: PreparedClip, from file: String) throws {
+        try client.putObject(bucket: bucket, key: location(clip), fileAt: file, contentType: "audio/mpeg", metadata: ["clip-key": clip.key.hex])
     }
 }
 

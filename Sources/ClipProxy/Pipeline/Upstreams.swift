@@ -56,6 +56,19 @@ enum Upstreams {
     }
 }
 
+extension Upstreams {
+    /// The second tier: the S3 clip bucket when sources come from S3, else the clip directory.
+    static func clipTier(_ configuration: Configuration, logger: Logger? = nil) throws -> any ClipTier {
+        switch configuration.sourceKind {
+        case "s3":
+            S3ClipTier(client: try s3Client(configuration, logger: logger), bucket: configuration.s3ClipBucket,
+                       template: configuration.s3ClipKeyTemplate)
+        default:
+            ClipDirectoryTier(root: configuration.clipstoreDir, template: configuration.s3ClipKeyTemplate)
+        }
+    }
+}
+
 /// An S3 object read as byte ranges: every read is a ranged GET, streams arrive as they come.
 struct S3ByteSource: ByteSource {
     let client: S3Client

@@ -24,7 +24,7 @@ enum ClipServer {
         threads.start()
         let pipeline = ClipPipeline(configuration: configuration, store: store,
                                     locator: SourceLocator(catalog: catalog, lister: lister), sources: sources,
-                                    secondTier: ClipDirectoryTier(root: configuration.clipstoreDir, template: configuration.s3ClipKeyTemplate),
+                                    secondTier: try Upstreams.clipTier(configuration, logger: logger),
                                     threads: threads, logger: logger)
 
         let router = Router()

@@ -12,8 +12,12 @@ extension S3Client {
             guard let size = head.header("content-length").flatMap({ Int64($0) }), let etag = head.header("etag") else {
                 throw S3Error(kind: .serverError, code: "UnexpectedResponse", message: "HEAD response without Content-Length or ETag")
             }
-            return S3ObjectHead(size: size, etag: etag, lastModified: head.header("last-modified").flatMap(S3Date.parseHTTP),
-                                contentType: head.header("content-type"))
+            var result = S3ObjectHead(size: size, etag: etag, lastModified: head.header("last-modified").flatMap(S3Date.parseHTTP),
+                                      contentType: head.header("content-type"))
+            for (name, value) in head.headers where name.hasPrefix("x-amz-meta-") {
+                result.metadata[String(name.dropFirst("x-amz-meta-".count))] = value
+            }
+            return result
         }
     }
 
@@ -75,15 +79,19 @@ extension S3Client {
     /// it (again from the start on a retry); if it changes in between, S3 rejects the upload
     /// (`XAmzContentSHA256Mismatch`) rather than store something else. Blocking.
     @discardableResult
-    public func putObject(bucket: String, key: String, fileAt path: String, contentType: String? = nil) throws -> S3PutResult {
+    public func putObject(bucket: String, key: String, fileAt path: String, contentType: String? = nil,
+                          metadata: [String: String] = [:]) throws -> S3PutResult {
         let call = Call(operation: "PutObject", bucket: bucket, key: key)
         let (length, hash) = try Self.hashFile(path, call: call, failure: failure)
-        return try put(call, body: .file(path: path, length: length), payloadHash: hash, contentType: contentType)
+        return try put(call, body: .file(path: path, length: length), payloadHash: hash, contentType: contentType, metadata: metadata)
     }
 
-    private func put(_ call: Call, body: HTTPRequestBody, payloadHash: String, contentType: String?) throws -> S3PutResult {
+    /// `metadata` becomes `x-amz-meta-<name>` headers (signed with the request).
+    private func put(_ call: Call, body: HTTPRequestBody, payloadHash: String, contentType: String?,
+                     metadata: [String: String] = [:]) throws -> S3PutResult {
         try validate(call)
-        let headers: [(name: String, value: String)] = contentType.map { [("Content-Type", $0)] } ?? []
+        var headers: [(name: String, value: String)] = contentType.map { [("Content-Type", $0)] } ?? []
+        for (name, value) in metadata.sorted(by: { $0.key < $1.key }) { headers.append(("x-amz-meta-\(name.lowercased())", value)) }
         return try withRetries(call) { _ in
             let (head, _) = try collect(call, method: "PUT", headers: headers, body: body, payloadHash: payloadHash)
             return S3PutResult(etag: head.header("etag") ?? "")

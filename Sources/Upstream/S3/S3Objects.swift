@@ -44,6 +44,8 @@ public struct S3ObjectHead: Sendable, Equatable {
     public let etag: String
     public let lastModified: Date?
     public let contentType: String?
+    /// User metadata (`x-amz-meta-*` headers), names lowercased without the prefix.
+    public var metadata: [String: String] = [:]
 }
 
 /// One entry of a ListObjectsV2 result.
