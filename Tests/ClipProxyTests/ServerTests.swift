@@ -217,3 +217,32 @@ struct BrowserSeekTests {
         #expect(server.log.contains("clip.tier=fill") && server.log.contains("clip.tier=l1_hit"))
     }
 }
+
+@Suite("Observability and CORS")
+struct MetricsAndCORSTests {
+    @Test("/metrics counts requests by tier, responses by class and bytes; CORS echoes allowed origins and answers preflight")
+    func metricsAndCORS() throws {
+        let work = try TemporaryDirectory("metrics")
+        defer { work.remove() }
+        var environment = EmbeddedServer(work: work).environment
+        environment["CLIPPROXY_HTTP_CORS_ORIGINS"] = "https://dash.example.com, https://other.example.com"
+        let server = try ClipProxyProcess(environment: environment)
+        defer { server.stop() }
+        let url = "\(server.baseURL)/clips/\(ServerTests.episode)/3000"
+        let cold = try fetch(url, headers: [("Origin", "https://dash.example.com")])
+        #expect(cold.headers["access-control-allow-origin"] == "https://dash.example.com" && cold.headers["vary"] == "Origin")
+        let foreign = try fetch(url, headers: [("Origin", "https://evil.example")])
+        #expect(foreign.headers["access-control-allow-origin"] == nil)
+        _ = try fetch("\(server.baseURL)/clips/\(ServerTests.episode)/zzz")
+        let preflight = try fetch(url, method: "OPTIONS", headers: [("Origin", "https://other.example.com"), ("Access-Control-Request-Headers", "range")])
+        #expect(preflight.status == 204)
+        #expect(preflight.headers["access-control-allow-headers"]?.contains("Range") == true)
+
+        let metrics = String(decoding: try fetch("\(server.baseURL)/metrics").body, as: UTF8.self)
+        #expect(metrics.contains(#"clipproxy_clip_requests_total{tier="fill"} 1"#), "\(metrics)")
+        #expect(metrics.contains(#"clipproxy_clip_requests_total{tier="l1_hit"} 1"#))
+        #expect(metrics.contains(#"clipproxy_responses_total{class="4xx"} 1"#))
+        #expect(metrics.contains(#"clipproxy_fill_duration_seconds_count 1"#))
+        #expect(metrics.contains("clipproxy_bytes_served_total \(cold.body.count * 2)"))
+    }
+}

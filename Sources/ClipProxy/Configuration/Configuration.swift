@@ -8,6 +8,8 @@ import Yams
 struct Configuration: Sendable, Equatable {
     var httpHost = "127.0.0.1"
     var httpPort = 8080
+    /// Origins allowed to read clips from scripts: `*` (any), or a list of exact origins.
+    var httpCorsOrigins = ["*"]
     var cacheDir = "./.cache/clipproxy"
     var cacheMaxBytes: Int64 = 10 << 30
     var catalogKind = "file"
@@ -39,6 +41,7 @@ struct Configuration: Sendable, Equatable {
     static let keys: [Key] = [
         Key(name: "http.host") { $0.httpHost = try nonEmpty($1, "http.host") },
         Key(name: "http.port") { $0.httpPort = Int(try integer($1, "http.port", in: 0...65535)) },
+        Key(name: "http.cors_origins") { $0.httpCorsOrigins = try origins($1) },
         Key(name: "cache.dir") { $0.cacheDir = try nonEmpty($1, "cache.dir") },
         Key(name: "cache.max_bytes") { $0.cacheMaxBytes = try byteSize($1, "cache.max_bytes") },
         Key(name: "catalog.kind") { $0.catalogKind = try oneOf($1, "catalog.kind", ["file", "mongo"]) },
@@ -126,6 +129,16 @@ struct Configuration: Sendable, Equatable {
             throw ConfigurationError("\(key) must be an integer in \(range.lowerBound)...\(range.upperBound), got \(v)")
         }
         return n
+    }
+
+    /// `*` or a comma-separated list of origins such as `https://dashboard.example.com`.
+    static func origins(_ v: String) throws -> [String] {
+        let list = v.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        if list == ["*"] { return list }
+        for origin in list where !(origin.hasPrefix("http://") || origin.hasPrefix("https://")) || origin.hasSuffix("/") {
+            throw ConfigurationError("http.cors_origins must be * or origins like https://dashboard.example.com, got \(origin)")
+        }
+        return list
     }
 
     static func boolean(_ v: String, _ key: String) throws -> Bool {

@@ -48,11 +48,13 @@ final class ClipPipeline: Sendable {
     let fills = FillCoordinator()
     let threads: NIOThreadPool
     let logger: Logger
+    let metrics: ClipMetrics
     /// How long a resolved episode is trusted before the catalog is asked again.
     static let episodeTTLms: Int64 = 10 * 60 * 1000
 
     init(configuration: Configuration, store: ClipStore, locator: SourceLocator, sources: SourceOpener,
-         secondTier: (any ClipTier)?, threads: NIOThreadPool, logger: Logger) {
+         secondTier: (any ClipTier)?, threads: NIOThreadPool, logger: Logger, metrics: ClipMetrics) {
+        self.metrics = metrics
         self.configuration = configuration
         self.store = store
         self.locator = locator
@@ -148,12 +150,16 @@ final class ClipPipeline: Sendable {
                 try await blocking { [store] in try store.commit(blob) }
                 fill.finish(nil)
                 await fills.remove(fill)
-                logger.info("fill finished", metadata: ["clip.key": "\(clip.key)", "fill.ms": "\((ContinuousClock.now - started).components.seconds * 1000 + (ContinuousClock.now - started).components.attoseconds / 1_000_000_000_000_000)"])
+                let elapsed = ContinuousClock.now - started
+                metrics.fillDuration.record(duration: elapsed)
+                logger.info("fill finished", metadata: ["clip.key": "\(clip.key)", "fill.ms": "\(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)"])
                 await copyToSecondTier(clip)
             } catch {
                 blob.abort()
                 fill.finish(error)
                 await fills.remove(fill)
+                metrics.fillFailures.increment()
+                metrics.upstreamErrors["source"]?.increment()
                 logger.error("fill failed; nothing cached", metadata: ["clip.key": "\(clip.key)", "error": "\(error)"])
             }
         }
@@ -200,6 +206,7 @@ final class ClipPipeline: Sendable {
                 try store.setS3Key(clip.key, secondTier.location(clip))
             }
         } catch {
+            metrics.upstreamErrors["clip_tier"]?.increment()
             logger.warning("could not copy the clip to the second tier", metadata: ["clip.key": "\(clip.key)", "error": "\(error)"])
         }
     }

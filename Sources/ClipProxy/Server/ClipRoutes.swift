@@ -16,6 +16,31 @@ struct ClipRoutes: Sendable {
     func register(on router: Router<BasicRequestContext>) {
         router.get("/clips/:episode/:start") { request, context in try await self.serve(request, context) }
         router.head("/clips/:episode/:start") { request, context in try await self.serve(request, context) }
+        router.on("/clips/:episode/:start", method: .options) { request, _ in self.preflight(request) }
+    }
+
+    /// CORS: `*`, or the request's Origin when it is in `http.cors_origins` (then `Vary: Origin`).
+    func corsHeaders(_ request: Request, into headers: inout HTTPFields) {
+        let allowed = pipeline.configuration.httpCorsOrigins
+        if allowed == ["*"] {
+            headers[.accessControlAllowOrigin] = "*"
+        } else if let origin = request.headers[.origin], allowed.contains(origin) {
+            headers[.accessControlAllowOrigin] = origin
+            headers[.vary] = "Origin"
+        } else if !allowed.isEmpty {
+            headers[.vary] = "Origin"
+        }
+        headers[.accessControlExposeHeaders] = "Content-Range, Accept-Ranges, ETag, Content-Length"
+    }
+
+    /// Preflight for dashboards that `fetch()` clips with Range or conditional headers.
+    func preflight(_ request: Request) -> Response {
+        var headers = HTTPFields()
+        corsHeaders(request, into: &headers)
+        headers[.accessControlAllowMethods] = "GET, HEAD, OPTIONS"
+        headers[.accessControlAllowHeaders] = "Range, If-Range, If-None-Match, If-Match, If-Modified-Since, If-Unmodified-Since"
+        headers[.accessControlMaxAge] = "86400"
+        return Response(status: .noContent, headers: headers)
     }
 
     func serve(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
@@ -23,7 +48,8 @@ struct ClipRoutes: Sendable {
         do {
             clipRequest = try validate(request, context)
         } catch let error as HTTPProblem {
-            return error.response()
+            pipeline.metrics.response(status: Int(error.status.code))
+            return error.response(cors: self, request)
         }
         let clip: PreparedClip
         let body: ClipBody
@@ -31,7 +57,10 @@ struct ClipRoutes: Sendable {
             clip = try await pipeline.prepare(clipRequest)
             body = try await pipeline.open(clip)
         } catch {
-            return HTTPProblem(error).response()
+            let problem = HTTPProblem(error)
+            pipeline.metrics.response(status: Int(problem.status.code))
+            if case CatalogError.unavailable = error { pipeline.metrics.upstreamErrors["catalog"]?.increment() }
+            return problem.response(cors: self, request)
         }
         let length = clip.plan.byteCount
         let representation = ByteRangeResponse.Representation(
@@ -46,9 +75,10 @@ struct ClipRoutes: Sendable {
             if let field = HTTPField.Name(name) { headers.append(HTTPField(name: field, value: value)) }
         }
         headers[.cacheControl] = "public, max-age=31536000, immutable"
-        headers[.accessControlAllowOrigin] = "*"
-        headers[.accessControlExposeHeaders] = "Content-Range, Accept-Ranges, ETag, Content-Length"
+        corsHeaders(request, into: &headers)
         headers[HTTPField.Name("X-Clip-Tier")!] = body.tier.rawValue
+        pipeline.metrics.tierCounters[body.tier]?.increment()
+        pipeline.metrics.response(status: decision.status)
         pipeline.logger.info("clip", metadata: ["episode.id": "\(clipRequest.episodeId)", "clip.start_ms": "\(clipRequest.startMs)",
                                                  "clip.key": "\(clip.key)", "clip.tier": "\(body.tier.rawValue)",
                                                  "http.status": "\(decision.status)"])
@@ -97,6 +127,7 @@ struct ClipRoutes: Sendable {
                 return buffer
             }
             try await writer.write(ByteBuffer(bytes: bytes))
+            pipeline.metrics.bytesServed.increment(by: bytes.count)
             offset = end
         }
     }
@@ -180,10 +211,10 @@ struct HTTPProblem: Error {
         }
     }
 
-    func response() -> Response {
+    func response(cors routes: ClipRoutes? = nil, _ request: Request? = nil) -> Response {
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
-        headers[.accessControlAllowOrigin] = "*"
+        if let routes, let request { routes.corsHeaders(request, into: &headers) }
         headers[.cacheControl] = "no-store"
         if let retryAfter { headers[.retryAfter] = String(retryAfter) }
         let body = (try? JSONSerialization.data(withJSONObject: ["error": error, "detail": detail], options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()

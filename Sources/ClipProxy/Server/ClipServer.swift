@@ -20,12 +20,13 @@ enum ClipServer {
                                                    "reconcile.orphans": "\(opening.orphanFilesRemoved)"])
         let (catalog, fileCatalog) = try Upstreams.catalog(configuration)
         let (lister, sources) = try Upstreams.sources(configuration, logger: logger)
+        let metrics = ClipMetrics.bootstrap()
         let threads = NIOThreadPool(numberOfThreads: configuration.limitsMaxFills + 4)
         threads.start()
         let pipeline = ClipPipeline(configuration: configuration, store: store,
                                     locator: SourceLocator(catalog: catalog, lister: lister), sources: sources,
                                     secondTier: try Upstreams.clipTier(configuration, logger: logger),
-                                    threads: threads, logger: logger)
+                                    threads: threads, logger: logger, metrics: metrics)
 
         let router = Router()
         ClipRoutes(pipeline: pipeline).register(on: router)
@@ -37,6 +38,10 @@ enum ClipServer {
             } catch {
                 return jsonResponse(.serviceUnavailable, ["status": "not_ready", "detail": "\(error)"])
             }
+        }
+        router.get("/metrics") { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8", .cacheControl: "no-store"],
+                     body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.exposition())))
         }
         router.get("/") { _, _ in
             // List only episodes whose source audio is there; say how many were left out.
