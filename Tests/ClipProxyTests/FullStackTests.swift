@@ -76,6 +76,7 @@ struct FullStackTests {
                 #expect(cold.status == 200 && cold.headers["x-clip-tier"] == "fill")
                 #expect(cold.headers["content-length"] == String(expected.count))
                 #expect(sameBytes(cold.body, expected), "a clip cut from S3 equals clipproxy trim on the file")
+                #expect(server.waitForLog("fill finished"))
                 let warm = try fetch(url)
                 #expect(warm.headers["x-clip-tier"] == "l1_hit" && sameBytes(warm.body, expected))
                 let missing = try fetch("\(server.baseURL)/clips/685ba776e4f9ec2f07562680/0")
@@ -151,6 +152,7 @@ struct ClipBucketTests {
                 #expect(fromS3.headers["x-clip-tier"] == "l2_hit")
                 #expect(sameBytes(fromS3.body, expected))
                 #expect(!server.log.contains("fill started"), "no new trim")
+                #expect(server.waitForLog("second tier copy finished"))
                 #expect(try fetch("\(server.baseURL)/clips/\(ServerTests.episode)/7000").headers["x-clip-tier"] == "l1_hit")
             }
         }

@@ -6,7 +6,7 @@ public final class ClipProxyProcess: @unchecked Sendable {
     public let process: Process
     private let stderrFile: URL
 
-    public init(environment extra: [String: String], timeout: TimeInterval = 30) throws {
+    public init(environment extra: [String: String], timeout: TimeInterval = 60) throws {
         let binary = try RepoPaths.require(RepoPaths.clipproxyBinary, hint: "build it with `swift build`")
         var environment = ProcessInfo.processInfo.environment
         environment["CLIPPROXY_HTTP_PORT"] = "0"
@@ -21,17 +21,37 @@ public final class ClipProxyProcess: @unchecked Sendable {
         FileManager.default.createFile(atPath: stderrFile.path, contents: nil)
         process.standardError = try FileHandle(forWritingTo: stderrFile)
         try process.run()
-        var seen = ""
-        let deadline = Date().addingTimeInterval(timeout)
-        while !seen.contains("listening on") && Date() < deadline && process.isRunning {
-            seen += String(decoding: out.fileHandleForReading.availableData, as: UTF8.self)
-        }
+        // Read stdout on its own thread: a blocking read here could neither time out nor notice an exit.
+        let lines = LineCollector()
+        Thread { 
+            while true {
+                let chunk = out.fileHandleForReading.availableData
+                if chunk.isEmpty { lines.close(); return }
+                lines.append(chunk)
+            }
+        }.start()
+        let seen = lines.wait(for: "listening on", timeout: timeout)
         guard let range = seen.range(of: #"http://[0-9.]+:[0-9]+"#, options: .regularExpression) else {
-            process.terminate()
+            let running = process.isRunning
+            if running { kill(process.processIdentifier, SIGKILL) }
+            process.waitUntilExit()
             let log = (try? String(contentsOf: stderrFile, encoding: .utf8)) ?? ""
-            throw TestSetupError("clipproxy serve did not start: \(seen)\n\(log.suffix(3000))")
+            throw TestSetupError("clipproxy serve did not start within \(Int(timeout)) s (still running: \(running), "
+                                 + "exit \(process.terminationStatus), reason \(process.terminationReason.rawValue)); stdout: \(seen)\nstderr: \(log.suffix(3000))")
         }
         baseURL = String(seen[range])
+    }
+
+    /// Waits until `text` appears in the log at least `count` times (fills finish just after their
+    /// last byte is sent, so a test that expects an L1 hit next waits for "fill finished").
+    @discardableResult
+    public func waitForLog(_ text: String, count: Int = 1, timeout: TimeInterval = 10) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if log.components(separatedBy: text).count - 1 >= count { return true }
+            usleep(20_000)
+        }
+        return false
     }
 
     /// The server's log so far (swift-log lines on stderr).
@@ -50,5 +70,35 @@ public final class ClipProxyProcess: @unchecked Sendable {
     deinit {
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         try? FileManager.default.removeItem(at: stderrFile)
+    }
+}
+
+/// Collects a child's stdout and lets a test wait for a line, with a timeout.
+private final class LineCollector: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var text = ""
+    private var closed = false
+
+    func append(_ data: Data) {
+        condition.lock()
+        text += String(decoding: data, as: UTF8.self)
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    func close() {
+        condition.lock()
+        closed = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Everything read when `marker` appeared, the stream closed, or the time ran out.
+    func wait(for marker: String, timeout: TimeInterval) -> String {
+        let deadline = Date().addingTimeInterval(timeout)
+        condition.lock()
+        defer { condition.unlock() }
+        while !text.contains(marker) && !closed && condition.wait(until: deadline) {}
+        return text
     }
 }

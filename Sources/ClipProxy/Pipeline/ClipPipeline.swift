@@ -186,6 +186,7 @@ final class ClipPipeline: Sendable {
                 }
                 try await blocking { [store] in try store.commit(blob, s3Key: tier.location(clip)) }
                 fill.finish(nil)
+                logger.info("second tier copy finished", metadata: ["clip.key": "\(clip.key)"])
             } catch {
                 blob.abort()
                 fill.finish(error)
