@@ -203,3 +203,49 @@ struct ClipBucketTests {
         }
     }
 }
+
+@Suite("Full stack: cold clips stream while they are cut")
+struct StreamingFillTests {
+    @Test("The first body bytes of a cold clip arrive before its fill has finished")
+    func firstBytesBeforeFillEnds() async throws {
+        let work = try TemporaryDirectory("streaming")
+        defer { work.remove() }
+        try await withTestServer(try TestServer.s3()) { s3 in
+            try await withTestServer(try TestServer.mongo(dataDirectory: Fixtures.directory.appendingPathComponent("catalog"))) { mongo in
+                _ = try FullStackTests.seedBucket(s3)
+                let proxy = try TestServer.faultProxy(target: s3)
+                defer { proxy.stop() }
+                var environment = FullStackTests.environment(s3: s3, mongo: mongo, work: work)
+                environment["CLIPPROXY_S3_ENDPOINT"] = proxy.endpoint
+                let server = try ClipProxyProcess(environment: environment)
+                defer { server.stop() }
+                // Resolve and index the episode first, so the next S3 requests are the clip's own.
+                #expect(try fetch("\(server.baseURL)/clips/\(ServerTests.episode)/0").status == 200)
+                #expect(server.waitForLog("fill finished"))
+                // Next: the clip bucket HEAD passes, the source GET stalls after 100 kB (until the
+                // client's stall detector retries and resumes).
+                let control = try CurlTransfer().perform(HTTPRequest(method: "POST", url: proxy.endpoint + "/__proxy/plan",
+                                                                     body: Array(#"{"plan": ["pass", "stall:100000"], "default": "pass"}"#.utf8))) { _ in true }
+                #expect(control.status == 200)
+                let url = "\(server.baseURL)/clips/\(ServerTests.episode)/20000"
+                let early = try FFmpegOracle.run("/usr/bin/curl", ["--silent", "--max-time", "1", "-D", "-", "-o", work.path + "/early.mp3", url])
+                let output = String(decoding: early.stdout, as: UTF8.self)
+                let expected = try trimmed(ServerTests.sourceKey, startMs: 20_000)
+                #expect(early.status == 28, "the client timed out while the fill was stalled: \(output)")
+                #expect(output.lowercased().contains("content-length: \(expected.count)"), "the exact length came first")
+                let received = (try? Data(contentsOf: URL(fileURLWithPath: work.path + "/early.mp3")).count) ?? 0
+                #expect(received > 1000 && received < expected.count, "first bytes before the end: \(received) of \(expected.count)")
+                #expect(!server.log.contains("fill finished", count: 2), "the fill was still running when those bytes arrived")
+                // The fill resumes and completes; the clip is then whole and exact.
+                #expect(server.waitForLog("fill finished", count: 2, timeout: 30))
+                let whole = try fetch(url)
+                #expect(whole.status == 200 && sameBytes(whole.body, expected))
+            }
+        }
+    }
+}
+
+extension String {
+    /// True when `text` occurs at least `count` times.
+    func contains(_ text: String, count: Int) -> Bool { components(separatedBy: text).count - 1 >= count }
+}
