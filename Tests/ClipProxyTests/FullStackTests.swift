@@ -249,3 +249,45 @@ extension String {
     /// True when `text` occurs at least `count` times.
     func contains(_ text: String, count: Int) -> Bool { components(separatedBy: text).count - 1 >= count }
 }
+
+@Suite("Full stack: coalescing counted at S3")
+struct CoalescingAtS3Tests {
+    @Test("200 concurrent requests for one cold clip: S3 sees exactly one read of the source range")
+    func oneSourceRead() async throws {
+        let work = try TemporaryDirectory("coalesce-s3")
+        defer { work.remove() }
+        try await withTestServer(try TestServer.s3()) { s3 in
+            try await withTestServer(try TestServer.mongo(dataDirectory: Fixtures.directory.appendingPathComponent("catalog"))) { mongo in
+                _ = try FullStackTests.seedBucket(s3)
+                let proxy = try TestServer.faultProxy(target: s3)
+                defer { proxy.stop() }
+                var environment = FullStackTests.environment(s3: s3, mongo: mongo, work: work)
+                environment["CLIPPROXY_S3_ENDPOINT"] = proxy.endpoint
+                let server = try ClipProxyProcess(environment: environment)
+                defer { server.stop() }
+                let url = "\(server.baseURL)/clips/\(ServerTests.episode)/25000?duration_ms=30000"
+                var arguments = ["--silent", "--parallel", "--parallel-immediate", "--parallel-max", "200"]
+                for i in 0..<200 { arguments += ["-o", work.path + "/c\(i).mp3", url] }
+                let result = try FFmpegOracle.run("/usr/bin/curl", arguments)
+                #expect(result.status == 0, "\(result.stderr)")
+                let expected = try trimmed(ServerTests.sourceKey, startMs: 25_000)
+                for i in 0..<200 {
+                    #expect(sameBytes(try [UInt8](Data(contentsOf: URL(fileURLWithPath: work.path + "/c\(i).mp3"))), expected), "response \(i)")
+                }
+                var log: [UInt8] = []
+                _ = try CurlTransfer().perform(HTTPRequest(method: "GET", url: proxy.endpoint + "/__proxy/log")) { log.append(contentsOf: $0); return true }
+                let requests = try FaultProxyRequest.decodeLog(log)
+                let sourceGets = requests.filter { $0.method == "GET" && $0.path.contains("pod-insights-sources/the-daily-tones") }
+                // Probing reads the head, the tail and a middle frame (ranged GETs of a few kB); the
+                // clip itself is one ranged GET of about its own size.
+                let clipReads = sourceGets.filter { request in
+                    guard let range = request.range, let dash = range.firstIndex(of: "-"),
+                          let first = Int(range.dropFirst(6).prefix(upTo: dash)), let last = Int(range[range.index(after: dash)...]) else { return false }
+                    return last - first + 1 > 100_000
+                }
+                #expect(clipReads.count == 1, "source reads of the clip range: \(clipReads.map { $0.range ?? "" })")
+                #expect(server.log.components(separatedBy: "fill started").count - 1 == 1)
+            }
+        }
+    }
+}
