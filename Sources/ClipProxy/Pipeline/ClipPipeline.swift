@@ -127,41 +127,16 @@ final class ClipPipeline: Sendable {
     /// Cuts the clip into the local store; every request for the key reads it as it grows.
     private func startFill(_ clip: PreparedClip) async throws -> ClipBody {
         guard await fills.count < configuration.limitsMaxFills else { throw ServiceError.overloaded }
-        let blob = try await blocking { [store] in try store.beginFill(clip.key) }
-        let fill = try Fill(key: clip.key, length: clip.plan.byteCount, temporaryPath: blob.temporaryPath)
-        let registered = await fills.register(fill)
-        guard registered === fill else {
-            blob.abort()
-            return .filling(registered, tier: .coalesced)
-        }
+        guard let (blob, fill) = try await claim(clip) else { return try await joinRunning(clip) }
         let source = try sources.open(clip.episode)
         logger.info("fill started", metadata: ["clip.key": "\(clip.key)", "episode.id": "\(clip.request.episodeId)",
                                                 "source.range": "\(clip.plan.readRange)", "clip.bytes": "\(clip.plan.byteCount)"])
-        // The fill belongs to the cache, not to the request: it finishes even if the client leaves.
-        Task.detached { [self] in
-            let started = ContinuousClock.now
-            do {
-                try await blocking {
-                    try Trimmer.write(clip.plan, from: source) { bytes in
-                        try blob.write(bytes)
-                        fill.advance(to: blob.byteCount)
-                    }
-                }
-                try await blocking { [store] in try store.commit(blob) }
-                fill.finish(nil)
-                await fills.remove(fill)
-                let elapsed = ContinuousClock.now - started
-                metrics.fillDuration.record(duration: elapsed)
-                logger.info("fill finished", metadata: ["clip.key": "\(clip.key)", "fill.ms": "\(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)"])
-                await copyToSecondTier(clip)
-            } catch {
-                blob.abort()
-                fill.finish(error)
-                await fills.remove(fill)
-                metrics.fillFailures.increment()
-                metrics.upstreamErrors["source"]?.increment()
-                logger.error("fill failed; nothing cached", metadata: ["clip.key": "\(clip.key)", "error": "\(error)"])
-            }
+        run(clip, blob, fill, location: nil, upstream: "source", failure: "fill failed; nothing cached") { emit in
+            try Trimmer.write(clip.plan, from: source, emit: emit)
+        } finished: { [self] elapsed in
+            metrics.fillDuration.record(duration: elapsed)
+            logger.info("fill finished", metadata: ["clip.key": "\(clip.key)", "fill.ms": "\(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)"])
+            await copyToSecondTier(clip)
         }
         return .filling(fill, tier: .fill)
     }
@@ -169,32 +144,60 @@ final class ClipPipeline: Sendable {
     /// A clip found in the second tier is streamed to the client while it is copied into L1.
     private func fillFromSecondTier(_ clip: PreparedClip, _ tier: any ClipTier) async throws -> ClipBody? {
         guard let stored = try await blocking({ try tier.find(clip) }) else { return nil }
+        guard let (blob, fill) = try await claim(clip) else { return try await joinRunning(clip) }
+        run(clip, blob, fill, location: tier.location(clip), upstream: "clip_tier", failure: "copy from the second tier failed") { emit in
+            try stored.stream(0..<clip.plan.byteCount, emit)
+        } finished: { [self] _ in
+            logger.info("second tier copy finished", metadata: ["clip.key": "\(clip.key)"])
+        }
+        return .filling(fill, tier: .l2)
+    }
+
+    /// A new temporary file and fill for `clip`, registered; nil when another request got there first.
+    private func claim(_ clip: PreparedClip) async throws -> (BlobFill, Fill)? {
         let blob = try await blocking { [store] in try store.beginFill(clip.key) }
         let fill = try Fill(key: clip.key, length: clip.plan.byteCount, temporaryPath: blob.temporaryPath)
-        let registered = await fills.register(fill)
-        guard registered === fill else {
+        guard await fills.register(fill) === fill else {
             blob.abort()
-            return .filling(registered, tier: .coalesced)
+            return nil
         }
+        return (blob, fill)
+    }
+
+    private func joinRunning(_ clip: PreparedClip) async throws -> ClipBody {
+        if let running = await fills.join(clip.key) { return .filling(running, tier: .coalesced) }
+        return try await open(clip)  // it finished in between: now it is in L1
+    }
+
+    /// Runs a fill in the background: `produce` emits the clip's bytes into the temporary file
+    /// (waking readers as they grow), then the file is committed to L1. The fill belongs to the
+    /// cache, not to a request: it finishes even if every client leaves. On failure every reader's
+    /// transfer is aborted and nothing is cached.
+    private func run(_ clip: PreparedClip, _ blob: BlobFill, _ fill: Fill, location: String?, upstream: String, failure: String,
+                     produce: @escaping @Sendable (_ emit: (UnsafeRawBufferPointer) throws -> Void) throws -> Void,
+                     finished: @escaping @Sendable (Duration) async -> Void) {
         Task.detached { [self] in
+            let started = ContinuousClock.now
             do {
                 try await blocking {
-                    try stored.stream(0..<clip.plan.byteCount) { bytes in
+                    try produce { bytes in
                         try blob.write(bytes)
                         fill.advance(to: blob.byteCount)
                     }
                 }
-                try await blocking { [store] in try store.commit(blob, s3Key: tier.location(clip)) }
+                try await blocking { [store] in try store.commit(blob, s3Key: location) }
                 fill.finish(nil)
-                logger.info("second tier copy finished", metadata: ["clip.key": "\(clip.key)"])
+                await fills.remove(fill)
+                await finished(ContinuousClock.now - started)
             } catch {
                 blob.abort()
                 fill.finish(error)
-                logger.error("copy from the second tier failed", metadata: ["clip.key": "\(clip.key)", "error": "\(error)"])
+                await fills.remove(fill)
+                metrics.fillFailures.increment()
+                metrics.upstreamErrors[upstream]?.increment()
+                logger.error("\(failure)", metadata: ["clip.key": "\(clip.key)", "error": "\(error)"])
             }
-            await fills.remove(fill)
         }
-        return .filling(fill, tier: .l2)
     }
 
     private func copyToSecondTier(_ clip: PreparedClip) async {
