@@ -160,46 +160,33 @@ struct ClipBucketTests {
 
     @Test("A fill whose source reads keep failing aborts every waiter and caches nothing")
     func failingFill() async throws {
-        let work = try TemporaryDirectory("failing")
-        defer { work.remove() }
-        try await withTestServer(try TestServer.s3()) { s3 in
-            try await withTestServer(try TestServer.mongo(dataDirectory: Fixtures.directory.appendingPathComponent("catalog"))) { mongo in
-                _ = try FullStackTests.seedBucket(s3)
-                let client = try clipBucketClient(s3)
-                _ = try client.createBucket(Self.clipBucket)
-                let proxy = try TestServer.faultProxy(target: s3)
-                defer { proxy.stop() }
-                var environment = FullStackTests.environment(s3: s3, mongo: mongo, work: work)
-                environment["CLIPPROXY_S3_ENDPOINT"] = proxy.endpoint
-                let server = try ClipProxyProcess(environment: environment)
-                // Index the episode and cache one clip while S3 behaves.
-                let good = try fetch("\(server.baseURL)/clips/\(ServerTests.episode)/0")
-                #expect(good.status == 200)
-                // From now on every S3 response is cut after 20 kB.
-                let control = try CurlTransfer().perform(HTTPRequest(method: "POST", url: proxy.endpoint + "/__proxy/plan",
-                                                                     body: Array(#"{"plan": [], "default": "reset:20000"}"#.utf8))) { _ in true }
-                #expect(control.status == 200)
-                var arguments = ["--silent", "--parallel", "--parallel-immediate", "--parallel-max", "20",
-                                 "-w", "%{http_code} %{size_download} %{exitcode}\\n"]
-                for i in 0..<20 { arguments += ["-o", work.path + "/b\(i).mp3", "\(server.baseURL)/clips/\(ServerTests.episode)/33000"] }
-                let result = try FFmpegOracle.run("/usr/bin/curl", arguments)
-                let lines = String(decoding: result.stdout, as: UTF8.self).split(separator: "\n")
-                #expect(lines.count == 20)
-                for line in lines {
-                    let fields = line.split(separator: " ")
-                    // Either an error status before the body, or a transfer cut short (curl exit 18):
-                    // never a complete 200.
-                    #expect(fields.count == 3 && (fields[0] != "200" || fields[2] != "0"), "a waiter saw success: \(line)")
-                }
-                server.stop()
-                #expect(server.log.contains("fill failed; nothing cached"))
-                let head = try? client.headObject(bucket: Self.clipBucket, key: "the-daily-tones/0e983347-7815-4b33-8a7e-2b1c9f0e1a11/33000-63000.mp3")
-                #expect(head == nil, "nothing uploaded to the clip bucket")
-                let store = try ClipStore(.init(directory: work.path + "/cache", maxBytes: 1 << 30))
-                #expect(try store.stats().clips == 1, "only the clip cut while S3 behaved is cached")
-                #expect(try store.verify().isClean)
-                #expect(store.openingReport.temporaryFilesRemoved == 0, "failed fills removed their temporary files")
+        try await withProxiedStack("failing") { server, proxy, s3, work in
+            let client = try clipBucketClient(s3)
+            // Index the episode and cache one clip while S3 behaves.
+            let good = try fetch("\(server.baseURL)/clips/\(ServerTests.episode)/0")
+            #expect(good.status == 200)
+            // From now on every S3 response is cut after 20 kB.
+            try setProxyPlan(proxy, #"{"plan": [], "default": "reset:20000"}"#)
+            var arguments = ["--silent", "--parallel", "--parallel-immediate", "--parallel-max", "20",
+                             "-w", "%{http_code} %{size_download} %{exitcode}\\n"]
+            for i in 0..<20 { arguments += ["-o", work.path + "/b\(i).mp3", "\(server.baseURL)/clips/\(ServerTests.episode)/33000"] }
+            let result = try FFmpegOracle.run("/usr/bin/curl", arguments)
+            let lines = String(decoding: result.stdout, as: UTF8.self).split(separator: "\n")
+            #expect(lines.count == 20)
+            for line in lines {
+                let fields = line.split(separator: " ")
+                // Either an error status before the body, or a transfer cut short (curl exit 18):
+                // never a complete 200.
+                #expect(fields.count == 3 && (fields[0] != "200" || fields[2] != "0"), "a waiter saw success: \(line)")
             }
+            server.stop()
+            #expect(server.log.contains("fill failed; nothing cached"))
+            let head = try? client.headObject(bucket: Self.clipBucket, key: "the-daily-tones/0e983347-7815-4b33-8a7e-2b1c9f0e1a11/33000-63000.mp3")
+            #expect(head == nil, "nothing uploaded to the clip bucket")
+            let store = try ClipStore(.init(directory: work.path + "/cache", maxBytes: 1 << 30))
+            #expect(try store.stats().clips == 1, "only the clip cut while S3 behaved is cached")
+            #expect(try store.verify().isClean)
+            #expect(store.openingReport.temporaryFilesRemoved == 0, "failed fills removed their temporary files")
         }
     }
 }
@@ -208,39 +195,26 @@ struct ClipBucketTests {
 struct StreamingFillTests {
     @Test("The first body bytes of a cold clip arrive before its fill has finished")
     func firstBytesBeforeFillEnds() async throws {
-        let work = try TemporaryDirectory("streaming")
-        defer { work.remove() }
-        try await withTestServer(try TestServer.s3()) { s3 in
-            try await withTestServer(try TestServer.mongo(dataDirectory: Fixtures.directory.appendingPathComponent("catalog"))) { mongo in
-                _ = try FullStackTests.seedBucket(s3)
-                let proxy = try TestServer.faultProxy(target: s3)
-                defer { proxy.stop() }
-                var environment = FullStackTests.environment(s3: s3, mongo: mongo, work: work)
-                environment["CLIPPROXY_S3_ENDPOINT"] = proxy.endpoint
-                let server = try ClipProxyProcess(environment: environment)
-                defer { server.stop() }
-                // Resolve and index the episode first, so the next S3 requests are the clip's own.
-                #expect(try fetch("\(server.baseURL)/clips/\(ServerTests.episode)/0").status == 200)
-                #expect(server.waitForLog("fill finished"))
-                // Next: the clip bucket HEAD passes, the source GET stalls after 100 kB (until the
-                // client's stall detector retries and resumes).
-                let control = try CurlTransfer().perform(HTTPRequest(method: "POST", url: proxy.endpoint + "/__proxy/plan",
-                                                                     body: Array(#"{"plan": ["pass", "stall:100000"], "default": "pass"}"#.utf8))) { _ in true }
-                #expect(control.status == 200)
-                let url = "\(server.baseURL)/clips/\(ServerTests.episode)/20000"
-                let early = try FFmpegOracle.run("/usr/bin/curl", ["--silent", "--max-time", "1", "-D", "-", "-o", work.path + "/early.mp3", url])
-                let output = String(decoding: early.stdout, as: UTF8.self)
-                let expected = try trimmed(ServerTests.sourceKey, startMs: 20_000)
-                #expect(early.status == 28, "the client timed out while the fill was stalled: \(output)")
-                #expect(output.lowercased().contains("content-length: \(expected.count)"), "the exact length came first")
-                let received = (try? Data(contentsOf: URL(fileURLWithPath: work.path + "/early.mp3")).count) ?? 0
-                #expect(received > 1000 && received < expected.count, "first bytes before the end: \(received) of \(expected.count)")
-                #expect(!server.log.contains("fill finished", count: 2), "the fill was still running when those bytes arrived")
-                // The fill resumes and completes; the clip is then whole and exact.
-                #expect(server.waitForLog("fill finished", count: 2, timeout: 30))
-                let whole = try fetch(url)
-                #expect(whole.status == 200 && sameBytes(whole.body, expected))
-            }
+        try await withProxiedStack("streaming") { server, proxy, _, work in
+            // Resolve and index the episode first, so the next S3 requests are the clip's own.
+            #expect(try fetch("\(server.baseURL)/clips/\(ServerTests.episode)/0").status == 200)
+            #expect(server.waitForLog("fill finished"))
+            // Next: the clip bucket HEAD passes, the source GET stalls after 100 kB (until the
+            // client's stall detector retries and resumes).
+            try setProxyPlan(proxy, #"{"plan": ["pass", "stall:100000"], "default": "pass"}"#)
+            let url = "\(server.baseURL)/clips/\(ServerTests.episode)/20000"
+            let early = try FFmpegOracle.run("/usr/bin/curl", ["--silent", "--max-time", "1", "-D", "-", "-o", work.path + "/early.mp3", url])
+            let output = String(decoding: early.stdout, as: UTF8.self)
+            let expected = try trimmed(ServerTests.sourceKey, startMs: 20_000)
+            #expect(early.status == 28, "the client timed out while the fill was stalled: \(output)")
+            #expect(output.lowercased().contains("content-length: \(expected.count)"), "the exact length came first")
+            let received = (try? Data(contentsOf: URL(fileURLWithPath: work.path + "/early.mp3")).count) ?? 0
+            #expect(received > 1000 && received < expected.count, "first bytes before the end: \(received) of \(expected.count)")
+            #expect(!server.log.contains("fill finished", count: 2), "the fill was still running when those bytes arrived")
+            // The fill resumes and completes; the clip is then whole and exact.
+            #expect(server.waitForLog("fill finished", count: 2, timeout: 30))
+            let whole = try fetch(url)
+            #expect(whole.status == 200 && sameBytes(whole.body, expected))
         }
     }
 }
@@ -254,40 +228,56 @@ extension String {
 struct CoalescingAtS3Tests {
     @Test("200 concurrent requests for one cold clip: S3 sees exactly one read of the source range")
     func oneSourceRead() async throws {
-        let work = try TemporaryDirectory("coalesce-s3")
-        defer { work.remove() }
-        try await withTestServer(try TestServer.s3()) { s3 in
-            try await withTestServer(try TestServer.mongo(dataDirectory: Fixtures.directory.appendingPathComponent("catalog"))) { mongo in
-                _ = try FullStackTests.seedBucket(s3)
-                let proxy = try TestServer.faultProxy(target: s3)
-                defer { proxy.stop() }
+        try await withProxiedStack("coalesce-s3") { server, proxy, _, work in
+            let url = "\(server.baseURL)/clips/\(ServerTests.episode)/25000?duration_ms=30000"
+            var arguments = ["--silent", "--parallel", "--parallel-immediate", "--parallel-max", "200"]
+            for i in 0..<200 { arguments += ["-o", work.path + "/c\(i).mp3", url] }
+            let result = try FFmpegOracle.run("/usr/bin/curl", arguments)
+            #expect(result.status == 0, "\(result.stderr)")
+            let expected = try trimmed(ServerTests.sourceKey, startMs: 25_000)
+            for i in 0..<200 {
+                #expect(sameBytes(try [UInt8](Data(contentsOf: URL(fileURLWithPath: work.path + "/c\(i).mp3"))), expected), "response \(i)")
+            }
+            var log: [UInt8] = []
+            _ = try CurlTransfer().perform(HTTPRequest(method: "GET", url: proxy.endpoint + "/__proxy/log")) { log.append(contentsOf: $0); return true }
+            let requests = try FaultProxyRequest.decodeLog(log)
+            let sourceGets = requests.filter { $0.method == "GET" && $0.path.contains("pod-insights-sources/the-daily-tones") }
+            // Probing reads the head, the tail and a middle frame (ranged GETs of a few kB); the
+            // clip itself is one ranged GET of about its own size.
+            let clipReads = sourceGets.filter { request in
+                guard let range = request.range, let dash = range.firstIndex(of: "-"),
+                      let first = Int(range.dropFirst(6).prefix(upTo: dash)), let last = Int(range[range.index(after: dash)...]) else { return false }
+                return last - first + 1 > 100_000
+            }
+            #expect(clipReads.count == 1, "source reads of the clip range: \(clipReads.map { $0.range ?? "" })")
+            #expect(server.log.components(separatedBy: "fill started").count - 1 == 1)
+        }
+    }
+}
+
+/// moto with a fault proxy in front and the MongoDB wire server, the source bucket seeded and the
+/// clip bucket created, and clipproxy serving through the proxy. Everything stops afterwards.
+func withProxiedStack(_ label: String,
+                      _ body: (_ server: ClipProxyProcess, _ proxy: TestServer, _ s3: TestServer, _ work: TemporaryDirectory) async throws -> Void) async throws {
+    let work = try TemporaryDirectory(label)
+    defer { work.remove() }
+    try await withTestServer(try TestServer.s3()) { s3 in
+        try await withTestServer(try TestServer.mongo(dataDirectory: Fixtures.directory.appendingPathComponent("catalog"))) { mongo in
+            _ = try FullStackTests.seedBucket(s3)
+            _ = try ClipBucketTests().clipBucketClient(s3).createBucket(ClipBucketTests.clipBucket)
+            try await withTestServer(try TestServer.faultProxy(target: s3)) { proxy in
                 var environment = FullStackTests.environment(s3: s3, mongo: mongo, work: work)
                 environment["CLIPPROXY_S3_ENDPOINT"] = proxy.endpoint
                 let server = try ClipProxyProcess(environment: environment)
                 defer { server.stop() }
-                let url = "\(server.baseURL)/clips/\(ServerTests.episode)/25000?duration_ms=30000"
-                var arguments = ["--silent", "--parallel", "--parallel-immediate", "--parallel-max", "200"]
-                for i in 0..<200 { arguments += ["-o", work.path + "/c\(i).mp3", url] }
-                let result = try FFmpegOracle.run("/usr/bin/curl", arguments)
-                #expect(result.status == 0, "\(result.stderr)")
-                let expected = try trimmed(ServerTests.sourceKey, startMs: 25_000)
-                for i in 0..<200 {
-                    #expect(sameBytes(try [UInt8](Data(contentsOf: URL(fileURLWithPath: work.path + "/c\(i).mp3"))), expected), "response \(i)")
-                }
-                var log: [UInt8] = []
-                _ = try CurlTransfer().perform(HTTPRequest(method: "GET", url: proxy.endpoint + "/__proxy/log")) { log.append(contentsOf: $0); return true }
-                let requests = try FaultProxyRequest.decodeLog(log)
-                let sourceGets = requests.filter { $0.method == "GET" && $0.path.contains("pod-insights-sources/the-daily-tones") }
-                // Probing reads the head, the tail and a middle frame (ranged GETs of a few kB); the
-                // clip itself is one ranged GET of about its own size.
-                let clipReads = sourceGets.filter { request in
-                    guard let range = request.range, let dash = range.firstIndex(of: "-"),
-                          let first = Int(range.dropFirst(6).prefix(upTo: dash)), let last = Int(range[range.index(after: dash)...]) else { return false }
-                    return last - first + 1 > 100_000
-                }
-                #expect(clipReads.count == 1, "source reads of the clip range: \(clipReads.map { $0.range ?? "" })")
-                #expect(server.log.components(separatedBy: "fill started").count - 1 == 1)
+                try await body(server, proxy, s3, work)
             }
         }
     }
+}
+
+/// Replaces the fault proxy's plan (see scripts/fault_proxy.py).
+func setProxyPlan(_ proxy: TestServer, _ json: String) throws {
+    let response = try CurlTransfer().perform(HTTPRequest(method: "POST", url: proxy.endpoint + "/__proxy/plan", body: Array(json.utf8))) { _ in true }
+    #expect(response.status == 200)
 }
