@@ -10,13 +10,15 @@ purpose=${1:-test}
 build_packages=(pkg-config liblmdb-dev libavformat-dev libavcodec-dev libavutil-dev
                 libmongoc-dev libcurl4-openssl-dev libssl-dev)
 media_packages=(ffmpeg lame espeak-ng)
+# The curl command drives parallel and slow clients in server tests.
+client_packages=(curl)
 # Headless Chromium plays clips in browser tests.
 browser_packages=(chromium)
 # nginx is the oracle for HTTP Range and conditional semantics (RangeSemanticsTests).
 oracle_packages=(nginx)
 case "$purpose" in
   build) wanted=("${build_packages[@]}") ;;
-  test) wanted=("${build_packages[@]}" "${media_packages[@]}" "${browser_packages[@]}" "${oracle_packages[@]}") ;;
+  test) wanted=("${build_packages[@]}" "${media_packages[@]}" "${client_packages[@]}" "${browser_packages[@]}" "${oracle_packages[@]}") ;;
   demo) wanted=("${build_packages[@]}" "${media_packages[@]}") ;;
   bench) wanted=("${build_packages[@]}" "${media_packages[@]}" nginx wrk) ;;
   *) echo "usage: $0 [build|test|demo|bench]" >&2; exit 2 ;;
