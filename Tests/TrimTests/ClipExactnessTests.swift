@@ -34,6 +34,8 @@ struct ClipExactnessTests {
         let work = try TemporaryDirectory("exactness")
         defer { work.remove() }
         let oneMs = fixture.sampleRate / 1000
+        var worstLag = 0
+        var worstSNR = Double.infinity
 
         for startMs in starts {
             let counting = CountingByteSource(source)
@@ -69,8 +71,11 @@ struct ClipExactnessTests {
             let report = AlignmentReport.measure(clip: decoded.samples, reference: reference.samples, referenceStart: t0,
                                                  count: compared, channels: fixture.channels, sampleRate: fixture.sampleRate,
                                                  maxLag: 5 * oneMs)
+            worstLag = max(worstLag, abs(report.lagSamples))
+            worstSNR = min(worstSNR, report.worstWindowSNR)
             #expect(abs(report.lagSamples) <= oneMs, "\(fixture.name) @\(startMs): \(report)")
             #expect(report.worstWindowSNR >= 60, "\(fixture.name) @\(startMs): \(report)")
         }
+        print("exactness \(fixture.name): \(starts.count) starts, largest lag \(worstLag) samples, worst 10 ms SNR \(worstSNR) dB")
     }
 }
