@@ -94,7 +94,7 @@ extension ClipPlan {
             n = min(n, Int64(outputFrames) * spf - delay - 529)
             guard n > 0 else { throw TrimError.windowOutsideAudio(startMs: request.startMs, durationMs: request.durationMs) }
         }
-        var copied = outputFrames - 1
+        let copied = outputFrames - 1
         // ffmpeg replaces a pending start skip with the next packet's skip/discard side data, so the
         // frame where the skip ends must not also carry the end discard. When the window (cut at the
         // end of the episode) is shorter than that, a silent trailer frame takes the discard and the

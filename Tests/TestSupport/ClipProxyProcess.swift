@@ -18,7 +18,7 @@ public final class ClipProxyProcess: @unchecked Sendable {
         let out = Pipe()
         process.standardOutput = out
         stderrFile = FileManager.default.temporaryDirectory.appendingPathComponent("clipproxy-\(UUID().uuidString).log")
-        FileManager.default.createFile(atPath: stderrFile.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: stderrFile.path, contents: nil)
         process.standardError = try FileHandle(forWritingTo: stderrFile)
         try process.run()
         // Read stdout on its own thread: a blocking read here could neither time out nor notice an exit.

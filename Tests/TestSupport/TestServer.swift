@@ -32,7 +32,7 @@ public final class TestServer: @unchecked Sendable {
         let stdout = Pipe()
         process.standardOutput = stdout
         let stderrFile = FileManager.default.temporaryDirectory.appendingPathComponent("\(name)-\(UUID().uuidString).stderr")
-        FileManager.default.createFile(atPath: stderrFile.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: stderrFile.path, contents: nil)
         process.standardError = try FileHandle(forWritingTo: stderrFile)
         process.standardInput = FileHandle.nullDevice
         try process.run()

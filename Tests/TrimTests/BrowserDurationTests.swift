@@ -22,7 +22,7 @@ struct BrowserDurationTests {
             let index = try FrameIndexBuilder.build(source)
             var clip: [UInt8] = []
             try Trimmer.trim(source, index: index, request: .init(startMs: c.startMs, durationMs: 30_000)) { clip.append(contentsOf: $0) }
-            FileManager.default.createFile(atPath: work.url.appendingPathComponent("clip\(i).mp3").path, contents: Data(clip))
+            _ = FileManager.default.createFile(atPath: work.url.appendingPathComponent("clip\(i).mp3").path, contents: Data(clip))
             elements += "<audio preload=\"metadata\" data-i=\"\(i)\" src=\"clip\(i).mp3\"></audio>\n"
         }
         let page = """

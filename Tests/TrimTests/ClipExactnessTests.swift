@@ -48,7 +48,7 @@ struct ClipExactnessTests {
             #expect(counting.ranges == [plan.readRange], "\(fixture.name) @\(startMs): reads \(counting.ranges) vs \(plan.readRange)")
 
             let path = work.url.appendingPathComponent("\(startMs).mp3").path
-            FileManager.default.createFile(atPath: path, contents: Data(clip))
+            _ = FileManager.default.createFile(atPath: path, contents: Data(clip))
             let decoded = try FFmpegOracle.decode(path, channels: fixture.channels, sampleRate: fixture.sampleRate)
             #expect(decoded.stderr.isEmpty, "\(fixture.name) @\(startMs): decoder said \(decoded.stderr)")
 

@@ -185,7 +185,7 @@ final class ClipPipeline: Sendable {
                         fill.advance(to: blob.byteCount)
                     }
                 }
-                try await blocking { [store] in try store.commit(blob, s3Key: location) }
+                _ = try await blocking { [store] in try store.commit(blob, s3Key: location) }
                 fill.finish(nil)
                 await fills.remove(fill)
                 await finished(ContinuousClock.now - started)
