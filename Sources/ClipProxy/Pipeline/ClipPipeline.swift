@@ -153,15 +153,18 @@ final class ClipPipeline: Sendable {
         return .filling(fill, tier: .l2)
     }
 
-    /// A new temporary file and fill for `clip`, registered; nil when another request got there first.
+    /// A new temporary file and fill for `clip`, registered; nil when another request's fill is
+    /// running or has just finished (then `joinRunning` finds it).
     private func claim(_ clip: PreparedClip) async throws -> (BlobFill, Fill)? {
         let blob = try await blocking { [store] in try store.beginFill(clip.key) }
         let fill = try Fill(key: clip.key, length: clip.plan.byteCount, temporaryPath: blob.temporaryPath)
-        guard await fills.register(fill) === fill else {
+        switch await fills.claim(fill, isStored: { [store] in (try? store.contains(clip.key)) ?? false }) {
+        case .mine:
+            return (blob, fill)
+        case .running, .stored:
             blob.abort()
             return nil
         }
-        return (blob, fill)
     }
 
     private func joinRunning(_ clip: PreparedClip) async throws -> ClipBody {

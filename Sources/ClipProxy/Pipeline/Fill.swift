@@ -86,17 +86,27 @@ enum FillError: Error, CustomStringConvertible {
 }
 
 /// Makes concurrent requests for one clip key share one fill (Varnish's "busy object").
+///
+/// Race-free because a fill is committed to the local store before it is removed here, and
+/// `claim` looks at running fills and at the store in one actor turn: a request either joins the
+/// running fill or finds the clip stored, never starts a second cut.
 actor FillCoordinator {
     private var running: [ClipKey: Fill] = [:]
 
-    /// The running fill for `key`, or nil after registering that the caller will start one
-    /// (with `start`, which must be called at once).
+    enum Claim {
+        case mine             // registered: the caller runs the fill
+        case running(Fill)    // another request's fill: read it as it grows
+        case stored           // finished in the meantime: read it from the store
+    }
+
     func join(_ key: ClipKey) -> Fill? { running[key] }
 
-    func register(_ fill: Fill) -> Fill {
-        if let existing = running[fill.key] { return existing }
+    /// Registers `fill` unless one is running for its key or the clip is already stored.
+    func claim(_ fill: Fill, isStored: @Sendable () -> Bool) -> Claim {
+        if let existing = running[fill.key] { return .running(existing) }
+        if isStored() { return .stored }
         running[fill.key] = fill
-        return fill
+        return .mine
     }
 
     func remove(_ fill: Fill) {
