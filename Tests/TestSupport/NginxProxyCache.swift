@@ -6,40 +6,26 @@ import Foundation
 /// in a temporary directory). The caching configuration under test is therefore exactly the one
 /// an operator installs.
 public final class NginxProxyCache: @unchecked Sendable {
-    public static let executable = URL(fileURLWithPath: "/usr/sbin/nginx")
     /// The operator's configuration (an `http`-level snippet with @PLACEHOLDERS@).
     public static var template: URL { RepoPaths.root.appendingPathComponent("conf/cdn/nginx-proxy-cache.conf") }
 
-    public let port: Int
-    private let process: Process
-    private let directory: TemporaryDirectory
-    private let lock = NSLock()
-    private var stopped = false
+    private let nginx: NginxProcess
+    private var directory: TemporaryDirectory { nginx.directory }
 
+    public var port: Int { nginx.port }
     public var host: String { "127.0.0.1" }
     public var endpoint: String { "http://127.0.0.1:\(port)" }
     /// Where nginx keeps the cached clips.
     public var cacheDirectory: URL { directory.url.appendingPathComponent("cache") }
 
-    private init(port: Int, process: Process, directory: TemporaryDirectory) {
-        self.port = port
-        self.process = process
-        self.directory = directory
-    }
+    private init(nginx: NginxProcess) { self.nginx = nginx }
 
     /// Starts nginx in front of `upstreams` (each `host:port`) and waits until it accepts
     /// connections.
     public static func start(upstreams: [String], timeout: TimeInterval = 15) throws -> NginxProxyCache {
-        guard FileManager.default.isExecutableFile(atPath: executable.path) else {
-            throw TestSetupError("nginx is not installed (\(executable.path) is missing): run `make test`, or `apt-get install -y nginx`")
-        }
         let template = try String(contentsOf: RepoPaths.require(Self.template, hint: "it is part of the repository"), encoding: .utf8)
-        var lastFailure = ""
-        // A port found free can be taken before nginx binds it; try again with another one.
-        for _ in 0..<3 {
-            let directory = try TemporaryDirectory("nginx-cdn")
+        let nginx = try NginxProcess.launch(label: "nginx-cdn", timeout: timeout) { directory, port in
             let d = directory.path
-            let port = try freeLoopbackPort()
             let snippet = try render(template, values: [
                 "LISTEN": "127.0.0.1:\(port)",
                 "CACHE_DIR": d + "/cache",
@@ -47,27 +33,8 @@ public final class NginxProxyCache: @unchecked Sendable {
             ], upstreams: upstreams)
             try snippet.write(toFile: d + "/clipproxy-cdn.conf", atomically: true, encoding: .utf8)
             try wrapper(directory: d).write(toFile: d + "/nginx.conf", atomically: true, encoding: .utf8)
-            _ = FileManager.default.createFile(atPath: d + "/stderr.log", contents: nil)
-
-            let process = Process()
-            process.executableURL = executable
-            process.arguments = ["-p", d + "/", "-c", d + "/nginx.conf", "-e", d + "/error.log"]
-            process.standardInput = FileHandle.nullDevice
-            process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: d + "/stderr.log"))
-            process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: d + "/stderr.log"))
-            try process.run()
-
-            let server = NginxProxyCache(port: port, process: process, directory: directory)
-            let deadline = Date().addingTimeInterval(timeout)
-            while process.isRunning && Date() < deadline {
-                if acceptsConnections(port: port) { return server }
-                usleep(20_000)
-            }
-            lastFailure = server.log
-            server.stop()
-            if !lastFailure.contains("Address already in use") { break }
         }
-        throw TestSetupError("nginx (conf/cdn/nginx-proxy-cache.conf) did not start within \(Int(timeout)) s:\n\(lastFailure.suffix(4000))")
+        return NginxProxyCache(nginx: nginx)
     }
 
     /// Fills in `@NAME@` placeholders. The line holding `@UPSTREAM@` is repeated once per upstream
@@ -123,28 +90,12 @@ public final class NginxProxyCache: @unchecked Sendable {
     }
 
     /// Stops nginx and removes its directory, cache included.
-    ///
-    /// SIGKILL: a process started from a Swift thread inherits a mask that blocks SIGTERM, and
-    /// nginx in single-process mode never unblocks it (see NginxServer.stop). Nothing of value is
-    /// lost; everything it wrote is in the temporary directory, which goes too.
-    public func stop() {
-        lock.lock()
-        defer { lock.unlock() }
-        guard !stopped else { return }
-        stopped = true
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
-        directory.remove()
-    }
+    public func stop() { nginx.stop() }
 
-    public var isRunning: Bool { process.isRunning }
+    public var isRunning: Bool { nginx.isRunning }
 
     /// nginx's error log and anything it printed, for failure messages.
-    public var log: String {
-        ["error.log", "stderr.log"].compactMap {
-            try? String(contentsOf: directory.url.appendingPathComponent($0), encoding: .utf8)
-        }.joined(separator: "\n")
-    }
+    public var log: String { nginx.log }
 
     /// The access log in the file's `clipproxy_cdn` format: request, status, Range, cache status,
     /// upstream address (`-` when no node was asked).
@@ -163,20 +114,5 @@ public final class NginxProxyCache: @unchecked Sendable {
             text = accessLog
         }
         return text
-    }
-
-    deinit { stop() }
-
-    private static func acceptsConnections(port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-        }
     }
 }
