@@ -32,6 +32,8 @@ import sys
 import threading
 import time
 
+from test_server_lifecycle import exit_with_parent, unblock_termination_signals
+
 ERRORS = {
     "503": (503, "Service Unavailable", "ServiceUnavailable", "Please reduce your request rate."),
     "slowdown": (503, "Slow Down", "SlowDown", "Please reduce your request rate."),
@@ -179,14 +181,6 @@ def send_error(sock, status, reason, code, message):
                  "Connection: close\r\n\r\n".encode() + body)
 
 
-def exit_with_parent():
-    parent = os.getppid()
-    while True:
-        time.sleep(0.5)
-        if os.getppid() != parent:
-            os._exit(0)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", required=True, help="HOST:PORT of the server behind the proxy")
@@ -206,10 +200,8 @@ def main():
     listener.listen(64)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     signal.signal(signal.SIGINT, lambda *_: os._exit(0))
-    # A process started from a Swift test inherits the signal mask of the dispatch thread that
-    # spawned it, which blocks SIGTERM: unblock it, or TestServer.stop() waits 2 s and SIGKILLs.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
-    threading.Thread(target=exit_with_parent, daemon=True).start()
+    unblock_termination_signals()
+    exit_with_parent()
     print(f"LISTENING {listener.getsockname()[1]}", flush=True)
     while True:
         client, _ = listener.accept()

@@ -12,15 +12,15 @@ every other command gets MongoDB's "no such command" error.
 Prints "LISTENING <port>" on stdout once it accepts connections.
 """
 import argparse
-import os
 import datetime
 import pathlib
 import random
 import signal
 import sys
 import threading
-import time
 import traceback
+
+from test_server_lifecycle import exit_with_parent, unblock_termination_signals
 
 import bson
 from bson import json_util
@@ -288,15 +288,6 @@ class WireServer:
             pass  # the client hung up first (e.g. it timed out); fine
 
 
-def exit_with_parent():
-    """Exit once the process that started us is gone, so a crashed test leaves no server."""
-    parent = os.getppid()
-    while True:
-        time.sleep(0.5)
-        if os.getppid() != parent:
-            os._exit(0)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", required=True,
@@ -308,9 +299,7 @@ def main():
     parser.add_argument("--delay-ms", type=int, default=0,
                         help="delay every find reply by this many ms")
     args = parser.parse_args()
-    # A parent that starts us from a Swift/Dispatch thread passes on a blocked SIGTERM; unblock it
-    # so a test's stop() ends us at once instead of after its SIGKILL timeout.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    unblock_termination_signals()
 
     wire = WireServer(load_collections(args.dir), args.database, args.delay_ms)
     server = MockupDB(port=args.port)
@@ -322,7 +311,7 @@ def main():
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     port = server.run()
-    threading.Thread(target=exit_with_parent, daemon=True).start()
+    exit_with_parent()
     print(f"LISTENING {port}", flush=True)
     stop.wait()
     # No server.stop(): it waits about 2 s for mockupdb's threads. Its threads

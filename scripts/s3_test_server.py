@@ -11,17 +11,10 @@ import os
 import signal
 import sys
 import threading
-import time
+
+from test_server_lifecycle import exit_with_parent, unblock_termination_signals
 
 from moto.server import ThreadedMotoServer
-
-
-def exit_with_parent():
-    parent = os.getppid()
-    while True:
-        time.sleep(0.5)
-        if os.getppid() != parent:  # re-parented: whoever started us is gone
-            os._exit(0)
 
 
 def main():
@@ -29,9 +22,7 @@ def main():
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
-    # A parent that starts us from a Swift/Dispatch thread passes on a blocked SIGTERM; unblock it
-    # so a test's stop() ends us at once instead of after its SIGKILL timeout.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    unblock_termination_signals()
 
     server = ThreadedMotoServer(ip_address=args.host, port=args.port, verbose=False)
     server.start()
@@ -39,7 +30,7 @@ def main():
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    threading.Thread(target=exit_with_parent, daemon=True).start()
+    exit_with_parent()
     print(f"LISTENING {port}", flush=True)
     stop.wait()
     # moto's own shutdown waits for open keep-alive connections; a test server need not.

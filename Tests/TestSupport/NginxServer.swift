@@ -6,8 +6,6 @@ import Foundation
 /// leaves nothing behind. It runs in the foreground as a single process (`daemon off;
 /// master_process off;`), so stopping the Process stops nginx.
 public final class NginxServer: @unchecked Sendable {
-    public static var executable: URL { NginxProcess.executable }
-
     /// The directory served at `/`.
     public let root: URL
     private let nginx: NginxProcess
