@@ -3,6 +3,7 @@ import Index
 import Logging
 import NIOPosix
 import Support
+import Synchronization
 import Trim
 import Upstream
 
@@ -46,6 +47,10 @@ final class ClipPipeline: Sendable {
     let sources: SourceOpener
     let secondTier: (any ClipTier)?
     let fills = FillCoordinator()
+    /// Decoded frame indexes by source identity (which includes the ETag, so entries never go
+    /// stale): a hit must not decode a long episode's index from LMDB on every request.
+    private let decodedIndexes = Mutex<[String: FrameIndex]>([:])
+    static let decodedIndexLimit = 256
     let threads: NIOThreadPool
     let logger: Logger
     let metrics: ClipMetrics
@@ -112,13 +117,21 @@ final class ClipPipeline: Sendable {
     }
 
     func frameIndex(of episode: ResolvedEpisode, identity: String) async throws -> FrameIndex {
+        if let cached = decodedIndexes.withLock({ $0[identity] }) { return cached }
+        let index: FrameIndex
         if let bytes = try await blocking({ [store] in try store.frameIndex(source: identity) }),
-           let index = try? FrameIndex(serialized: bytes) {
-            return index
+           let stored = try? FrameIndex(serialized: bytes) {
+            index = stored
+        } else {
+            let source = try sources.open(episode)
+            index = try await blocking { try SourceDescription.probe(source) }.1
+            try await blocking { [store] in try store.putFrameIndex(source: identity, index.serialized()) }
         }
-        let source = try sources.open(episode)
-        let (_, index) = try await blocking { try SourceDescription.probe(source) }
-        try await blocking { [store] in try store.putFrameIndex(source: identity, index.serialized()) }
+        decodedIndexes.withLock { cache in
+            // Bounded: dropping everything now and then is cheaper than tracking recency here.
+            if cache.count >= Self.decodedIndexLimit { cache.removeAll(keepingCapacity: true) }
+            cache[identity] = index
+        }
         return index
     }
 
