@@ -6,14 +6,15 @@ public final class ClipProxyProcess: @unchecked Sendable {
     public let process: Process
     private let stderrFile: URL
 
-    public init(environment extra: [String: String], timeout: TimeInterval = 60) throws {
+    /// `arguments` follow the executable (`serve`, optionally with `--config FILE`).
+    public init(environment extra: [String: String], arguments: [String] = ["serve"], timeout: TimeInterval = 60) throws {
         let binary = try RepoPaths.require(RepoPaths.clipproxyBinary, hint: "build it with `swift build`")
         var environment = ProcessInfo.processInfo.environment
         environment["CLIPPROXY_HTTP_PORT"] = "0"
         for (k, v) in extra { environment[k] = v }
         process = Process()
         process.executableURL = binary
-        process.arguments = ["serve"]
+        process.arguments = arguments
         process.environment = environment
         let out = Pipe()
         process.standardOutput = out
