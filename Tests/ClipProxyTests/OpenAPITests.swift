@@ -1,0 +1,102 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// openapi.yaml at the repository root: valid OpenAPI, complete for the routes the server has, and
+/// true of a live server (schemathesis generates requests from it and checks every answer).
+@Suite("OpenAPI document: validated, and schemathesis against a live server")
+struct OpenAPITests {
+    static let document = RepoPaths.root.appendingPathComponent("openapi.yaml")
+    static let venv = RepoPaths.root.appendingPathComponent(".venv/bin")
+
+    /// What schemathesis checks on every response. Left out on purpose, because they judge inputs
+    /// by the schema alone while this API's answers also depend on data and on configuration:
+    /// `positive_data_acceptance` (a schema-valid window past an episode's end is 422, a random
+    /// If-Match 412), `negative_data_rejection` (`exp` and `sig` are ignored when URL signing is
+    /// off, so malformed ones are accepted), `unsupported_method` (an undeclared method such as
+    /// TRACE gets 404, not 405) and the checks for authentication and stateful resources, which
+    /// do not apply.
+    static let checks = ["not_a_server_error", "status_code_conformance", "content_type_conformance",
+                         "response_headers_conformance", "response_schema_conformance"]
+
+    /// The paths every server build has, each of which must be in the document.
+    static let routes = ["/clips/{episode_id}/{start_ms}", "/api/v1/audio_clips/{episode_id}", "/healthz", "/readyz", "/metrics"]
+
+    /// Runs a program from the venv with its output in files (no pipe can fill up) and a time
+    /// limit: SIGKILL when it runs over, since a child of a Swift Concurrency thread inherits a
+    /// blocked SIGTERM.
+    static func run(_ tool: String, _ arguments: [String], in directory: TemporaryDirectory,
+                    timeout: TimeInterval) throws -> (status: Int32, output: String, timedOut: Bool) {
+        let executable = try RepoPaths.require(venv.appendingPathComponent(tool), hint: "run `make test` (scripts/ensure-deps.sh installs scripts/requirements-test.txt)")
+        let outputFile = directory.url.appendingPathComponent("\(tool)-\(UUID().uuidString).log")
+        _ = FileManager.default.createFile(atPath: outputFile.path, contents: nil)
+        let output = try FileHandle(forWritingTo: outputFile)
+        defer { try? output.close() }
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        process.currentDirectoryURL = directory.url  // hypothesis keeps its example database here
+        process.environment = ProcessInfo.processInfo.environment.merging(["NO_COLOR": "1", "COLUMNS": "120"]) { $1 }
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(100_000) }
+        let timedOut = process.isRunning
+        if timedOut { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        return (process.terminationStatus, (try? String(contentsOf: outputFile, encoding: .utf8)) ?? "", timedOut)
+    }
+
+    @Test("openapi.yaml validates with openapi-spec-validator, a broken copy does not, and every route is documented")
+    func documentValidates() throws {
+        let work = try TemporaryDirectory("openapi-validate")
+        defer { work.remove() }
+        let valid = try Self.run("openapi-spec-validator", [Self.document.path], in: work, timeout: 60)
+        #expect(valid.status == 0 && valid.output.contains("OK"), "\(valid.output)")
+
+        // The validator really looks: the same document with one response missing its description fails.
+        let text = try String(contentsOf: Self.document, encoding: .utf8)
+        let broken = text.replacingOccurrences(of: "          description: Alive.\n", with: "")
+        #expect(broken != text)
+        let brokenFile = work.url.appendingPathComponent("broken.yaml")
+        try broken.write(to: brokenFile, atomically: true, encoding: .utf8)
+        let rejected = try Self.run("openapi-spec-validator", [brokenFile.path], in: work, timeout: 60)
+        #expect(rejected.status != 0, "a response without a description must not validate: \(rejected.output)")
+
+        for route in Self.routes {
+            #expect(text.contains("\n  \(route):\n"), "\(route) is not documented")
+        }
+        for method in ["get", "head", "options"] {
+            #expect(text.contains("    \(method):\n      tags: [clips]"), "/clips \(method.uppercased()) is not documented")
+        }
+    }
+
+    @Test("schemathesis against a live clipproxy serve (embedded default): no server error, every answer as documented")
+    func schemathesis() throws {
+        let work = try TemporaryDirectory("openapi-schemathesis")
+        defer { work.remove() }
+        let server = try EmbeddedServer(work: work).start()
+        defer { server.stop() }
+
+        // Whether the JSON pre-sign API is there in this build (it answers JSON even to a bad request).
+        let probe = try fetch("\(server.baseURL)/api/v1/audio_clips/\(ServerTests.episode)")
+        print("JSON pre-sign API present: \(probe.headers["content-type"] == "application/json") (status \(probe.status))")
+
+        // Bounded: at most 50 generated cases per operation in each phase, a fixed seed so a
+        // failure reproduces, and a hard limit on the whole run.
+        let result = try Self.run("schemathesis", [
+            "run", Self.document.path, "--url", server.baseURL,
+            "--checks", Self.checks.joined(separator: ","),
+            "--max-examples", "50", "--seed", "20251126", "--workers", "2",
+            "--request-timeout", "20", "--no-color",
+        ], in: work, timeout: 150)
+        let summary = result.output.components(separatedBy: "SUMMARY").last ?? result.output
+        print("schemathesis (exit \(result.status)):\(summary.suffix(1500))")
+        #expect(!result.timedOut, "schemathesis ran over its time limit:\n\(result.output.suffix(4000))")
+        #expect(result.status == 0, "schemathesis found failures:\n\(result.output.suffix(12000))")
+        #expect(result.output.contains("Tested: 7"), "every operation was exercised:\n\(summary)")
+        #expect(try fetch("\(server.baseURL)/healthz").status == 200, "the server is still up after the run")
+    }
+}
