@@ -26,13 +26,33 @@ struct CLITests {
     func helpListsSubcommands() throws {
         let result = try runClipProxy(["--help"])
         #expect(result.status == 0)
-        for name in ["serve", "trim", "probe", "resolve", "s3", "index", "warm"] {
+        for name in ["serve", "trim", "probe", "resolve", "s3", "index", "warm", "sign"] {
             #expect(result.stdout.contains("  \(name) "), "missing subcommand \(name)")
         }
         let index = try runClipProxy(["index", "--help"])
         for name in ["stats", "verify", "gc"] { #expect(index.stdout.contains(name)) }
         let s3 = try runClipProxy(["s3", "--help"])
         #expect(s3.stdout.contains("presign"))
+    }
+
+    @Test("warm asks the running server for each clip: afterwards they are local hits; a bad start is reported and fails the run")
+    func warm() throws {
+        let work = try TemporaryDirectory("warm")
+        defer { work.remove() }
+        let server = try EmbeddedServer(work: work).start()
+        defer { server.stop() }
+        let environment = ProcessInfo.processInfo.environment.merging(EmbeddedServer(work: work).environment) { $1 }
+        let good = try runClipProxy(["warm", ServerTests.episode, "1000", "31000", "--server", server.baseURL], environment: environment)
+        #expect(good.status == 0, "\(good.stdout) \(good.stderr)")
+        #expect(good.stdout.components(separatedBy: "fill").count - 1 == 2, "\(good.stdout)")
+        #expect(server.waitForLog("fill finished", count: 2))
+        for start in [1000, 31000] {
+            #expect(try fetch("\(server.baseURL)/clips/\(ServerTests.episode)/\(start)").headers["x-clip-tier"] == "l1_hit")
+        }
+        let bad = try runClipProxy(["warm", ServerTests.episode, "999999999", "1000", "--server", server.baseURL], environment: environment)
+        #expect(bad.status != 0 && bad.stdout.contains("HTTP 422") && bad.stderr.contains("1 of 2"), "\(bad.stdout) \(bad.stderr)")
+        let down = try runClipProxy(["warm", ServerTests.episode, "0", "--server", "http://127.0.0.1:1"], environment: environment)
+        #expect(down.status != 0 && down.stdout.contains("is `clipproxy serve` running"), "\(down.stdout)")
     }
 
     @Test("An unknown subcommand fails with a usage error")

@@ -152,7 +152,7 @@ struct ClipBucketTests {
                 #expect(fromS3.headers["x-clip-tier"] == "l2_hit")
                 #expect(sameBytes(fromS3.body, expected))
                 #expect(!server.log.contains("fill started"), "no new trim")
-                #expect(server.waitForLog("second tier copy finished"))
+                #expect(server.waitForLog("local copy from the second tier finished"))
                 #expect(try fetch("\(server.baseURL)/clips/\(ServerTests.episode)/7000").headers["x-clip-tier"] == "l1_hit")
             }
         }

@@ -73,7 +73,7 @@ struct ServerTests {
         #expect(fromSecondTier.headers["x-clip-tier"] == "l2_hit")
         #expect(sameBytes(fromSecondTier.body, expected))
         #expect(!server.log.contains("fill started"), "served without a new trim")
-        #expect(server.waitForLog("second tier copy finished"))
+        #expect(server.waitForLog("local copy from the second tier finished"))
         let refilled = try fetch("\(server.baseURL)/clips/\(Self.episode)/12345")
         #expect(refilled.headers["x-clip-tier"] == "l1_hit")
         server.stop()

@@ -10,7 +10,7 @@ struct ClipProxyCommand: AsyncParsableCommand {
         version: ClipProxyVersion.string,
         subcommands: [
             ServeCommand.self, TrimCommand.self, ProbeCommand.self, ResolveCommand.self,
-            S3Command.self, IndexCommand.self, WarmCommand.self,
+            S3Command.self, IndexCommand.self, WarmCommand.self, SignCommand.self,
         ])
 
     static func main() async {
@@ -34,14 +34,6 @@ struct ClipProxyCommand: AsyncParsableCommand {
 
 enum ClipProxyVersion {
     static let string = "0.1.0"
-}
-
-/// A subcommand whose issue has not landed yet: says so plainly and fails, so no script mistakes
-/// it for working.
-struct NotImplementedYet: Error, CustomStringConvertible {
-    let command: String
-    let issue: Int
-    var description: String { "`clipproxy \(command)` is not implemented yet (tracked in issue \(issue))." }
 }
 
 struct ConfigOption: ParsableArguments {
@@ -113,9 +105,24 @@ struct IndexCommand: AsyncParsableCommand {
 }
 
 struct WarmCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "warm", abstract: "Fill the caches with clips of an episode ahead of demand.")
+    static let configuration = CommandConfiguration(
+        commandName: "warm", abstract: "Fill the caches with clips of an episode ahead of demand.",
+        discussion: "Asks the running server (http.host/http.port, or --server) for each clip, so it is cut once and stored in both tiers.")
     @Argument(help: "Episode id.") var episodeId: String
     @Argument(help: "Start times in milliseconds.") var startMs: [Int64]
+    @Option(name: .long, help: "Clip length in milliseconds (default: the server's clips.default_duration_ms).") var durationMs: Int64?
+    @Option(name: .long, help: "Base URL of the server, e.g. http://127.0.0.1:8080 (default: from the configuration).") var server: String?
     @OptionGroup var options: ConfigOption
-    func run() async throws { throw NotImplementedYet(command: "warm", issue: 6) }
+    func run() async throws {
+        try ClipURLTools.warm(episodeId: episodeId, starts: startMs, durationMs: durationMs, server: server, try options.load())
+    }
+}
+
+struct SignCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "sign", abstract: "Sign a /clips URL with signing.key (adds exp and sig).")
+    @Argument(help: "Path and query, e.g. /clips/685ba776e4f9ec2f0756267a/123500?duration_ms=15000") var path: String
+    @Option(name: .long, help: "Seconds until the URL expires.") var expiresIn: Int64 = 86400
+    @Option(name: .long, help: "Prefix to print before the path, e.g. https://clips.example.com") var baseURL: String?
+    @OptionGroup var options: ConfigOption
+    func run() async throws { try ClipURLTools.sign(path, expiresIn: expiresIn, baseURL: baseURL, try options.load()) }
 }

@@ -10,6 +10,15 @@ struct Configuration: Sendable, Equatable {
     var httpPort = 8080
     /// Origins allowed to read clips from scripts: `*` (any), or a list of exact origins.
     var httpCorsOrigins = ["*"]
+    /// The proxy's address as clients see it (`https://clips.example.com`), for URLs in JSON
+    /// answers; empty: taken from the request's Host header.
+    var httpPublicURL = ""
+    /// Seconds a keep-alive connection may sit idle (and a client may take to send its request).
+    var httpIdleTimeoutS = 60
+    /// Longest request target (path and query) accepted; longer → 414.
+    var httpMaxURIBytes = 4096
+    /// Largest total size of request header fields accepted; larger → 431.
+    var httpMaxHeaderBytes = 16_384
     var cacheDir = "./.cache/clipproxy"
     var cacheMaxBytes: Int64 = 10 << 30
     var catalogKind = "file"
@@ -29,7 +38,13 @@ struct Configuration: Sendable, Equatable {
     var clipsMaxDurationMs: Int64 = 60_000
     var presignExpiresS = 86_400
     var signingKey = ""
+    /// The key being rotated out: URLs it signed are still accepted; new URLs use `signingKey`.
+    var signingPreviousKey = ""
     var limitsMaxFills = 8
+    /// Cold clips that may wait for a fill slot; beyond that, 503 with Retry-After.
+    var limitsFillQueue = 64
+    /// How long a cold clip waits for a fill slot before answering 503.
+    var limitsFillQueueWaitMs: Int64 = 5_000
 
     /// Every key, its environment variable, and how to apply a textual value.
     struct Key: Sendable {
@@ -42,6 +57,10 @@ struct Configuration: Sendable, Equatable {
         Key(name: "http.host") { $0.httpHost = try nonEmpty($1, "http.host") },
         Key(name: "http.port") { $0.httpPort = Int(try integer($1, "http.port", in: 0...65535)) },
         Key(name: "http.cors_origins") { $0.httpCorsOrigins = try origins($1) },
+        Key(name: "http.public_url") { $0.httpPublicURL = try publicURL($1) },
+        Key(name: "http.idle_timeout_s") { $0.httpIdleTimeoutS = Int(try integer($1, "http.idle_timeout_s", in: 1...86_400)) },
+        Key(name: "http.max_uri_bytes") { $0.httpMaxURIBytes = Int(try integer($1, "http.max_uri_bytes", in: 256...1 << 20)) },
+        Key(name: "http.max_header_bytes") { $0.httpMaxHeaderBytes = Int(try integer($1, "http.max_header_bytes", in: 1024...1 << 20)) },
         Key(name: "cache.dir") { $0.cacheDir = try nonEmpty($1, "cache.dir") },
         Key(name: "cache.max_bytes") { $0.cacheMaxBytes = try byteSize($1, "cache.max_bytes") },
         Key(name: "catalog.kind") { $0.catalogKind = try oneOf($1, "catalog.kind", ["file", "mongo"]) },
@@ -60,8 +79,11 @@ struct Configuration: Sendable, Equatable {
         Key(name: "clips.default_duration_ms") { $0.clipsDefaultDurationMs = try integer($1, "clips.default_duration_ms", in: 1...3_600_000) },
         Key(name: "clips.max_duration_ms") { $0.clipsMaxDurationMs = try integer($1, "clips.max_duration_ms", in: 1...3_600_000) },
         Key(name: "presign.expires_s") { $0.presignExpiresS = Int(try integer($1, "presign.expires_s", in: 1...604_800)) },
-        Key(name: "signing.key") { $0.signingKey = $1 },
+        Key(name: "signing.key") { $0.signingKey = try signingKey($1, "signing.key") },
+        Key(name: "signing.previous_key") { $0.signingPreviousKey = try signingKey($1, "signing.previous_key") },
         Key(name: "limits.max_fills") { $0.limitsMaxFills = Int(try integer($1, "limits.max_fills", in: 1...10_000)) },
+        Key(name: "limits.fill_queue") { $0.limitsFillQueue = Int(try integer($1, "limits.fill_queue", in: 0...100_000)) },
+        Key(name: "limits.fill_queue_wait_ms") { $0.limitsFillQueueWaitMs = try integer($1, "limits.fill_queue_wait_ms", in: 0...600_000) },
     ]
 
     /// Defaults, then the file (if any), then the environment.
@@ -86,6 +108,9 @@ struct Configuration: Sendable, Equatable {
         }
         guard configuration.clipsDefaultDurationMs <= configuration.clipsMaxDurationMs else {
             throw ConfigurationError("clips.default_duration_ms (\(configuration.clipsDefaultDurationMs)) exceeds clips.max_duration_ms (\(configuration.clipsMaxDurationMs))")
+        }
+        if configuration.signingKey.isEmpty && !configuration.signingPreviousKey.isEmpty {
+            throw ConfigurationError("signing.previous_key is set but signing.key is empty: set signing.key to the new key")
         }
         return configuration
     }
@@ -139,6 +164,21 @@ struct Configuration: Sendable, Equatable {
             throw ConfigurationError("http.cors_origins must be * or origins like https://dashboard.example.com, got \(origin)")
         }
         return list
+    }
+
+    /// Empty (signing off) or at least 16 characters: a short key makes signatures guessable.
+    static func signingKey(_ v: String, _ key: String) throws -> String {
+        guard v.isEmpty || v.utf8.count >= 16 else { throw ConfigurationError("\(key) must be empty or at least 16 characters") }
+        return v
+    }
+
+    /// `http(s)://host[:port][/prefix]`, without a trailing slash.
+    static func publicURL(_ v: String) throws -> String {
+        guard !v.isEmpty else { return v }
+        guard let url = URL(string: v), url.scheme == "http" || url.scheme == "https", url.host != nil, url.query == nil, !v.hasSuffix("/") else {
+            throw ConfigurationError("http.public_url must look like https://clips.example.com (no trailing slash), got \(v)")
+        }
+        return v
     }
 
     static func boolean(_ v: String, _ key: String) throws -> Bool {

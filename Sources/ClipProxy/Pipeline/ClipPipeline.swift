@@ -50,6 +50,8 @@ final class ClipPipeline: Sendable {
     /// Decoded frame indexes by source identity (which includes the ETag, so entries never go
     /// stale): a hit must not decode a long episode's index from LMDB on every request.
     private let decodedIndexes = Mutex<[String: FrameIndex]>([:])
+    /// Second-tier uploads in progress, so one clip is uploaded once however many ask.
+    private let uploads = Mutex<[ClipKey: Task<Void, any Error>]>([:])
     static let decodedIndexLimit = 256
     let threads: NIOThreadPool
     let logger: Logger
@@ -161,7 +163,7 @@ final class ClipPipeline: Sendable {
         run(clip, blob, fill, location: tier.location(clip), upstream: "clip_tier", failure: "copy from the second tier failed") { emit in
             try stored.stream(0..<clip.plan.byteCount, emit)
         } finished: { [self] _ in
-            logger.info("second tier copy finished", metadata: ["clip.key": "\(clip.key)"])
+            logger.info("local copy from the second tier finished", metadata: ["clip.key": "\(clip.key)"])
         }
         return .filling(fill, tier: .l2)
     }
@@ -216,19 +218,58 @@ final class ClipPipeline: Sendable {
         }
     }
 
+    /// After a fill: copy the clip to the second tier in the background; failures are logged
+    /// (the clip is still served from L1 and is copied again when the JSON API asks for it).
     private func copyToSecondTier(_ clip: PreparedClip) async {
-        guard let secondTier else { return }
         do {
-            try await blocking { [store] in
-                guard let lease = try store.lookup(clip.key) else { return }
-                defer { lease.release() }
-                try secondTier.store(clip, from: lease.path)
-                try store.setS3Key(clip.key, secondTier.location(clip))
-            }
+            try await uploadToSecondTier(clip)
+            logger.info("second tier copy finished", metadata: ["clip.key": "\(clip.key)"])
         } catch {
             metrics.upstreamErrors["clip_tier"]?.increment()
             logger.warning("could not copy the clip to the second tier", metadata: ["clip.key": "\(clip.key)", "error": "\(error)"])
         }
+    }
+
+    /// Uploads the committed L1 clip to the second tier once, however many callers ask at the
+    /// same time; returns at once if the index says it is there already.
+    func uploadToSecondTier(_ clip: PreparedClip) async throws {
+        guard let secondTier else { return }
+        let task = uploads.withLock { running -> Task<Void, any Error> in
+            if let task = running[clip.key] { return task }
+            let task = Task { [self] in
+                defer { _ = uploads.withLock { $0.removeValue(forKey: clip.key) } }
+                try await blocking { [store] in
+                    guard let lease = try store.lookup(clip.key) else { throw FillError.notStored }
+                    defer { lease.release() }
+                    if lease.record.s3Key == secondTier.location(clip) { return }
+                    try secondTier.store(clip, from: lease.path)
+                    try store.setS3Key(clip.key, secondTier.location(clip))
+                }
+            }
+            running[clip.key] = task
+            return task
+        }
+        try await task.value
+    }
+
+    /// Makes sure the clip is in the second tier (the S3 clip bucket), cutting it if needed and
+    /// sharing the work with `/clips` requests for it. Returns whether it existed before the call,
+    /// in the local store or the second tier.
+    func ensureInSecondTier(_ clip: PreparedClip) async throws -> Bool {
+        if let lease = try await blocking({ [store] in try store.lookup(clip.key) }) {
+            let uploaded = secondTier == nil || lease.record.s3Key == secondTier?.location(clip)
+            lease.release()
+            if !uploaded { try await uploadToSecondTier(clip) }
+            return true
+        }
+        if let secondTier, try await blocking({ try secondTier.find(clip) }) != nil { return true }
+        let body = try await open(clip)
+        switch body {
+        case .stored(let lease, _): lease.release()
+        case .filling(let fill, _): try await fill.waitUntilFinished()
+        }
+        try await uploadToSecondTier(clip)
+        return false
     }
 }
 

@@ -73,14 +73,30 @@ final class Fill: Sendable {
         }
     }
 
+    /// Suspends until the fill has ended: returns once the clip is committed to the local store,
+    /// throws if the fill failed.
+    func waitUntilFinished() async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let resumeNow: Result<Void, any Error>? = progress.withLock { p in
+                if p.finished { return p.failure.map { .failure($0) } ?? .success(()) }
+                // No byte count reaches Int64.max, so only `finish` resumes this waiter.
+                p.waiters.append((Int64.max, continuation))
+                return nil
+            }
+            if let resumeNow { continuation.resume(with: resumeNow) }
+        }
+    }
+
     var bytesWritten: Int64 { progress.withLock { $0.written } }
 }
 
 enum FillError: Error, CustomStringConvertible {
     case incomplete(written: Int64, expected: Int64)
+    case notStored
     var description: String {
         switch self {
         case .incomplete(let written, let expected): "the clip fill stopped after \(written) of \(expected) bytes"
+        case .notStored: "the clip left the local store before it could be copied to the second tier (evicted); request it again"
         }
     }
 }

@@ -36,6 +36,9 @@ protocol ClipTier: Sendable {
     func find(_ clip: PreparedClip) throws -> (any ByteSource)?
     /// Stores a finished clip file.
     func store(_ clip: PreparedClip, from file: String) throws
+    /// A URL a client can download the stored clip from directly, or nil when the tier has none
+    /// (a local directory: then clients use the proxy's own URL).
+    func presignedURL(_ clip: PreparedClip, expires: Int, now: Date) throws -> String?
 }
 
 extension ClipTier {
@@ -72,6 +75,8 @@ struct ClipDirectoryTier: ClipTier {
             throw ConfigurationError("cannot write \(path) (errno \(errno))")
         }
     }
+
+    func presignedURL(_ clip: PreparedClip, expires: Int, now: Date) throws -> String? { nil }
 }
 
 /// The S3 clip bucket; the clip key travels as `x-amz-meta-clip-key`.
@@ -92,6 +97,10 @@ struct S3ClipTier: ClipTier {
 
     func store(_ clip: PreparedClip, from file: String) throws {
         try client.putObject(bucket: bucket, key: location(clip), fileAt: file, contentType: "audio/mpeg", metadata: ["clip-key": clip.key.hex])
+    }
+
+    func presignedURL(_ clip: PreparedClip, expires: Int, now: Date) throws -> String? {
+        try client.presignedGetURL(bucket: bucket, key: location(clip), expires: expires, now: now)
     }
 }
 

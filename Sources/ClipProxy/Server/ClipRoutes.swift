@@ -11,6 +11,8 @@ import Upstream
 /// or from a fill in progress. The flow itself lives in `ClipPipeline`.
 struct ClipRoutes: Sendable {
     let pipeline: ClipPipeline
+    /// nil when URL signing is off.
+    let signer: URLSigner?
     static let chunkSize: Int64 = 64 << 10
 
     func register(on router: Router<BasicRequestContext>) {
@@ -46,6 +48,7 @@ struct ClipRoutes: Sendable {
     func serve(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         let clipRequest: ClipRequest
         do {
+            try checkSignature(request)
             clipRequest = try validate(request, context)
         } catch let error as HTTPProblem {
             pipeline.metrics.response(status: Int(error.status.code))
@@ -148,11 +151,7 @@ struct ClipRoutes: Sendable {
 
     /// Episode id (ObjectId or URL-encoded guid), start (digits, optional `.mp3`), `duration_ms`.
     func validate(_ request: Request, _ context: BasicRequestContext) throws -> ClipRequest {
-        let rawEpisode = context.parameters.get("episode") ?? ""
-        guard let episode = rawEpisode.removingPercentEncoding, !episode.isEmpty, episode.count <= 200,
-              !episode.unicodeScalars.contains(where: { $0.value < 0x20 || $0 == "/" || $0.value == 0x7F }) else {
-            throw HTTPProblem(.badRequest, "invalid_episode_id", "episode_id must be a 24-hex ObjectId or a URL-encoded guid of at most 200 characters")
-        }
+        let episode = try episodeId(context.parameters.get("episode") ?? "")
         var start = context.parameters.get("start") ?? ""
         if start.hasSuffix(".mp3") { start.removeLast(4) }
         guard let startMs = Self.milliseconds(start) else {
@@ -169,6 +168,27 @@ struct ClipRoutes: Sendable {
         return ClipRequest(episodeId: episode, startMs: startMs, durationMs: durationMs)
     }
 
+    /// The episode id path segment, percent-decoded: an ObjectId or a guid without control characters or slashes.
+    func episodeId(_ raw: String) throws -> String {
+        guard let episode = raw.removingPercentEncoding, !episode.isEmpty, episode.count <= 200,
+              !episode.unicodeScalars.contains(where: { $0.value < 0x20 || $0 == "/" || $0.value == 0x7F }) else {
+            throw HTTPProblem(.badRequest, "invalid_episode_id", "episode_id must be a 24-hex ObjectId or a URL-encoded guid of at most 200 characters")
+        }
+        return episode
+    }
+
+    /// With URL signing on, the URL must carry a valid, unexpired `exp` + `sig`.
+    func checkSignature(_ request: Request) throws {
+        guard let signer else { return }
+        switch signer.verify(path: request.uri.path, rawQuery: request.uri.query, now: Int64(Date().timeIntervalSince1970)) {
+        case .valid: return
+        case .missing: throw HTTPProblem(.forbidden, "signature_required", "this server only serves signed clip URLs: add exp and sig (see `clipproxy sign`)")
+        case .malformed(let why): throw HTTPProblem(.forbidden, "signature_invalid", why)
+        case .expired: throw HTTPProblem(.forbidden, "signature_expired", "the URL's exp has passed; ask for a new URL")
+        case .mismatch: throw HTTPProblem(.forbidden, "signature_invalid", "the signature does not match the URL (changed, or signed with another key)")
+        }
+    }
+
     /// Digits only, at most 12 of them (over 31 years of audio): no signs, spaces or exponents.
     static func milliseconds(_ text: String) -> Int64? {
         guard !text.isEmpty, text.count <= 12, text.utf8.allSatisfy({ (0x30...0x39).contains($0) }) else { return nil }
@@ -182,6 +202,8 @@ struct HTTPProblem: Error {
     let error: String
     let detail: String
     var retryAfter: Int?
+    /// When set, `detail` is sent as this list (FastAPI's validation errors) instead of the text.
+    var issues: [ValidationIssue] = []
 
     init(_ status: HTTPResponse.Status, _ error: String, _ detail: String, retryAfter: Int? = nil) {
         self.status = status
@@ -217,7 +239,8 @@ struct HTTPProblem: Error {
         if let routes, let request { routes.corsHeaders(request, into: &headers) }
         headers[.cacheControl] = "no-store"
         if let retryAfter { headers[.retryAfter] = String(retryAfter) }
-        let body = (try? JSONSerialization.data(withJSONObject: ["error": error, "detail": detail], options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+        let detailValue: Any = issues.isEmpty ? detail : issues.map(\.json)
+        let body = (try? JSONSerialization.data(withJSONObject: ["error": error, "detail": detailValue], options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
         return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
     }
 }

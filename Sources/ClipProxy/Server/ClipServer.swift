@@ -29,7 +29,10 @@ enum ClipServer {
                                     threads: threads, logger: logger, metrics: metrics)
 
         let router = Router()
-        ClipRoutes(pipeline: pipeline).register(on: router)
+        let signer = URLSigner(key: configuration.signingKey, previousKey: configuration.signingPreviousKey)
+        let clipRoutes = ClipRoutes(pipeline: pipeline, signer: signer)
+        clipRoutes.register(on: router)
+        AudioClipsAPI(pipeline: pipeline, routes: clipRoutes, signer: signer).register(on: router)
         router.get("/healthz") { _, _ in jsonResponse(.ok, ["status": "ok"]) }
         router.get("/readyz") { _, _ in
             do {

@@ -1,0 +1,59 @@
+import Foundation
+import Upstream
+
+/// `clipproxy sign` and `clipproxy warm`: tools that work with a running server's `/clips` URLs.
+enum ClipURLTools {
+    /// Prints `path` (a `/clips/...` path with optional query) signed with `signing.key`.
+    static func sign(_ pathAndQuery: String, expiresIn: Int64, baseURL: String?, _ configuration: Configuration) throws {
+        guard let signer = URLSigner(key: configuration.signingKey, previousKey: configuration.signingPreviousKey) else {
+            throw ToolError("signing.key is not set (CLIPPROXY_SIGNING_KEY or --config): there is nothing to sign with")
+        }
+        guard expiresIn > 0 else { throw ToolError("--expires-in must be positive, got \(expiresIn)") }
+        print((baseURL ?? "") + signedPath(pathAndQuery, signer: signer, expiresAt: Int64(Date().timeIntervalSince1970) + expiresIn))
+    }
+
+    static func signedPath(_ pathAndQuery: String, signer: URLSigner, expiresAt: Int64) -> String {
+        let parts = pathAndQuery.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        let path = String(parts[0])
+        let parameters = (parts.count > 1 ? URLSigner.parameters(String(parts[1])) : nil) ?? []
+        return path + "?" + signer.signedQuery(path: path, parameters: parameters.filter { $0.0 != "exp" && $0.0 != "sig" }, expiresAt: expiresAt)
+    }
+
+    /// Requests each clip from the running server so it is cut and cached (L1 and L2) before
+    /// listeners ask. Going through the server keeps one process in charge of the store and shares
+    /// its coalescing. Exits non-zero if any clip fails, after trying all of them.
+    static func warm(episodeId: String, starts: [Int64], durationMs: Int64?, server: String?, _ configuration: Configuration) throws {
+        guard !starts.isEmpty else { throw ToolError("give at least one START_MS") }
+        let host = configuration.httpHost == "0.0.0.0" ? "127.0.0.1" : configuration.httpHost
+        let base = server ?? "http://\(host):\(configuration.httpPort)"
+        let signer = URLSigner(key: configuration.signingKey, previousKey: configuration.signingPreviousKey)
+        let transfer = CurlTransfer()
+        var failures = 0
+        for start in starts {
+            var path = "/clips/\(URLSigner.encode(episodeId))/\(start)" + (durationMs.map { "?duration_ms=\($0)" } ?? "")
+            if let signer { path = signedPath(path, signer: signer, expiresAt: Int64(Date().timeIntervalSince1970) + 300) }
+            let began = ContinuousClock.now
+            var bytes = 0
+            var body: [UInt8] = []
+            do {
+                let head = try transfer.perform(HTTPRequest(method: "GET", url: base + path),
+                                                timeouts: TransferTimeouts(connect: .seconds(5), lowSpeedWindow: .seconds(30))) { chunk in
+                    bytes += chunk.count
+                    if body.count < 4096 { body += chunk.prefix(4096 - body.count) }
+                    return true
+                }
+                let ms = (ContinuousClock.now - began).components.attoseconds / 1_000_000_000_000_000 + (ContinuousClock.now - began).components.seconds * 1000
+                if head.status == 200 {
+                    print("warm \(episodeId) \(start): \(bytes) bytes, \(head.header("X-Clip-Tier") ?? "?"), \(ms) ms")
+                } else {
+                    failures += 1
+                    print("warm \(episodeId) \(start): HTTP \(head.status) \(String(decoding: body, as: UTF8.self))")
+                }
+            } catch {
+                failures += 1
+                print("warm \(episodeId) \(start): \(error) (is `clipproxy serve` running at \(base)?)")
+            }
+        }
+        if failures > 0 { throw ToolError("\(failures) of \(starts.count) clips could not be warmed") }
+    }
+}
