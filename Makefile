@@ -33,9 +33,12 @@ demo:
 	.build/debug/clipproxy serve --config conf/clipproxy.yaml
 
 # Benchmarks (release build), measured against their peers in the same run. See bench/README.md.
+# `make bench` is not a set-up command: it installs its own extras (nginx, wrk, bench/requirements.txt).
 bench: deps fixtures
+	@scripts/ensure-deps.sh bench
 	bench/trim.sh
 	bench/index.sh
+	bench/serving.sh
 
 clean:
 	rm -rf .build $(FIXTURES) demo

@@ -3,8 +3,8 @@
 # Usage: bench/index.sh     writes bench/results/index-<date>.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
-swift build -c release --product IndexBench >/dev/null
-bin=$(swift build -c release --show-bin-path)/IndexBench
+swift build -c release --product IndexBench --scratch-path .build-release >/dev/null
+bin=$(swift build -c release --scratch-path .build-release --show-bin-path)/IndexBench
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 date=$(date -u +%Y-%m-%d)
 "$bin" "$work/index" | tee "bench/results/index-$date.json"

@@ -7,8 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
 fixtures=Tests/Fixtures/generated/media
-swift build -c release --product clipproxy >/dev/null
-bin=$(swift build -c release --show-bin-path)/clipproxy
+swift build -c release --product clipproxy --scratch-path .build-release >/dev/null
+bin=$(swift build -c release --scratch-path .build-release --show-bin-path)/clipproxy
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 
 # The same clips for both tools: several sources (CBR, VBR, MPEG-2, the one-hour episode) and starts.

@@ -1,0 +1,746 @@
+#!/usr/bin/env python3
+"""Serving benchmarks: clipproxy next to its peers (nginx, and a re-creation of the old system),
+side by side in one run, on one S3 test server and one MongoDB wire server.
+
+    .venv/bin/python bench/serving.py --clipproxy BIN [--quick]     (bench/serving.sh runs it)
+
+Scenarios (bench/README.md says what each measures and how):
+  1 hits          clipproxy's local store vs nginx (sendfile) on the same clip files, wrk, 64 conns
+  2 misses        cold clips of indexed episodes vs the old path (ffmpeg -ss -i URL -t -c copy)
+  3 source bytes  per miss, counted at the S3 server (bench/count_proxy.py in front of moto)
+  4 coalescing    200 concurrent requests for one cold clip
+  5 cold episodes first clip of a never-seen one-hour CBR and one-hour VBR episode
+  6 JSON API      /api/v1/audio_clips with the clip cached, vs the old path's cached answer
+  7 slow clients  1,000 concurrent slow streaming downloads: peak memory and CPU, vs nginx
+
+Writes bench/results/<date>.json, bench/RESULTS.md and bench/results/chart.png.
+"""
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import random
+import re
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+
+import boto3
+from botocore.config import Config
+
+HERE = os.path.dirname(os.path.realpath(__file__))
+REPO = os.path.dirname(HERE)
+PY = os.path.join(REPO, ".venv", "bin", "python")
+SOURCE_BUCKET = "pod-insights-sources"
+CLIP_BUCKET = "pod-insights-clips"
+OLD_CLIP_BUCKET = "old-system-clips"  # the old system's own cache bucket, so neither sees the other's clips
+CLK = os.sysconf("SC_CLK_TCK")
+PUBLISHED_OLD_HIT_MS = (156, 205)
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# processes
+
+class Proc:
+    """A child process that prints a readiness line with its port on stdout."""
+
+    def __init__(self, name, argv, env=None, ready=r"LISTENING (\d+)", timeout=60, logdir=None):
+        self.name = name
+        self.logpath = os.path.join(logdir, name + ".log")
+        self.logfile = open(self.logpath, "wb")
+        self.p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.logfile, stdin=subprocess.DEVNULL,
+                                  env=env, start_new_session=False)
+        self.port = None
+        found = threading.Event()
+        pattern = re.compile(ready)
+
+        def reader():
+            for raw in self.p.stdout:
+                m = pattern.search(raw.decode(errors="replace"))
+                if m and not found.is_set():
+                    self.port = int(m.group(1))
+                    found.set()
+            found.set()
+
+        threading.Thread(target=reader, daemon=True).start()
+        found.wait(timeout)
+        if self.port is None:
+            self.stop()
+            raise RuntimeError(f"{name} did not start: {self.log()[-3000:]}")
+
+    @property
+    def pid(self):
+        return self.p.pid
+
+    def log(self):
+        with open(self.logpath, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.terminate()
+            try:
+                self.p.wait(5)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+
+
+def children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def cpu_seconds(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except OSError:
+            pass
+    return total / CLK
+
+
+def status_kb(pid, key):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def reset_peak(pids):
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/clear_refs", "w") as f:
+                f.write("5")  # resets VmHWM to the current RSS
+        except OSError:
+            pass
+
+
+class Usage:
+    """CPU seconds and peak resident memory of a set of processes over a window."""
+
+    def __init__(self, pids):
+        self.pids = pids
+        reset_peak(pids)
+        self.rss_before_mb = sum(status_kb(p, "VmRSS") for p in pids) * 1024 / 1e6
+        self.cpu0 = cpu_seconds(pids)
+        self.t0 = time.monotonic()
+
+    def done(self):
+        wall = time.monotonic() - self.t0
+        cpu = cpu_seconds(self.pids) - self.cpu0
+        return {"cpu_s": round(cpu, 2), "cpu_pct": round(100 * cpu / wall, 1) if wall else 0,
+                "peak_mb": round(sum(status_kb(p, "VmHWM") for p in self.pids) * 1024 / 1e6, 1),
+                "rss_before_mb": round(self.rss_before_mb, 1), "wall_s": round(wall, 2)}
+
+
+# ----------------------------------------------------------------------------------------------
+# HTTP measurement client (asyncio, raw HTTP/1.1, one request per connection)
+
+async def fetch(host, port, path, keep=False, read_size=65536, read_delay=None, max_seconds=None, rcvbuf=None):
+    t0 = time.perf_counter()
+    result = {"status": None, "ttfb": None, "total": None, "bytes": 0, "error": None}
+    writer = None
+    try:
+        if rcvbuf:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, (host, port))
+            reader, writer = await asyncio.open_connection(sock=sock, limit=read_size)
+        else:
+            reader, writer = await asyncio.open_connection(host, port, limit=1 << 20)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        result["status"] = int(lines[0].split(" ")[1])
+        headers = {}
+        for line in lines[1:]:
+            k, sep, v = line.partition(":")
+            if sep:
+                headers[k.strip().lower()] = v.strip()
+        length = int(headers["content-length"]) if "content-length" in headers else None
+        result["length"] = length
+        body = [] if keep else None
+        while length is None or result["bytes"] < length:
+            data = await reader.read(read_size)
+            if not data:
+                break
+            if result["ttfb"] is None:
+                result["ttfb"] = time.perf_counter() - t0
+            result["bytes"] += len(data)
+            if keep:
+                body.append(data)
+            if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
+                break
+            if read_delay:
+                await asyncio.sleep(read_delay)
+        if result["ttfb"] is None:
+            result["ttfb"] = time.perf_counter() - t0
+        if keep:
+            result["body"] = b"".join(body)
+    except Exception as exc:  # recorded, counted as a failure in the table
+        result["error"] = repr(exc)[:200]
+    finally:
+        result["total"] = time.perf_counter() - t0
+        if writer is not None:
+            writer.close()
+    return result
+
+
+def get(host, port, path, **kw):
+    return asyncio.run(fetch(host, port, path, **kw))
+
+
+def pct(values, p):
+    values = sorted(values)
+    if not values:
+        return None
+    k = max(0, min(len(values) - 1, int(round(p / 100 * len(values) + 0.5)) - 1))
+    return values[k]
+
+
+def ms(seconds):
+    return None if seconds is None else round(seconds * 1000, 2)
+
+
+# ----------------------------------------------------------------------------------------------
+# wrk
+
+WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def wrk(url, seconds, connections, threads, script=None):
+    argv = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency", "--timeout", "10s"]
+    if script:
+        argv += ["-s", script]
+    out = subprocess.run(argv + [url], capture_output=True, text=True, timeout=seconds + 60).stdout
+    res = {"raw": out}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    res["rps"] = float(m.group(1)) if m else None
+    for p in ("50", "75", "90", "99"):
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
+        res[f"p{p}_ms"] = round(float(m.group(1)) * WRK_UNITS[m.group(2)], 3) if m else None
+    m = re.search(r"(\d+) requests in", out)
+    res["requests"] = int(m.group(1)) if m else None
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    res["non2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    res["socket_errors"] = sum(int(x) for x in m.groups()) if m else 0
+    return res
+
+
+# ----------------------------------------------------------------------------------------------
+# the bench
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.quick = args.quick
+        self.work = os.path.join(HERE, "work", "run")
+        shutil.rmtree(self.work, ignore_errors=True)
+        os.makedirs(self.work)
+        self.logs = os.path.join(self.work, "logs")
+        os.makedirs(self.logs)
+        with open(os.path.join(HERE, "work", "corpus", "episodes.json")) as f:
+            self.episodes = json.load(f)
+        self.by_name = {e["name"]: e for e in self.episodes}
+        self.procs = []
+        self.results = {"scenarios": {}, "notes": []}
+        self.clip_bodies = {}  # path -> bytes of clips clipproxy served (they become the hit set)
+
+    # --- set-up ---------------------------------------------------------------------------
+
+    def start(self, name, argv, env=None, ready=r"LISTENING (\d+)"):
+        p = Proc(name, argv, env=env, ready=ready, logdir=self.logs)
+        self.procs.append(p)
+        return p
+
+    def setup(self):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+        self.moto = self.start("moto", [PY, os.path.join(REPO, "scripts", "s3_test_server.py")])
+        self.counter = self.start("count_proxy", [PY, os.path.join(HERE, "count_proxy.py"),
+                                                  "--target", f"127.0.0.1:{self.moto.port}"])
+        self.mongo = self.start("mongo", [PY, os.path.join(REPO, "scripts", "mongo_wire_server.py"),
+                                          "--dir", os.path.join(HERE, "work", "corpus", "catalog")])
+        s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{self.moto.port}", region_name="eu-west-2",
+                          aws_access_key_id="AKIDBENCH", aws_secret_access_key="benchsecret",
+                          config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))
+        for bucket in (SOURCE_BUCKET, CLIP_BUCKET, OLD_CLIP_BUCKET):
+            s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-2"})
+        for e in self.episodes:
+            s3.upload_file(e["file"], SOURCE_BUCKET, e["source_key"], ExtraArgs={"ContentType": "audio/mpeg"})
+        log(f"  seeded {len(self.episodes)} source objects "
+            f"({sum(e['size'] for e in self.episodes) / 1e6:.0f} MB) into moto")
+        secret = "benchsecret"
+        env = dict(os.environ)
+        env.update({
+            "CLIPPROXY_HTTP_PORT": "0", "CLIPPROXY_HTTP_HOST": "127.0.0.1",
+            "CLIPPROXY_CATALOG_KIND": "mongo",
+            "CLIPPROXY_MONGO_URI": f"mongodb://127.0.0.1:{self.mongo.port}/?retryReads=false",
+            "CLIPPROXY_MONGO_DATABASE": "podcast_insights",
+            "CLIPPROXY_SOURCE_KIND": "s3", "CLIPPROXY_S3_ENDPOINT": f"http://127.0.0.1:{self.counter.port}",
+            "CLIPPROXY_S3_PATH_STYLE": "true", "CLIPPROXY_S3_SOURCE_BUCKET": SOURCE_BUCKET,
+            "CLIPPROXY_S3_CLIP_BUCKET": CLIP_BUCKET,
+            "CLIPPROXY_CACHE_DIR": os.path.join(self.work, "cache"),
+            "CLIPPROXY_CLIPSTORE_DIR": os.path.join(self.work, "l2"),
+            "AWS_ACCESS_KEY_ID": "AKIDBENCH", "AWS_SECRET_ACCESS_KEY": secret,
+            "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+        })
+        env.pop("AWS_SESSION_TOKEN", None)
+        self.clipproxy = self.start("clipproxy", [self.args.clipproxy, "serve"], env=env,
+                                    ready=r"listening on http://[0-9.]+:(\d+)")
+        self.old = self.start("old_system", [PY, os.path.join(HERE, "old_system.py"),
+                                             "--s3", f"http://127.0.0.1:{self.moto.port}",
+                                             "--s3-source", f"http://127.0.0.1:{self.counter.port}",
+                                             "--mongo", f"mongodb://127.0.0.1:{self.mongo.port}/",
+                                             "--source-bucket", SOURCE_BUCKET, "--clip-bucket", OLD_CLIP_BUCKET])
+        log(f"  clipproxy :{self.clipproxy.port} (pid {self.clipproxy.pid}), old system :{self.old.port}, "
+            f"moto :{self.moto.port} behind count proxy :{self.counter.port}, mongo :{self.mongo.port}")
+
+    def nginx_start(self, root):
+        d = os.path.join(self.work, "nginx")
+        os.makedirs(d, exist_ok=True)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        user = "user root root;" if os.geteuid() == 0 else ""
+        conf = f"""
+{user}
+daemon off;
+worker_processes 2;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+worker_rlimit_nofile 65536;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    default_type audio/mpeg;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        root {root};
+        etag on;
+    }}
+}}
+"""
+        with open(os.path.join(d, "nginx.conf"), "w") as f:
+            f.write(conf)
+        p = subprocess.Popen(["nginx", "-p", d, "-c", os.path.join(d, "nginx.conf")],
+                             stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.logs, "nginx.log"), "wb"))
+        self.nginx, self.nginx_port = p, port
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                if len(children(p.pid)) >= 2:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("nginx did not start: " + open(os.path.join(self.logs, "nginx.log")).read())
+
+    def nginx_pids(self):
+        return [self.nginx.pid] + children(self.nginx.pid)
+
+    def stop_all(self):
+        if getattr(self, "nginx", None) and self.nginx.poll() is None:
+            self.nginx.terminate()
+            self.nginx.wait(10)
+        for p in reversed(self.procs):
+            p.stop()
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def proxy_log(self):
+        r = get("127.0.0.1", self.counter.port, "/__count/log", keep=True)
+        return json.loads(r["body"])
+
+    def source_reads(self, since, key):
+        path = "/" + SOURCE_BUCKET + "/" + urllib.parse.quote(key, safe="/~")
+        entries = [e for e in self.proxy_log()[since:] if e["method"] == "GET" and
+                   urllib.parse.unquote(e["path"].split("?")[0]) == urllib.parse.unquote(path)]
+        return entries
+
+    def fills_finished(self):
+        return self.clipproxy.log().count("fill finished")
+
+    def wait_fills(self, count, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline and self.fills_finished() < count:
+            time.sleep(0.02)
+        time.sleep(0.1)  # the proxy records a connection when it closes
+
+    def clip_path(self, e, start):
+        return f"/clips/{e['_id']}/{start}"
+
+    def clipproxy_get(self, e, start, **kw):
+        path = self.clip_path(e, start)
+        r = get("127.0.0.1", self.clipproxy.port, path, keep=True, **kw)
+        if r["status"] == 200 and r.get("length") and r["bytes"] == r["length"]:
+            self.clip_bodies[path] = r["body"]
+        r.pop("body", None)
+        return r
+
+    def old_get(self, e, start):
+        """The old path as a dashboard saw it: the JSON API call, then the download of clip_url."""
+        r = get("127.0.0.1", self.old.port, f"/api/v1/audio_clips/{e['_id']}?start_time_ms={start}", keep=True)
+        out = {"api_s": r["total"], "status": r["status"], "error": r["error"]}
+        if r["status"] != 200:
+            out["error"] = out["error"] or r.get("body", b"")[:300].decode(errors="replace")
+            return out
+        body = json.loads(r["body"])
+        url = urllib.parse.urlsplit(body["clip_url"])
+        d = get(url.hostname, url.port, url.path + "?" + url.query)
+        out.update({"cache_hit": body["cache_hit"], "ttfb": r["total"] + d["ttfb"], "total": r["total"] + d["total"],
+                    "bytes": d["bytes"], "download_status": d["status"]})
+        return out
+
+    # --- scenarios ---------------------------------------------------------------------------
+
+    def warm_index(self):
+        """Index every episode but the two one-hour ones (kept never-seen for scenario 5)."""
+        t0 = time.time()
+        fills = self.fills_finished()
+        n = 0
+        for e in self.episodes:
+            if e["name"].startswith("hour_"):
+                continue
+            r = self.clipproxy_get(e, 0)
+            if r["status"] != 200:
+                raise RuntimeError(f"clipproxy warm-up of {e['name']} failed: {r}")
+            n += 1
+        self.wait_fills(fills + n)
+        log(f"  indexed {n} episodes through clipproxy (one clip each) in {time.time() - t0:.1f} s")
+
+    def misses(self):
+        rng = random.Random(20261126)
+        eps = [e for e in self.episodes if not e["name"].startswith("hour_")]
+        if self.quick:
+            eps = eps[:3] + [e for e in eps if e["name"].startswith("ten_")][:3]
+        rows = []
+        for i, e in enumerate(eps):
+            start = rng.randrange(1000, max(1001, e["duration_ms"] - 31000))
+            row = {"episode": e["name"], "start_ms": start, "vbr": e["vbr"]}
+            order = ("clipproxy", "old") if i % 2 == 0 else ("old", "clipproxy")
+            for who in order:
+                since = len(self.proxy_log())
+                if who == "clipproxy":
+                    fills = self.fills_finished()
+                    r = self.clipproxy_get(e, start)
+                    self.wait_fills(fills + 1)
+                    reads = self.source_reads(since, e["source_key"])
+                    row["clipproxy"] = {"status": r["status"], "ttfb": r["ttfb"], "total": r["total"],
+                                        "bytes": r["bytes"], "error": r["error"],
+                                        "source_gets": len(reads), "source_bytes": sum(x["body_bytes"] for x in reads)}
+                else:
+                    r = self.old_get(e, start)
+                    time.sleep(0.1)
+                    reads = self.source_reads(since, e["source_key"])
+                    r.update({"source_gets": len(reads), "source_bytes": sum(x["body_bytes"] for x in reads)})
+                    row["old"] = r
+            rows.append(row)
+            c, o = row["clipproxy"], row["old"]
+            log(f"    {e['name']:<26} @{start / 1000:7.1f}s  clipproxy {ms(c['total']):8.1f} ms "
+                f"{c['source_bytes'] / max(1, c['bytes']):5.2f}x clip read | old {ms(o.get('total')) or float('nan'):8.1f} ms "
+                f"{o.get('source_bytes', 0) / 1e6:6.2f} MB read")
+        ok = [r for r in rows if r["clipproxy"]["status"] == 200 and r["old"].get("status") == 200
+              and not r["old"].get("cache_hit")]
+        cp_total = [r["clipproxy"]["total"] for r in ok]
+        old_total = [r["old"]["total"] for r in ok]
+        ratios = [r["clipproxy"]["source_bytes"] / r["clipproxy"]["bytes"] for r in ok if r["clipproxy"]["bytes"]]
+        summary = {
+            "clips": len(rows), "ok": len(ok),
+            "clipproxy": {"ttfb_p50_ms": ms(pct([r["clipproxy"]["ttfb"] for r in ok], 50)),
+                          "ttfb_p99_ms": ms(pct([r["clipproxy"]["ttfb"] for r in ok], 99)),
+                          "total_p50_ms": ms(pct(cp_total, 50)), "total_p99_ms": ms(pct(cp_total, 99)),
+                          "source_bytes_per_miss_p50": round(pct([r["clipproxy"]["source_bytes"] for r in ok], 50) or 0),
+                          "source_over_clip_max": round(max(ratios), 3) if ratios else None,
+                          "source_over_clip_p50": round(pct(ratios, 50), 3) if ratios else None,
+                          "source_gets_max": max((r["clipproxy"]["source_gets"] for r in ok), default=None)},
+            "old": {"ttfb_p50_ms": ms(pct([r["old"]["ttfb"] for r in ok], 50)),
+                    "ttfb_p99_ms": ms(pct([r["old"]["ttfb"] for r in ok], 99)),
+                    "total_p50_ms": ms(pct(old_total, 50)), "total_p99_ms": ms(pct(old_total, 99)),
+                    "source_bytes_per_miss_p50": round(pct([r["old"]["source_bytes"] for r in ok], 50) or 0),
+                    "source_over_clip_p50": round(pct([r["old"]["source_bytes"] / max(1, r["old"]["bytes"]) for r in ok], 50), 2) if ok else None,
+                    "source_gets_p50": pct([r["old"]["source_gets"] for r in ok], 50)},
+        }
+        if ok:
+            summary["speedup_total_p50"] = round(summary["old"]["total_p50_ms"] / summary["clipproxy"]["total_p50_ms"], 1)
+            summary["speedup_ttfb_p50"] = round(summary["old"]["ttfb_p50_ms"] / summary["clipproxy"]["ttfb_p50_ms"], 1)
+            summary["speedup_total_min"] = round(min(o / c for o, c in zip(old_total, cp_total)), 1)
+        summary["rows"] = [{k: ({kk: (ms(vv) if kk in ("ttfb", "total", "api_s") else vv) for kk, vv in v.items()}
+                                if isinstance(v, dict) else v) for k, v in r.items()} for r in rows]
+        self.results["scenarios"]["misses"] = summary
+
+    def coalescing(self):
+        n = 20 if self.quick else 200
+        e = self.by_name["ten_cbr128_44k_stereo"]
+        start = 432100
+        since = len(self.proxy_log())
+        fills = self.fills_finished()
+        started = self.clipproxy.log().count("fill started")
+
+        async def burst(port, paths):
+            return await asyncio.gather(*(fetch("127.0.0.1", port, p) for p in paths))
+
+        results = asyncio.run(burst(self.clipproxy.port, [self.clip_path(e, start)] * n))
+        self.wait_fills(fills + 1)
+        reads = self.source_reads(since, e["source_key"])
+        good = [r for r in results if r["status"] == 200 and r["bytes"] == r.get("length")]
+        out = {"requests": n, "ok": len(good), "source_gets": len(reads),
+               "source_bytes": sum(x["body_bytes"] for x in reads),
+               "fills_started": self.clipproxy.log().count("fill started") - started,
+               "clipproxy": {"ttfb_p50_ms": ms(pct([r["ttfb"] for r in good], 50)),
+                             "ttfb_p99_ms": ms(pct([r["ttfb"] for r in good], 99)),
+                             "total_min_ms": ms(min((r["total"] for r in good), default=None)),
+                             "total_p50_ms": ms(pct([r["total"] for r in good], 50)),
+                             "total_p99_ms": ms(pct([r["total"] for r in good], 99)),
+                             "total_max_ms": ms(max((r["total"] for r in good), default=None))},
+               "errors": sorted({str(r["error"] or r["status"]) for r in results if r not in good})[:5]}
+        # The old path next to it, with fewer requests: it has no coalescing, so every request runs
+        # its own ffmpeg over the source (200 at once would only measure process thrashing).
+        m = 5 if self.quick else 20
+        since = len(self.proxy_log())
+        start_old = 432100 + 30000
+
+        async def old_burst():
+            loop = asyncio.get_running_loop()
+            return await asyncio.gather(*(loop.run_in_executor(None, self.old_get, e, start_old) for _ in range(m)))
+
+        olds = asyncio.run(old_burst())
+        time.sleep(0.2)
+        reads = self.source_reads(since, e["source_key"])
+        og = [r for r in olds if r.get("status") == 200]
+        out["old"] = {"requests": m, "ok": len(og), "source_gets": len(reads),
+                      "source_bytes": sum(x["body_bytes"] for x in reads),
+                      "total_p50_ms": ms(pct([r["total"] for r in og], 50)),
+                      "total_max_ms": ms(max((r["total"] for r in og), default=None))}
+        self.results["scenarios"]["coalescing"] = out
+        log(f"    {n} requests: {out['ok']} ok, {out['source_gets']} source GETs, {out['source_bytes']} B, "
+            f"total p50 {out['clipproxy']['total_p50_ms']} ms max {out['clipproxy']['total_max_ms']} ms; "
+            f"old path ({m} requests): {out['old']['source_gets']} source GETs")
+
+    def cold_episodes(self):
+        out = {}
+        start = 1800000
+        for name in ("hour_cbr64_44k_mono", "hour_vbr_v5_44k_mono"):
+            e = self.by_name[name]
+            since = len(self.proxy_log())
+            fills = self.fills_finished()
+            r = self.clipproxy_get(e, start)
+            self.wait_fills(fills + 1, timeout=120)
+            reads = self.source_reads(since, e["source_key"])
+            since2 = len(self.proxy_log())
+            o = self.old_get(e, start + 30000)  # a different clip, so neither warms the other
+            time.sleep(0.1)
+            oreads = self.source_reads(since2, e["source_key"])
+            out[name] = {"episode_bytes": e["size"], "start_ms": start,
+                         "clipproxy": {"status": r["status"], "ttfb_ms": ms(r["ttfb"]), "total_ms": ms(r["total"]),
+                                       "clip_bytes": r["bytes"], "source_gets": len(reads),
+                                       "source_bytes": sum(x["body_bytes"] for x in reads)},
+                         "old": {"status": o.get("status"), "ttfb_ms": ms(o.get("ttfb")), "total_ms": ms(o.get("total")),
+                                 "clip_bytes": o.get("bytes"), "source_gets": len(oreads),
+                                 "source_bytes": sum(x["body_bytes"] for x in oreads)}}
+            c = out[name]["clipproxy"]
+            log(f"    {name}: clipproxy read {c['source_bytes'] / 1e6:.2f} MB in {c['source_gets']} GETs, "
+                f"TTFB {c['ttfb_ms']} ms, whole {c['total_ms']} ms | old read "
+                f"{out[name]['old']['source_bytes'] / 1e6:.2f} MB, whole {out[name]['old']['total_ms']} ms")
+        self.results["scenarios"]["cold_episodes"] = out
+
+    def write_hit_set(self):
+        root = os.path.join(self.work, "www")
+        for path, body in self.clip_bodies.items():
+            dest = os.path.join(root, path.lstrip("/"))
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            with open(dest, "wb") as f:
+                f.write(body)
+        paths = sorted(self.clip_bodies)
+        script = os.path.join(self.work, "paths.lua")
+        with open(script, "w") as f:
+            f.write("paths = {" + ",".join(f'"{p}"' for p in paths) + "}\n")
+            f.write("counter = 0\n"
+                    "setup = function(thread) thread:set('offset', math.random(#paths)) end\n"
+                    "init = function(args) counter = offset or 0 end\n"
+                    "request = function()\n"
+                    "  counter = counter + 1\n"
+                    "  return wrk.format('GET', paths[(counter % #paths) + 1])\n"
+                    "end\n")
+        return root, paths, script
+
+    def hits(self, root, paths, script):
+        # Every clip must be a local-store hit at clipproxy and byte-identical at nginx.
+        for p in paths:
+            a = get("127.0.0.1", self.clipproxy.port, p, keep=True)
+            b = get("127.0.0.1", self.nginx_port, p, keep=True)
+            if a.get("body") != b.get("body") or a["status"] != 200:
+                raise RuntimeError(f"hit set differs between clipproxy and nginx at {p}: {a['status']} {b['status']}")
+        seconds = 5 if self.quick else 15
+        rounds = 1 if self.quick else 2
+        runs = {"clipproxy": [], "nginx": []}
+        for _ in range(rounds):
+            for who in ("nginx", "clipproxy"):
+                port = self.nginx_port if who == "nginx" else self.clipproxy.port
+                pids = self.nginx_pids() if who == "nginx" else [self.clipproxy.pid]
+                u = Usage(pids)
+                r = wrk(f"http://127.0.0.1:{port}", seconds, 64, 2, script)
+                r.update(u.done())
+                r.pop("raw")
+                runs[who].append(r)
+                log(f"    {who:<9} {r['rps']:>9} req/s  p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms  "
+                    f"CPU {r['cpu_pct']}%  peak {r['peak_mb']} MB  errors {r['non2xx'] + r['socket_errors']}")
+        best = {k: max(v, key=lambda r: r["rps"] or 0) for k, v in runs.items()}
+        avg = sum(len(self.clip_bodies[p]) for p in paths) / len(paths)
+        out = {"clips": len(paths), "mean_clip_bytes": round(avg), "connections": 64, "seconds": seconds,
+               "rounds": rounds, "best": best, "all": runs,
+               "rps_ratio": round(best["clipproxy"]["rps"] / best["nginx"]["rps"], 3),
+               "p99_ratio": round(best["clipproxy"]["p99_ms"] / best["nginx"]["p99_ms"], 3)}
+        self.results["scenarios"]["hits"] = out
+
+    def json_api(self):
+        e = self.by_name["ten_cbr64_44k_mono"]
+        start = 0  # cached since the warm-up
+        path = f"/api/v1/audio_clips/{e['_id']}?start_time_ms={start}"
+        first = get("127.0.0.1", self.clipproxy.port, path, keep=True)
+        body = first.get("body", b"")
+        if first["status"] == 404:  # for an episode that exists: the route is not in this build
+            self.results["scenarios"]["json_api"] = {"available": False,
+                                                     "detail": "GET /api/v1/audio_clips answered 404 for a known "
+                                                               "episode: the route is not in this build"}
+            log(f"    not available in this build (404 {body[:100].decode(errors='replace')})")
+            return
+        if first["status"] != 200:
+            self.results["scenarios"]["json_api"] = {"available": False,
+                                                     "detail": f"status {first['status']}: {body[:300].decode(errors='replace')}"}
+            return
+        # A second call must be a cache hit.
+        second = json.loads(get("127.0.0.1", self.clipproxy.port, path, keep=True)["body"])
+        self.old_get(e, start)  # the old system caches the clip in its bucket
+        seconds = 3 if self.quick else 10
+        out = {"available": True, "cache_hit": second.get("cache_hit"), "connections": 1,
+               "published_old_hit_ms": list(PUBLISHED_OLD_HIT_MS), "sample": second}
+        for who, port, pids in (("clipproxy", self.clipproxy.port, [self.clipproxy.pid]),
+                                ("old", self.old.port, [self.old.pid])):
+            u = Usage(pids)
+            r = wrk(f"http://127.0.0.1:{port}{path}", seconds, 1, 1)
+            r.update(u.done())
+            r.pop("raw")
+            out[who] = r
+            log(f"    {who:<9} p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms  {r['rps']} req/s  errors {r['non2xx'] + r['socket_errors']}")
+        self.results["scenarios"]["json_api"] = out
+
+    def slow_clients(self, paths):
+        n = 100 if self.quick else 1000
+        seconds = 8 if self.quick else 30
+        # 4 KiB reads every 0.25 s from a 4 KiB receive buffer: about 16 KiB/s per client, a 64-128
+        # kbit/s clip played in real time; each client stops after `seconds`.
+        out = {"clients": n, "seconds": seconds, "read_bytes_per_s": 16384}
+        for who in ("clipproxy", "nginx"):
+            port = self.clipproxy.port if who == "clipproxy" else self.nginx_port
+            pids = [self.clipproxy.pid] if who == "clipproxy" else self.nginx_pids()
+            u = Usage(pids)
+            samples = []
+            stop = threading.Event()
+
+            def sample():
+                while not stop.is_set():
+                    samples.append(sum(status_kb(p, "VmRSS") for p in pids) * 1024 / 1e6)
+                    time.sleep(0.5)
+
+            t = threading.Thread(target=sample, daemon=True)
+            t.start()
+
+            async def crowd():
+                async def one(i):
+                    await asyncio.sleep(i * 2.0 / n)  # connect over two seconds
+                    return await fetch("127.0.0.1", port, paths[i % len(paths)], read_size=4096, read_delay=0.25,
+                                       max_seconds=seconds, rcvbuf=4096)
+                return await asyncio.gather(*(one(i) for i in range(n)))
+
+            results = asyncio.run(crowd())
+            stop.set()
+            t.join()
+            usage = u.done()
+            good = [r for r in results if r["status"] == 200 and r["bytes"] > 0 and not r["error"]]
+            out[who] = {**usage, "ok": len(good), "rss_max_sampled_mb": round(max(samples, default=0), 1),
+                        "bytes_per_client_p50": pct([r["bytes"] for r in good], 50),
+                        "ttfb_p50_ms": ms(pct([r["ttfb"] for r in good], 50)),
+                        "ttfb_p99_ms": ms(pct([r["ttfb"] for r in good], 99)),
+                        "errors": sorted({str(r["error"] or r["status"]) for r in results if r not in good})[:5]}
+            log(f"    {who:<9} {len(good)}/{n} ok, peak {usage['peak_mb']} MB (RSS before {usage['rss_before_mb']} MB), "
+                f"CPU {usage['cpu_s']} s ({usage['cpu_pct']}%), TTFB p99 {out[who]['ttfb_p99_ms']} ms")
+            time.sleep(1)
+        self.results["scenarios"]["slow_clients"] = out
+
+    # --- the run ------------------------------------------------------------------------------
+
+    def run(self):
+        t0 = time.time()
+        self.setup()
+        log("==> index warm-up")
+        self.warm_index()
+        log("==> 2/3 misses and source bytes (clipproxy vs old path)")
+        self.misses()
+        log("==> 4 coalescing")
+        self.coalescing()
+        log("==> 5 cold one-hour episodes")
+        self.cold_episodes()
+        log("==> 6 JSON API, cached clip")
+        self.json_api()
+        root, paths, script = self.write_hit_set()
+        self.nginx_start(root)
+        log(f"==> 1 hits: {len(paths)} clips, wrk 64 connections (nginx :{self.nginx_port})")
+        self.hits(root, paths, script)
+        log("==> 7 slow clients")
+        self.slow_clients(paths)
+        self.results["duration_s"] = round(time.time() - t0, 1)
+        self.results["clipproxy_rss_end_mb"] = round(status_kb(self.clipproxy.pid, "VmRSS") * 1024 / 1e6, 1)
+        self.results["clipproxy_hwm_lifetime_note"] = "peaks are per scenario: VmHWM reset through /proc/PID/clear_refs"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clipproxy", required=True)
+    ap.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK") == "1")
+    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    args = ap.parse_args()
+    bench = Bench(args)
+    try:
+        bench.run()
+    finally:
+        bench.stop_all()
+    import report
+    report.publish(bench.results, args)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, HERE)
+    main()
