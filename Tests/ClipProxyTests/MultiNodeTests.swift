@@ -172,6 +172,19 @@ struct MultiNodeTests {
         #expect(fresh.headers["x-clip-tier"] == "l2_hit" && sameBytes(fresh.body, otherExpected))
         #expect(probes.allSatisfy { $0.bytes <= 64 << 10 }, "only frame-index probes, no read of the clip range: \(probes.map { $0.range ?? "whole" })")
         #expect(probeBytes < otherExpected.count / 2)
+
+        // The same for a VBR source, measured (not bounded): its frame index needs one pass over
+        // the whole source, so a node new to the episode reads all of it once.
+        let vbr = try #require(episodes[Self.vbr])
+        let vbrExpected = try trimmed(try #require(vbr.source_key), startMs: 20_000)
+        #expect(try fetch("\(a.baseURL)/clips/\(Self.vbr)/20000").status == 200)
+        #expect(Self.waitForClipObject(bucket, key: Self.clipObjectKey(vbr, startMs: 20_000)) != nil)
+        let beforeVBR = try Self.sourceReads(proxy)
+        let vbrFresh = try fetch("\(others[1].baseURL)/clips/\(Self.vbr)/20000")
+        let vbrReads = try Self.sourceReads(proxy).dropFirst(beforeVBR.count)
+        let sourceSize = try FileManager.default.attributesOfItem(atPath: Fixtures.directory.appendingPathComponent("source/\(vbr.source_key!)").path)[.size] as? Int ?? 0
+        print("node c, VBR episode never seen: \(vbrReads.count) source reads, \(vbrReads.reduce(0) { $0 &+ $1.bytes }) bytes of a \(sourceSize)-byte source (clip \(vbrExpected.count) bytes)")
+        #expect(vbrFresh.headers["x-clip-tier"] == "l2_hit" && sameBytes(vbrFresh.body, vbrExpected))
     }
 
     /// Through nginx configured from conf/multinode/nginx.conf: clips of three episodes, then the
