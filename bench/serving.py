@@ -203,6 +203,7 @@ async def fetch(host, port, path, keep=False, read_size=65536, read_delay=None, 
         result["error"] = repr(exc)[:200]
     finally:
         result["total"] = time.perf_counter() - t0
+        result["t_end"] = time.monotonic()
         if writer is not None:
             writer.close()
     return result
@@ -458,9 +459,14 @@ http {{
                     r = self.clipproxy_get(e, start)
                     self.wait_fills(fills + 1)
                     reads = self.source_reads(since, e["source_key"])
+                    # Where a miss waits: the S3 requests made while the client was being served.
+                    window = [x for x in self.proxy_log()[since:] if x["t0"] <= r["t_end"]]
                     row["clipproxy"] = {"status": r["status"], "ttfb": r["ttfb"], "total": r["total"],
                                         "bytes": r["bytes"], "error": r["error"],
-                                        "source_gets": len(reads), "source_bytes": sum(x["body_bytes"] for x in reads)}
+                                        "source_gets": len(reads), "source_bytes": sum(x["body_bytes"] for x in reads),
+                                        "s3_requests": [f"{x['method']} {x['path'].split('?')[0][:60]} "
+                                                        f"{(min(x['t1'], r['t_end']) - x['t0']) * 1000:.1f} ms"
+                                                        for x in window]}
                 else:
                     r = self.old_get(e, start)
                     time.sleep(0.1)
@@ -617,6 +623,8 @@ http {{
                 runs[who].append(r)
                 log(f"    {who:<9} {r['rps']:>9} req/s  p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms  "
                     f"CPU {r['cpu_pct']}%  peak {r['peak_mb']} MB  errors {r['non2xx'] + r['socket_errors']}")
+        if os.environ.get("BENCH_PERF") == "1":  # an extra, unmeasured run under perf: where the time goes
+            self.profile("hits", lambda: wrk(f"http://127.0.0.1:{self.clipproxy.port}", seconds, 64, 2, script))
         best = {k: max(v, key=lambda r: r["rps"] or 0) for k, v in runs.items()}
         avg = sum(len(self.clip_bodies[p]) for p in paths) / len(paths)
         out = {"clips": len(paths), "mean_clip_bytes": round(avg), "connections": 64, "seconds": seconds,
@@ -660,8 +668,8 @@ http {{
     def slow_clients(self, paths):
         n = 100 if self.quick else 1000
         seconds = 8 if self.quick else 30
-        # 4 KiB reads every 0.25 s from a 4 KiB receive buffer: about 16 KiB/s per client, a 64-128
-        # kbit/s clip played in real time; each client stops after `seconds`.
+        # 16 KiB reads once a second from a 16 KiB receive buffer: at most 16 KiB/s per client, a
+        # 128 kbit/s clip played in real time; each client stops after `seconds`.
         out = {"clients": n, "seconds": seconds, "read_bytes_per_s": 16384}
         for who in ("clipproxy", "nginx"):
             port = self.clipproxy.port if who == "clipproxy" else self.nginx_port
@@ -681,8 +689,8 @@ http {{
             async def crowd():
                 async def one(i):
                     await asyncio.sleep(i * 2.0 / n)  # connect over two seconds
-                    return await fetch("127.0.0.1", port, paths[i % len(paths)], read_size=4096, read_delay=0.25,
-                                       max_seconds=seconds, rcvbuf=4096)
+                    return await fetch("127.0.0.1", port, paths[i % len(paths)], read_size=16384, read_delay=1.0,
+                                       max_seconds=seconds, rcvbuf=16384)
                 return await asyncio.gather(*(one(i) for i in range(n)))
 
             results = asyncio.run(crowd())
@@ -699,6 +707,27 @@ http {{
                 f"CPU {usage['cpu_s']} s ({usage['cpu_pct']}%), TTFB p99 {out[who]['ttfb_p99_ms']} ms")
             time.sleep(1)
         self.results["scenarios"]["slow_clients"] = out
+
+    def profile(self, name, load):
+        """Samples clipproxy's stacks (perf, cpu-clock) while `load` runs; the report goes to
+        bench/work/perf-<name>.txt. Nothing of it enters the results."""
+        if not shutil.which("perf"):
+            log("    (perf not installed: no profile)")
+            return
+        data = os.path.join(self.work, f"perf-{name}.data")
+        rec = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "999", "-g", "-p", str(self.clipproxy.pid),
+                                "-o", data], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        load()
+        rec.send_signal(2)
+        rec.wait(30)
+        out = os.path.join(HERE, "work", f"perf-{name}.txt")
+        with open(out, "w") as f:
+            for args in (["--no-children", "--sort", "dso,symbol"], ["--children", "--sort", "symbol"]):
+                r = subprocess.run(["perf", "report", "-i", data, "--stdio", "-g", "none", "--percent-limit", "0.7", *args],
+                                   capture_output=True, text=True)
+                f.write(r.stdout)
+        log(f"    profile: bench/work/perf-{name}.txt")
 
     # --- the run ------------------------------------------------------------------------------
 
