@@ -7,6 +7,9 @@ import Support
 public final class BlobFill: @unchecked Sendable {
     public let key: ClipKey
     public let temporaryPath: String
+    /// When the fill began: the clip's creation time (and so its Last-Modified) from its first
+    /// response on, so the date does not move when the finished clip is committed.
+    public let startedMs = ClipStore.nowMs()
     private var descriptor: Int32
     private var hasher = SHA256Hasher()
     public private(set) var byteCount: Int64 = 0

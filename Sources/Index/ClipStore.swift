@@ -186,7 +186,7 @@ public final class ClipStore: @unchecked Sendable {
         fill.committed = true
         try fsyncDirectory(directory)
         let now = Self.nowMs()
-        let record = ClipRecord(byteCount: fill.byteCount, digest: digest, s3Key: s3Key, createdMs: now, lastAccessMs: now)
+        let record = ClipRecord(byteCount: fill.byteCount, digest: digest, s3Key: s3Key, createdMs: fill.startedMs, lastAccessMs: now)
         let replaced = try environment.write { txn -> ClipRecord? in
             let old = try txn.get(clips, key: fill.key.bytes).flatMap { try? ClipRecord(decoding: $0) }
             if let old { try txn.delete(lru, key: Self.lruKey(old.lastAccessMs, fill.key)) }

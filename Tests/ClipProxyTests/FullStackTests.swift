@@ -257,7 +257,7 @@ struct CoalescingAtS3Tests {
 
 /// moto with a fault proxy in front and the MongoDB wire server, the source bucket seeded and the
 /// clip bucket created, and clipproxy serving through the proxy. Everything stops afterwards.
-func withProxiedStack(_ label: String,
+func withProxiedStack(_ label: String, environment extra: [String: String] = [:],
                       _ body: (_ server: ClipProxyProcess, _ proxy: TestServer, _ s3: TestServer, _ work: TemporaryDirectory) async throws -> Void) async throws {
     let work = try TemporaryDirectory(label)
     defer { work.remove() }
@@ -268,6 +268,7 @@ func withProxiedStack(_ label: String,
             try await withTestServer(try TestServer.faultProxy(target: s3)) { proxy in
                 var environment = FullStackTests.environment(s3: s3, mongo: mongo, work: work)
                 environment["CLIPPROXY_S3_ENDPOINT"] = proxy.endpoint
+                environment.merge(extra) { $1 }
                 let server = try ClipProxyProcess(environment: environment)
                 defer { server.stop() }
                 try await body(server, proxy, s3, work)

@@ -47,6 +47,7 @@ final class ClipPipeline: Sendable {
     let sources: SourceOpener
     let secondTier: (any ClipTier)?
     let fills = FillCoordinator()
+    let slots: FillSlots
     /// Decoded frame indexes by source identity (which includes the ETag, so entries never go
     /// stale): a hit must not decode a long episode's index from LMDB on every request.
     private let decodedIndexes = Mutex<[String: FrameIndex]>([:])
@@ -63,6 +64,8 @@ final class ClipPipeline: Sendable {
          secondTier: (any ClipTier)?, threads: NIOThreadPool, logger: Logger, metrics: ClipMetrics) {
         self.metrics = metrics
         self.configuration = configuration
+        slots = FillSlots(capacity: configuration.limitsMaxFills, queueLimit: configuration.limitsFillQueue,
+                          maxWait: .milliseconds(configuration.limitsFillQueueWaitMs))
         self.store = store
         self.locator = locator
         self.sources = sources
@@ -141,9 +144,12 @@ final class ClipPipeline: Sendable {
 
     /// Cuts the clip into the local store; every request for the key reads it as it grows.
     private func startFill(_ clip: PreparedClip) async throws -> ClipBody {
-        guard await fills.count < configuration.limitsMaxFills else { throw ServiceError.overloaded }
         guard let (blob, fill) = try await claim(clip) else { return try await joinRunning(clip) }
-        let source = try sources.open(clip.episode)
+        let source: any ByteSource
+        do { source = try sources.open(clip.episode) } catch {
+            await abandon(blob, fill)
+            throw error
+        }
         logger.info("fill started", metadata: ["clip.key": "\(clip.key)", "episode.id": "\(clip.request.episodeId)",
                                                 "source.range": "\(clip.plan.readRange)", "clip.bytes": "\(clip.plan.byteCount)"])
         run(clip, blob, fill, location: nil, upstream: "source", failure: "fill failed; nothing cached") { emit in
@@ -168,18 +174,46 @@ final class ClipPipeline: Sendable {
         return .filling(fill, tier: .l2)
     }
 
-    /// A new temporary file and fill for `clip`, registered; nil when another request's fill is
-    /// running or has just finished (then `joinRunning` finds it).
+    /// A fill slot (waiting in the queue if all are busy), a new temporary file and a fill for
+    /// `clip`, registered; nil when another request's fill is running or has just finished (then
+    /// `joinRunning` finds it). The slot is released when the fill ends (`run` or `abandon`).
     private func claim(_ clip: PreparedClip) async throws -> (BlobFill, Fill)? {
-        let blob = try await blocking { [store] in try store.beginFill(clip.key) }
-        let fill = try Fill(key: clip.key, length: clip.plan.byteCount, temporaryPath: blob.temporaryPath)
+        do { try await slots.acquire() } catch {
+            // While this request waited, another may have started or finished the same clip.
+            if await fills.join(clip.key) != nil || ((try? store.contains(clip.key)) ?? false) { return nil }
+            metrics.overloaded.increment()
+            logger.warning("fill refused: all fill slots busy and the queue full or too slow",
+                           metadata: ["clip.key": "\(clip.key)", "limits.max_fills": "\(configuration.limitsMaxFills)"])
+            throw error
+        }
+        let blob: BlobFill
+        let fill: Fill
+        do {
+            blob = try await blocking { [store] in try store.beginFill(clip.key) }
+            do { fill = try Fill(key: clip.key, length: clip.plan.byteCount, temporaryPath: blob.temporaryPath, createdMs: blob.startedMs) } catch {
+                blob.abort()
+                throw error
+            }
+        } catch {
+            await slots.release()
+            throw error
+        }
         switch await fills.claim(fill, isStored: { [store] in (try? store.contains(clip.key)) ?? false }) {
         case .mine:
             return (blob, fill)
         case .running, .stored:
             blob.abort()
+            await slots.release()
             return nil
         }
+    }
+
+    /// Undoes a claimed fill that never started: waiters are failed, nothing is cached.
+    private func abandon(_ blob: BlobFill, _ fill: Fill) async {
+        blob.abort()
+        fill.finish(FillError.incomplete(written: 0, expected: fill.length))
+        await fills.remove(fill)
+        await slots.release()
     }
 
     private func joinRunning(_ clip: PreparedClip) async throws -> ClipBody {
@@ -206,11 +240,13 @@ final class ClipPipeline: Sendable {
                 _ = try await blocking { [store] in try store.commit(blob, s3Key: location) }
                 fill.finish(nil)
                 await fills.remove(fill)
+                await slots.release()
                 await finished(ContinuousClock.now - started)
             } catch {
                 blob.abort()
                 fill.finish(error)
                 await fills.remove(fill)
+                await slots.release()
                 metrics.fillFailures.increment()
                 metrics.upstreamErrors[upstream]?.increment()
                 logger.error("\(failure)", metadata: ["clip.key": "\(clip.key)", "error": "\(error)"])
@@ -275,5 +311,5 @@ final class ClipPipeline: Sendable {
 
 enum ServiceError: Error, CustomStringConvertible {
     case overloaded
-    var description: String { "too many clips are being cut right now; retry shortly" }
+    var description: String { "too many clips are being cut right now; retry in a second" }
 }

@@ -11,6 +11,8 @@ import Synchronization
 final class Fill: Sendable {
     let key: ClipKey
     let length: Int64
+    /// The clip's creation time: the store records the same time when the fill is committed.
+    let createdMs: Int64
     /// Opened on the temporary file before any byte is written; shared by all readers (pread).
     let readDescriptor: Int32
 
@@ -22,11 +24,12 @@ final class Fill: Sendable {
     }
     private let progress = Mutex(Progress())
 
-    init(key: ClipKey, length: Int64, temporaryPath: String) throws {
+    init(key: ClipKey, length: Int64, temporaryPath: String, createdMs: Int64) throws {
         let fd = open(temporaryPath, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw IndexError.io("cannot open \(temporaryPath) for reading", errno) }
         self.key = key
         self.length = length
+        self.createdMs = createdMs
         readDescriptor = fd
     }
 

@@ -9,6 +9,8 @@ struct ClipMetrics: Sendable {
     let bytesServed: Metrics.Counter
     let fillDuration: Metrics.Timer
     let fillFailures: Metrics.Counter
+    /// Cold clips refused because every fill slot was busy and the queue full or too slow.
+    let overloaded: Metrics.Counter
     let upstreamErrors: [String: Metrics.Counter]
 
     /// Routes swift-metrics to a Prometheus registry; call once per process.
@@ -23,6 +25,7 @@ struct ClipMetrics: Sendable {
             bytesServed: Metrics.Counter(label: "clipproxy_bytes_served_total"),
             fillDuration: Metrics.Timer(label: "clipproxy_fill_duration_seconds"),
             fillFailures: Metrics.Counter(label: "clipproxy_fill_failures_total"),
+            overloaded: Metrics.Counter(label: "clipproxy_fills_refused_total"),
             upstreamErrors: Dictionary(uniqueKeysWithValues: ["catalog", "source", "clip_tier"].map {
                 ($0, Metrics.Counter(label: "clipproxy_upstream_errors_total", dimensions: [("upstream", $0)]))
             }))

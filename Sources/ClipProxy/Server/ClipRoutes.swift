@@ -143,7 +143,7 @@ struct ClipRoutes: Sendable {
     private func lastModifiedMs(_ body: ClipBody) -> Int64 {
         switch body {
         case .stored(let lease, _): lease.record.createdMs
-        case .filling: ClipStore.nowMs()
+        case .filling(let fill, _): fill.createdMs
         }
     }
 

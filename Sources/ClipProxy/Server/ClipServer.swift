@@ -29,18 +29,22 @@ enum ClipServer {
                                     threads: threads, logger: logger, metrics: metrics)
 
         let router = Router()
+        router.add(middleware: RequestLimits(maxURIBytes: configuration.httpMaxURIBytes, maxHeaderBytes: configuration.httpMaxHeaderBytes))
         let signer = URLSigner(key: configuration.signingKey, previousKey: configuration.signingPreviousKey)
         let clipRoutes = ClipRoutes(pipeline: pipeline, signer: signer)
         clipRoutes.register(on: router)
         AudioClipsAPI(pipeline: pipeline, routes: clipRoutes, signer: signer).register(on: router)
         router.get("/healthz") { _, _ in jsonResponse(.ok, ["status": "ok"]) }
-        router.get("/readyz") { _, _ in
-            do {
-                _ = try await pipeline.blocking { try store.stats() }
-                return jsonResponse(.ok, ["status": "ready"])
-            } catch {
-                return jsonResponse(.serviceUnavailable, ["status": "not_ready", "detail": "\(error)"])
+        let readiness = Readiness(checks: try readinessChecks(configuration, store: store, catalog: catalog, logger: logger),
+                                  runBlocking: { work in try await pipeline.blocking(work) })
+        router.get("/readyz") { [logger] _, _ in
+            let report = await readiness.report()
+            guard report.ready else {
+                logger.warning("not ready", metadata: ["readiness.failures": "\(report.failures)"])
+                let detail = report.failures.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: "; ")
+                return jsonResponse(.serviceUnavailable, ["status": "not_ready", "detail": detail])
             }
+            return jsonResponse(.ok, ["status": "ready", "checked": report.checked.joined(separator: ",")])
         }
         router.get("/metrics") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8", .cacheControl: "no-store"],
@@ -55,6 +59,11 @@ enum ClipServer {
 
         let app = Application(
             router: router,
+            server: .http1(configuration: .init(
+                idleTimeout: .seconds(Int64(configuration.httpIdleTimeoutS)),
+                // The decoder's hard limit protects memory; RequestLimits answers 414/431 below it.
+                httpDecoderConfiguration: .init(maxHeaderFieldSize: max(64 << 10, 2 * configuration.httpMaxHeaderBytes),
+                                                maxHeaderListSize: max(64 << 10, 2 * configuration.httpMaxHeaderBytes)))),
             configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: "clipproxy"),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? configuration.httpPort
@@ -66,6 +75,37 @@ enum ClipServer {
         try store.flushRecency()
         try await threads.shutdownGracefully()
         logger.info("clipproxy stopped")
+    }
+
+    /// What `/readyz` checks: the index, the catalog, the source store and the second tier.
+    static func readinessChecks(_ configuration: Configuration, store: ClipStore, catalog: any EpisodeCatalog,
+                                logger: Logger) throws -> [Readiness.Check] {
+        var checks = [
+            Readiness.Check(name: "index") { _ = try store.contains(ClipKey(identity: "readiness probe")) },
+            Readiness.Check(name: "catalog") { try catalog.ping() },
+        ]
+        if configuration.sourceKind == "s3" {
+            let client = try Upstreams.s3Client(configuration, logger: logger)
+            checks.append(Readiness.Check(name: "source_bucket") { try client.headBucket(configuration.s3SourceBucket) })
+            checks.append(Readiness.Check(name: "clip_bucket") { try client.headBucket(configuration.s3ClipBucket) })
+        } else {
+            checks.append(Readiness.Check(name: "source_dir") { try directoryCheck(configuration.sourceDir, writable: false) })
+            checks.append(Readiness.Check(name: "clipstore_dir") {
+                try FileManager.default.createDirectory(atPath: configuration.clipstoreDir, withIntermediateDirectories: true)
+                try directoryCheck(configuration.clipstoreDir, writable: true)
+            })
+        }
+        return checks
+    }
+
+    static func directoryCheck(_ path: String, writable: Bool) throws {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw ConfigurationError("\(path) is not a directory")
+        }
+        guard access(path, writable ? (R_OK | W_OK | X_OK) : (R_OK | X_OK)) == 0 else {
+            throw ConfigurationError("\(path) is not \(writable ? "writable" : "readable") by this process")
+        }
     }
 
     static func jsonResponse(_ status: HTTPResponse.Status, _ object: [String: String]) -> Response {

@@ -30,6 +30,8 @@ public enum CatalogError: Error, CustomStringConvertible, Sendable, Equatable {
 /// event loop.
 public protocol EpisodeCatalog: Sendable {
     func resolve(_ episodeId: String) throws -> CatalogEntry
+    /// Throws when the catalog cannot answer right now (readiness checks).
+    func ping() throws
 }
 
 enum EpisodeIds {
@@ -43,6 +45,8 @@ public struct MongoCatalog: EpisodeCatalog {
     let pool: MongoClientPool
 
     public init(pool: MongoClientPool) { self.pool = pool }
+
+    public func ping() throws { try pool.ping() }
 
     public func resolve(_ episodeId: String) throws -> CatalogEntry {
         do {

@@ -26,6 +26,9 @@ public struct FileCatalog: EpisodeCatalog {
         feedByGuid = feeds
     }
 
+    /// Loaded into memory at start-up: always able to answer.
+    public func ping() {}
+
     /// Every episode id (`_id`) with a feed, sorted: what a demo page can list.
     public var episodeIds: [String] {
         guidById.filter { feedByGuid[$0.value] != nil }.map(\.key).sorted()

@@ -21,6 +21,14 @@ extension S3Client {
         }
     }
 
+    /// Succeeds when the bucket exists and these credentials may use it (readiness checks).
+    /// Blocking: call from a thread pool.
+    public func headBucket(_ bucket: String) throws {
+        let call = Call(operation: "HeadBucket", bucket: bucket, key: nil)
+        try validate(call)
+        _ = try withRetries(call) { _ in try collect(call, method: "HEAD") }
+    }
+
     /// Every object whose key starts with `prefix`, in key order, following continuation tokens
     /// across pages (S3 returns at most 1,000 keys per page; `pageSize` asks for fewer).
     /// Each page is retried on its own. Keys come back as XML text (no `encoding-type=url`), so a

@@ -1,0 +1,51 @@
+/// Admission control for fills: at most `capacity` run at once; up to `queueLimit` more wait in
+/// arrival order for at most `maxWait`; anything beyond is refused at once (the client gets 503
+/// with Retry-After) instead of piling work onto a saturated machine.
+actor FillSlots {
+    let capacity: Int
+    let queueLimit: Int
+    let maxWait: Duration
+    private var running = 0
+    private var waiting: [(id: UInt64, continuation: CheckedContinuation<Void, any Error>)] = []
+    private var nextId: UInt64 = 0
+
+    init(capacity: Int, queueLimit: Int, maxWait: Duration) {
+        self.capacity = capacity
+        self.queueLimit = queueLimit
+        self.maxWait = maxWait
+    }
+
+    /// Takes a slot, waiting in the queue if all are busy. Throws `ServiceError.overloaded` when
+    /// the queue is full or the wait runs out. Every successful call needs one `release()`.
+    func acquire() async throws {
+        if running < capacity {
+            running += 1
+            return
+        }
+        guard waiting.count < queueLimit else { throw ServiceError.overloaded }
+        let id = nextId
+        nextId += 1
+        let maxWait = maxWait
+        Task { [weak self] in
+            try? await Task.sleep(for: maxWait)
+            await self?.giveUp(id)
+        }
+        try await withCheckedThrowingContinuation { waiting.append((id, $0)) }
+    }
+
+    /// Frees a slot: the longest waiter gets it directly, so the count never dips and rises again.
+    func release() {
+        if waiting.isEmpty {
+            running -= 1
+        } else {
+            waiting.removeFirst().continuation.resume()
+        }
+    }
+
+    private func giveUp(_ id: UInt64) {
+        guard let index = waiting.firstIndex(where: { $0.id == id }) else { return }
+        waiting.remove(at: index).continuation.resume(throwing: ServiceError.overloaded)
+    }
+
+    var snapshot: (running: Int, waiting: Int) { (running, waiting.count) }
+}
