@@ -81,10 +81,17 @@ def table_rows(s):
         c = co["clipproxy"]
         rows += [(f"4 coalescing ({co['requests']} at once)", "source GETs / bytes",
                   f"{co['source_gets']} / {co['source_bytes']:,}",
-                  f"{co['old']['source_gets']} / {co['old']['source_bytes']:,} for {co['old']['requests']} requests", "old path"),
+                  f"{co['old']['source_gets']} / {co['old']['source_bytes']:,} for {co['old']['requests']} requests "
+                  f"({co['old'].get('ran_ffmpeg')} ran ffmpeg)", "old path"),
                  ("", "whole clip p50 / p99 / max",
                   f"{fmt(c['total_p50_ms'], ' ms')} / {fmt(c['total_p99_ms'], ' ms')} / {fmt(c['total_max_ms'], ' ms')}",
-                  f"{fmt(co['old']['total_p50_ms'], ' ms')} / – / {fmt(co['old']['total_max_ms'], ' ms')}", "")]
+                  f"{fmt(co['old']['total_p50_ms'], ' ms')} / – / {fmt(co['old']['total_max_ms'], ' ms')}", ""),
+                 ("", "TTFB p50 / p99", f"{fmt(c['ttfb_p50_ms'], ' ms')} / {fmt(c['ttfb_p99_ms'], ' ms')}", "", "")]
+        cached, floor = co.get("clipproxy_cached"), co.get("nginx_cached")
+        if cached and floor:
+            rows += [(f"4b same {co['requests']} at once, clip stored", "whole clip p50 / max",
+                      f"{fmt(cached['total_p50_ms'], ' ms')} / {fmt(cached['total_max_ms'], ' ms')}",
+                      f"{fmt(floor['total_p50_ms'], ' ms')} / {fmt(floor['total_max_ms'], ' ms')}", "nginx sendfile")]
     for name, ce in s.get("cold_episodes", {}).items():
         c, o = ce["clipproxy"], ce["old"]
         rows += [(f"5 cold {name} ({ce['episode_bytes'] / 1e6:.1f} MB)", "source bytes / TTFB / whole",
@@ -222,6 +229,16 @@ def publish(results, args):
           "",
           markdown_table(header, rows),
           ""]
+    mem = results.get("clipproxy_memory")
+    if mem:
+        md += ["## clipproxy's resident memory through the run (MB)", "",
+               "VmHWM is the peak since the last reset (each measured scenario resets it first).", "",
+               markdown_table(("after", "VmRSS", "RssAnon", "RssFile", "VmHWM"),
+                              [(m["after"], m["VmRSS"], m["RssAnon"], m["RssFile"], m["VmHWM"]) for m in mem]), ""]
+    maps = results.get("clipproxy_mappings")
+    if maps:
+        md += ["Largest resident mappings of clipproxy (MB): "
+               + "; ".join(f"at {label}: " + ", ".join(f"{name} {mb}" for name, mb in rows) for label, rows in maps.items()), ""]
     if notes:
         md += [notes.strip(), ""]
     with open(os.path.join(HERE, "RESULTS.md"), "w") as f:

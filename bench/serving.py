@@ -17,6 +17,7 @@ Writes bench/results/<date>.json, bench/RESULTS.md and bench/results/chart.png.
 """
 import argparse
 import asyncio
+import concurrent.futures
 import datetime
 import json
 import os
@@ -507,6 +508,23 @@ http {{
                                 if isinstance(v, dict) else v) for k, v in r.items()} for r in rows]
         self.results["scenarios"]["misses"] = summary
 
+    @staticmethod
+    def burst(port, path, n):
+        """n concurrent GETs of one path, all started at once; their spread."""
+        async def run():
+            return await asyncio.gather(*(fetch("127.0.0.1", port, path) for _ in range(n)))
+
+        results = asyncio.run(run())
+        good = [r for r in results if r["status"] == 200 and r["bytes"] == r.get("length")]
+        return good, {"requests": n, "ok": len(good),
+                      "ttfb_p50_ms": ms(pct([r["ttfb"] for r in good], 50)),
+                      "ttfb_p99_ms": ms(pct([r["ttfb"] for r in good], 99)),
+                      "total_min_ms": ms(min((r["total"] for r in good), default=None)),
+                      "total_p50_ms": ms(pct([r["total"] for r in good], 50)),
+                      "total_p99_ms": ms(pct([r["total"] for r in good], 99)),
+                      "total_max_ms": ms(max((r["total"] for r in good), default=None)),
+                      "errors": sorted({str(r["error"] or r["status"]) for r in results if r not in good})[:5]}
+
     def coalescing(self):
         n = 20 if self.quick else 200
         e = self.by_name["ten_cbr128_44k_stereo"]
@@ -514,46 +532,40 @@ http {{
         since = len(self.proxy_log())
         fills = self.fills_finished()
         started = self.clipproxy.log().count("fill started")
-
-        async def burst(port, paths):
-            return await asyncio.gather(*(fetch("127.0.0.1", port, p) for p in paths))
-
-        results = asyncio.run(burst(self.clipproxy.port, [self.clip_path(e, start)] * n))
+        path = self.clip_path(e, start)
+        good, spread = self.burst(self.clipproxy.port, path, n)
         self.wait_fills(fills + 1)
         reads = self.source_reads(since, e["source_key"])
-        good = [r for r in results if r["status"] == 200 and r["bytes"] == r.get("length")]
         out = {"requests": n, "ok": len(good), "source_gets": len(reads),
                "source_bytes": sum(x["body_bytes"] for x in reads),
                "fills_started": self.clipproxy.log().count("fill started") - started,
-               "clipproxy": {"ttfb_p50_ms": ms(pct([r["ttfb"] for r in good], 50)),
-                             "ttfb_p99_ms": ms(pct([r["ttfb"] for r in good], 99)),
-                             "total_min_ms": ms(min((r["total"] for r in good), default=None)),
-                             "total_p50_ms": ms(pct([r["total"] for r in good], 50)),
-                             "total_p99_ms": ms(pct([r["total"] for r in good], 99)),
-                             "total_max_ms": ms(max((r["total"] for r in good), default=None))},
-               "errors": sorted({str(r["error"] or r["status"]) for r in results if r not in good})[:5]}
+               "clipproxy": spread, "errors": spread["errors"]}
+        # The same burst once the clip is stored: what the crowd costs without any fill (and, with
+        # nginx's run of it in the hits phase, what the measuring client itself costs).
+        self.coalescing_path = path
+        self.clipproxy_get(e, start)
+        out["clipproxy_cached"] = self.burst(self.clipproxy.port, path, n)[1]
         # The old path next to it, with fewer requests: it has no coalescing, so every request runs
         # its own ffmpeg over the source (200 at once would only measure process thrashing).
         m = 5 if self.quick else 20
         since = len(self.proxy_log())
         start_old = 432100 + 30000
 
-        async def old_burst():
-            loop = asyncio.get_running_loop()
-            return await asyncio.gather(*(loop.run_in_executor(None, self.old_get, e, start_old) for _ in range(m)))
-
-        olds = asyncio.run(old_burst())
+        with concurrent.futures.ThreadPoolExecutor(max_workers=m) as pool:
+            olds = list(pool.map(lambda _: self.old_get(e, start_old), range(m)))
         time.sleep(0.2)
         reads = self.source_reads(since, e["source_key"])
         og = [r for r in olds if r.get("status") == 200]
         out["old"] = {"requests": m, "ok": len(og), "source_gets": len(reads),
+                      "ran_ffmpeg": sum(1 for r in og if not r.get("cache_hit")),
                       "source_bytes": sum(x["body_bytes"] for x in reads),
                       "total_p50_ms": ms(pct([r["total"] for r in og], 50)),
                       "total_max_ms": ms(max((r["total"] for r in og), default=None))}
         self.results["scenarios"]["coalescing"] = out
         log(f"    {n} requests: {out['ok']} ok, {out['source_gets']} source GETs, {out['source_bytes']} B, "
-            f"total p50 {out['clipproxy']['total_p50_ms']} ms max {out['clipproxy']['total_max_ms']} ms; "
-            f"old path ({m} requests): {out['old']['source_gets']} source GETs")
+            f"TTFB p50 {out['clipproxy']['ttfb_p50_ms']} ms, total p50 {out['clipproxy']['total_p50_ms']} ms "
+            f"max {out['clipproxy']['total_max_ms']} ms (stored: p50 {out['clipproxy_cached']['total_p50_ms']} ms); "
+            f"old path ({m} requests): {out['old']['source_gets']} source GETs, {out['old']['ran_ffmpeg']} ran ffmpeg")
 
     def cold_episodes(self):
         out = {}
@@ -731,25 +743,60 @@ http {{
 
     # --- the run ------------------------------------------------------------------------------
 
+    def memory_mark(self, label):
+        """clipproxy's resident memory after each phase, split as the kernel reports it."""
+        pid = self.clipproxy.pid
+        self.results.setdefault("clipproxy_memory", []).append(
+            {"after": label, **{k: round(status_kb(pid, k) * 1024 / 1e6, 1) for k in ("VmRSS", "RssAnon", "RssFile", "VmHWM")}})
+
+    def mappings(self, label, top=8):
+        """clipproxy's largest resident mappings, by file (shared libraries, LMDB) or [anon]."""
+        sizes, current = {}, None
+        try:
+            with open(f"/proc/{self.clipproxy.pid}/smaps") as f:
+                for line in f:
+                    first = line.split(None, 1)[0]
+                    if "-" in first and not first.endswith(":"):
+                        parts = line.split()
+                        current = os.path.basename(parts[5]) if len(parts) > 5 else "[anon]"
+                    elif first == "Rss:":
+                        sizes[current] = sizes.get(current, 0) + int(line.split()[1])
+        except OSError:
+            return
+        biggest = sorted(sizes.items(), key=lambda kv: -kv[1])[:top]
+        self.results.setdefault("clipproxy_mappings", {})[label] = [(name, round(kb * 1024 / 1e6, 1)) for name, kb in biggest]
+
     def run(self):
         t0 = time.time()
         self.setup()
+        self.memory_mark("start")
+        self.mappings("start")
         log("==> index warm-up")
         self.warm_index()
+        self.memory_mark("index warm-up")
         log("==> 2/3 misses and source bytes (clipproxy vs old path)")
         self.misses()
+        self.memory_mark("misses")
         log("==> 4 coalescing")
         self.coalescing()
+        self.memory_mark("coalescing")
         log("==> 5 cold one-hour episodes")
         self.cold_episodes()
+        self.memory_mark("cold episodes")
         log("==> 6 JSON API, cached clip")
         self.json_api()
+        self.memory_mark("JSON API")
         root, paths, script = self.write_hit_set()
         self.nginx_start(root)
+        n = self.results["scenarios"]["coalescing"]["requests"]
+        self.results["scenarios"]["coalescing"]["nginx_cached"] = self.burst(self.nginx_port, self.coalescing_path, n)[1]
         log(f"==> 1 hits: {len(paths)} clips, wrk 64 connections (nginx :{self.nginx_port})")
         self.hits(root, paths, script)
+        self.memory_mark("hits")
         log("==> 7 slow clients")
         self.slow_clients(paths)
+        self.memory_mark("slow clients")
+        self.mappings("end")
         self.results["duration_s"] = round(time.time() - t0, 1)
         self.results["clipproxy_rss_end_mb"] = round(status_kb(self.clipproxy.pid, "VmRSS") * 1024 / 1e6, 1)
         self.results["clipproxy_hwm_lifetime_note"] = "peaks are per scenario: VmHWM reset through /proc/PID/clear_refs"
