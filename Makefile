@@ -25,12 +25,16 @@ test: deps fixtures
 
 # Builds clipproxy, generates demo episodes and serves them with the embedded default
 # (catalog files, source directory, local clip directory: conf/clipproxy.yaml). Ctrl-C stops.
+# `make demo PORT=9000` serves on another port (PORT=0: any free one). It needs no terminal: the
+# server replaces the recipe's shell (exec), so SIGINT or SIGTERM to it shuts down cleanly, and it
+# prints `clipproxy listening on <URL>` once it accepts connections.
+PORT ?= 8080
 demo:
 	@scripts/ensure-deps.sh demo
 	swift build --product clipproxy
 	@$(PYTHON) scripts/make_fixtures.py --out demo
-	@echo "==> clipproxy demo: open http://127.0.0.1:8080/ to play clips (Ctrl-C stops)"
-	.build/debug/clipproxy serve --config conf/clipproxy.yaml
+	@echo "==> clipproxy demo: open http://127.0.0.1:$(PORT)/ to play clips (Ctrl-C stops)"
+	CLIPPROXY_HTTP_PORT=$(PORT) exec .build/debug/clipproxy serve --config conf/clipproxy.yaml </dev/null
 
 # Benchmarks (release build), measured against their peers in the same run. See bench/README.md.
 # `make bench` is not a set-up command: it installs its own extras (nginx, wrk, bench/requirements.txt).
