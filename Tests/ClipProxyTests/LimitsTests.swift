@@ -101,6 +101,14 @@ struct LimitsTests {
         #expect(huge == nil || huge!.status >= 400)
         #expect(try fetch(server.baseURL + "/healthz").status == 200, "still serving")
 
+        // Unrouted requests: JSON errors, 405 with Allow for a known path.
+        let trace = try RawHTTPClient.send(method: "DELETE", path: clip, port: port)
+        #expect(trace.status == 405 && trace.header("Allow") == "GET, HEAD, OPTIONS" && trace.header("Content-Type") == "application/json")
+        let post = try RawHTTPClient.send(method: "POST", path: "/api/v1/audio_clips/\(ServerTests.episode)?start_time_ms=0", port: port)
+        #expect(post.status == 405 && post.header("Allow") == "GET")
+        let nowhere = try RawHTTPClient.send(method: "GET", path: "/nowhere/at/all", port: port)
+        #expect(nowhere.status == 404 && String(decoding: nowhere.body, as: UTF8.self).contains("no_such_endpoint"))
+
         // A connection that sends nothing is closed after http.idle_timeout_s.
         let started = Date()
         let silent = try RawHTTPClient.exchange([], host: "127.0.0.1", port: port, timeout: 10)

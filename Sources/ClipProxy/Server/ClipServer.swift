@@ -29,6 +29,7 @@ enum ClipServer {
                                     threads: threads, logger: logger, metrics: metrics)
 
         let router = Router()
+        router.add(middleware: UnroutedAsJSON())
         router.add(middleware: RequestLimits(maxURIBytes: configuration.httpMaxURIBytes, maxHeaderBytes: configuration.httpMaxHeaderBytes))
         let signer = URLSigner(key: configuration.signingKey, previousKey: configuration.signingPreviousKey)
         let clipRoutes = ClipRoutes(pipeline: pipeline, signer: signer)

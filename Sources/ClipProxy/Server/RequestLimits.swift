@@ -22,3 +22,31 @@ struct RequestLimits<Context: RequestContext>: RouterMiddleware {
         return try await next(request, context)
     }
 }
+
+/// Requests no route answers get JSON errors like every other error: 405 with `Allow` when the
+/// path exists but not for this method, else 404.
+struct UnroutedAsJSON<Context: RequestContext>: RouterMiddleware {
+    /// The methods each path shape accepts (a `*` segment matches any one segment).
+    static var routes: [(pattern: [Substring], methods: String)] {
+        [
+            (["clips", "*", "*"], "GET, HEAD, OPTIONS"), (["api", "v1", "audio_clips", "*"], "GET"),
+            (["healthz"], "GET"), (["readyz"], "GET"), (["metrics"], "GET"), ([], "GET"),
+        ]
+    }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as HTTPError where error.status == .notFound {
+            let segments = request.uri.path.split(separator: "/")
+            if let route = Self.routes.first(where: { route in
+                route.pattern.count == segments.count && zip(route.pattern, segments).allSatisfy { $0 == "*" || $0 == $1 }
+            }) {
+                var response = HTTPProblem(.methodNotAllowed, "method_not_allowed", "\(request.method) is not supported here; use \(route.methods)").response()
+                response.headers[.allow] = route.methods
+                return response
+            }
+            return HTTPProblem(.notFound, "no_such_endpoint", "no endpoint at \(request.uri.path); see openapi.yaml for what this server offers").response()
+        }
+    }
+}
