@@ -33,7 +33,7 @@ demo:
 	@scripts/ensure-deps.sh demo
 	swift build --product clipproxy
 	@$(PYTHON) scripts/make_fixtures.py --out demo
-	@echo "==> clipproxy demo: open http://127.0.0.1:$(PORT)/ to play clips (Ctrl-C stops)"
+	@echo "==> clipproxy demo: open $(if $(filter 0,$(PORT)),the URL below,http://127.0.0.1:$(PORT)/) to play clips (Ctrl-C stops)"
 	CLIPPROXY_HTTP_PORT=$(PORT) exec .build/debug/clipproxy serve --config conf/clipproxy.yaml </dev/null
 
 # Benchmarks (release build), measured against their peers in the same run. See bench/README.md.

@@ -392,6 +392,42 @@ struct ServerRangeTableTests {
         }
     }
 
+    /// The same holds when the local store is lost and the clip comes back from the second tier
+    /// (the clip directory here, the S3 clip bucket in production, and so also on another node):
+    /// it is still the same representation with the same strong ETag, so a cache revalidating
+    /// with the Last-Modified it got before must get 304, and If-Range with it must get 206.
+    @Test("A clip's Last-Modified is the same when it is served again from the second tier")
+    func lastModifiedSurvivesSecondTier() throws {
+        let work = try TemporaryDirectory("range-table-lm-l2")
+        defer { work.remove() }
+        let config = EmbeddedServer(work: work)
+        let path = "/clips/\(Self.episode)/\(Self.coldStart(20) + 70)"
+        var server = try config.start()
+        let cold = try RawHTTPClient.send(method: "GET", path: path, port: try Self.port(of: server.baseURL))
+        #expect(cold.status == 200 && cold.header("X-Clip-Tier") == "fill")
+        #expect(server.waitForLog("second tier copy finished"))
+        server.stop()
+        try FileManager.default.removeItem(atPath: work.path + "/cache")
+        usleep(1_100_000)   // a Last-Modified taken anew would now differ
+        server = try config.start()
+        defer { server.stop() }
+        let port = try Self.port(of: server.baseURL)
+        let coldLM = try #require(cold.header("Last-Modified"))
+        let again = try RawHTTPClient.send(method: "GET", path: path, port: port)
+        #expect(again.header("X-Clip-Tier") == "l2_hit" && sameBytes(again.body, cold.body))
+        #expect(again.header("ETag") == cold.header("ETag"))
+        #expect(server.waitForLog("local copy from the second tier finished"))
+        let stored = try RawHTTPClient.send(method: "HEAD", path: path, port: port)
+        let revalidated = try RawHTTPClient.send(method: "GET", path: path, headers: [("If-Modified-Since", coldLM)], port: port)
+        let resumed = try RawHTTPClient.send(method: "GET", path: path, headers: [("Range", "bytes=100-199"), ("If-Range", coldLM)], port: port)
+        print("Last-Modified after the local store was lost: filled \(coldLM), from the second tier \(again.header("Last-Modified") ?? "-"), "
+              + "stored again \(stored.header("Last-Modified") ?? "-"); If-Modified-Since → \(revalidated.status), If-Range → \(resumed.status)")
+        #expect(again.header("Last-Modified") == coldLM, "served from the second tier")
+        #expect(stored.header("Last-Modified") == coldLM, "copied back into the local store")
+        #expect(revalidated.status == 304, "If-Modified-Since with the first Last-Modified")
+        #expect(resumed.status == 206, "If-Range with the first Last-Modified")
+    }
+
     @Test("Cold clips: every shape is the first request for its clip and answers as nginx")
     func coldClips() throws {
         // The probe server tells each cold clip's ETag and length (the clip key, so the same on
