@@ -121,16 +121,23 @@ final class ClipPipeline: Sendable {
         return resolved
     }
 
+    /// The source's frame index: from memory, the local index, the second tier (indexed by
+    /// another node), or by probing the source, in that order of cost.
     func frameIndex(of episode: ResolvedEpisode, identity: String) async throws -> FrameIndex {
         if let cached = decodedIndexes.withLock({ $0[identity] }) { return cached }
         let index: FrameIndex
         if let bytes = try await blocking({ [store] in try store.frameIndex(source: identity) }),
            let stored = try? FrameIndex(serialized: bytes) {
             index = stored
+        } else if let shared = await sharedFrameIndex(identity) {
+            index = shared
+            try await blocking { [store] in try store.putFrameIndex(source: identity, index.serialized()) }
         } else {
             let source = try sources.open(episode)
             index = try await blocking { try SourceDescription.probe(source) }.1
-            try await blocking { [store] in try store.putFrameIndex(source: identity, index.serialized()) }
+            let bytes = index.serialized()
+            try await blocking { [store] in try store.putFrameIndex(source: identity, bytes) }
+            shareFrameIndex(bytes, identity: identity)
         }
         decodedIndexes.withLock { cache in
             // Bounded: dropping everything now and then is cheaper than tracking recency here.
@@ -138,6 +145,32 @@ final class ClipPipeline: Sendable {
             cache[identity] = index
         }
         return index
+    }
+
+    /// Another node's index of the same source, if the second tier has one that decodes.
+    private func sharedFrameIndex(_ identity: String) async -> FrameIndex? {
+        guard let secondTier else { return nil }
+        do {
+            guard let bytes = try await blocking({ try secondTier.frameIndex(source: identity) }) else { return nil }
+            return try FrameIndex(serialized: bytes)
+        } catch {
+            // Unreadable or corrupt: probing the source is always correct, so only note it.
+            logger.warning("shared frame index unusable; probing the source", metadata: ["source": "\(identity)", "error": "\(error)"])
+            return nil
+        }
+    }
+
+    /// Publishes a new index to the second tier in the background (best effort).
+    private func shareFrameIndex(_ bytes: [UInt8], identity: String) {
+        guard let secondTier else { return }
+        Task.detached { [self] in
+            do {
+                try await blocking { try secondTier.storeFrameIndex(bytes, source: identity) }
+            } catch {
+                metrics.upstreamErrors["clip_tier"]?.increment()
+                logger.warning("could not share the frame index", metadata: ["source": "\(identity)", "error": "\(error)"])
+            }
+        }
     }
 
     // MARK: - Fills

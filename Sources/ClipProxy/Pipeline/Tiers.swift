@@ -1,4 +1,5 @@
 import Foundation
+import Support
 import Trim
 import Upstream
 
@@ -39,6 +40,20 @@ protocol ClipTier: Sendable {
     /// A URL a client can download the stored clip from directly, or nil when the tier has none
     /// (a local directory: then clients use the proxy's own URL).
     func presignedURL(_ clip: PreparedClip, expires: Int, now: Date) throws -> String?
+    /// A source's serialized frame index shared through this tier, so a node that has never seen
+    /// the episode can plan (and find the clip here) without reading the source. nil when absent.
+    func frameIndex(source identity: String) throws -> [UInt8]?
+    func storeFrameIndex(_ bytes: [UInt8], source identity: String) throws
+}
+
+/// Where shared frame indexes live in the second tier: beside the clips, under a prefix of their
+/// own, named by a hash of the source identity (bucket, key and ETag), so a replaced source
+/// never finds the old index.
+enum SharedFrameIndex {
+    static let prefix = "_clipproxy/frame-index/"
+    static func name(_ identity: String) -> String {
+        prefix + Digest.sha256(Array(identity.utf8)).hexString + ".cpfi"
+    }
 }
 
 extension ClipTier {
@@ -77,6 +92,16 @@ struct ClipDirectoryTier: ClipTier {
     }
 
     func presignedURL(_ clip: PreparedClip, expires: Int, now: Date) throws -> String? { nil }
+
+    func frameIndex(source identity: String) throws -> [UInt8]? {
+        FileManager.default.contents(atPath: "\(root)/\(SharedFrameIndex.name(identity))").map { [UInt8]($0) }
+    }
+
+    func storeFrameIndex(_ bytes: [UInt8], source identity: String) throws {
+        let path = "\(root)/\(SharedFrameIndex.name(identity))"
+        try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try Data(bytes).write(to: URL(fileURLWithPath: path), options: .atomic)
+    }
 }
 
 /// The S3 clip bucket; the clip key travels as `x-amz-meta-clip-key`.
@@ -101,6 +126,20 @@ struct S3ClipTier: ClipTier {
 
     func presignedURL(_ clip: PreparedClip, expires: Int, now: Date) throws -> String? {
         try client.presignedGetURL(bucket: bucket, key: location(clip), expires: expires, now: now)
+    }
+
+    func frameIndex(source identity: String) throws -> [UInt8]? {
+        var bytes: [UInt8] = []
+        do {
+            try client.getObject(bucket: bucket, key: SharedFrameIndex.name(identity)) { bytes.append(contentsOf: $0) }
+        } catch let error as S3Error where error.kind == .notFound {
+            return nil
+        }
+        return bytes
+    }
+
+    func storeFrameIndex(_ bytes: [UInt8], source identity: String) throws {
+        _ = try client.putObject(bucket: bucket, key: SharedFrameIndex.name(identity), body: bytes, contentType: "application/octet-stream")
     }
 }
 
