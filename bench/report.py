@@ -150,7 +150,7 @@ def chart(s, path):
     m = s.get("misses")
     if m:
         bars(axes[0][1], ["clipproxy", "old path"], [m["clipproxy"]["total_p50_ms"], m["old"]["total_p50_ms"]],
-             f"2 misses: whole clip, p50 (ms, log scale)", "ms", log=True)
+             "2 misses: whole clip as the client sees it, p50 (ms)", "ms")
         ax = axes[1][0]
         labels = ["clipproxy\nmiss", "old path\nmiss"]
         values = [m["clipproxy"]["source_bytes_per_miss_p50"] / 1e6, m["old"]["source_bytes_per_miss_p50"] / 1e6]
@@ -173,16 +173,20 @@ def chart(s, path):
     plt.close(fig)
 
 
-def publish(results, args):
+def publish(results, args, rendered_from=None):
     s = results["scenarios"]
     now = datetime.datetime.now(datetime.timezone.utc)
+    if rendered_from:  # keep the run's own date, commit and machine
+        now = datetime.datetime.fromisoformat(rendered_from["date"])
     date = now.strftime("%Y-%m-%d")
     commit = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no", "--", "Sources", "Package.swift"],
                            capture_output=True, text=True).stdout.strip()
     machine = f"{os.cpu_count()} cores, {platform.machine()}, {platform.release()}"
-    results.update({"date": now.isoformat(timespec="seconds"), "commit": commit + ("+local changes" if dirty else ""),
-                    "machine": machine, "quick": bool(args.quick)})
+    if not rendered_from:
+        results.update({"date": now.isoformat(timespec="seconds"), "commit": commit + ("+local changes" if dirty else ""),
+                        "machine": machine, "quick": bool(args.quick)})
+    machine = results["machine"]
     tg = targets(s)
     results["targets"] = [{"target": t, "goal": g, "measured": v, "met": met} for t, g, v, met in tg]
     rows = table_rows(s)
@@ -244,3 +248,13 @@ def publish(results, args):
     with open(os.path.join(HERE, "RESULTS.md"), "w") as f:
         f.write("\n".join(md))
     print("wrote bench/RESULTS.md and bench/results/chart.png")
+
+
+if __name__ == "__main__":
+    # Re-renders RESULTS.md and the chart from a saved full run (after editing results/NOTES.md):
+    #   .venv/bin/python bench/report.py bench/results/<date>.json
+    import argparse
+    import sys
+
+    saved = json.load(open(sys.argv[1]))
+    publish(saved, argparse.Namespace(quick=False, out=os.path.dirname(os.path.abspath(sys.argv[1]))), rendered_from=saved)
