@@ -73,6 +73,7 @@ def table_rows(s):
                   f"{fmt(o['ttfb_p50_ms'], ' ms')} / {fmt(o['ttfb_p99_ms'], ' ms')}", "old path (ffmpeg)"),
                  ("", "whole clip p50 / p99", f"{fmt(c['total_p50_ms'], ' ms')} / {fmt(c['total_p99_ms'], ' ms')}",
                   f"{fmt(o['total_p50_ms'], ' ms')} / {fmt(o['total_p99_ms'], ' ms')}", ""),
+                 ("", "server CPU per miss", f"{c.get('cpu_ms_per_miss')} ms", f"{o.get('cpu_ms_per_miss')} ms (API + ffmpeg)", ""),
                  ("3 source bytes per miss", "p50 bytes (× clip)",
                   f"{c['source_bytes_per_miss_p50']:,} ({c['source_over_clip_p50']}×, worst {c['source_over_clip_max']}×)",
                   f"{o['source_bytes_per_miss_p50']:,} ({o['source_over_clip_p50']}×)", "")]

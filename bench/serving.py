@@ -111,7 +111,8 @@ def cpu_seconds(pids):
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
+            # utime, stime, and those of waited-for children (the old system's ffmpeg runs)
+            total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
         except OSError:
             pass
     return total / CLK
@@ -182,6 +183,7 @@ async def fetch(host, port, path, keep=False, read_size=65536, read_delay=None, 
                 headers[k.strip().lower()] = v.strip()
         length = int(headers["content-length"]) if "content-length" in headers else None
         result["length"] = length
+        result["tier"] = headers.get("x-clip-tier")
         body = [] if keep else None
         while length is None or result["bytes"] < length:
             data = await reader.read(read_size)
@@ -449,6 +451,7 @@ http {{
         if self.quick:
             eps = eps[:3] + [e for e in eps if e["name"].startswith("ten_")][:3]
         rows = []
+        usage = {"clipproxy": Usage([self.clipproxy.pid]), "old": Usage([self.old.pid])}
         for i, e in enumerate(eps):
             start = rng.randrange(1000, max(1001, e["duration_ms"] - 31000))
             row = {"episode": e["name"], "start_ms": start, "vbr": e["vbr"]}
@@ -479,6 +482,7 @@ http {{
             log(f"    {e['name']:<26} @{start / 1000:7.1f}s  clipproxy {ms(c['total']):8.1f} ms "
                 f"{c['source_bytes'] / max(1, c['bytes']):5.2f}x clip read | old {ms(o.get('total')) or float('nan'):8.1f} ms "
                 f"{o.get('source_bytes', 0) / 1e6:6.2f} MB read")
+        cpu = {who: u.done()["cpu_s"] for who, u in usage.items()}
         ok = [r for r in rows if r["clipproxy"]["status"] == 200 and r["old"].get("status") == 200
               and not r["old"].get("cache_hit")]
         cp_total = [r["clipproxy"]["total"] for r in ok]
@@ -492,13 +496,15 @@ http {{
                           "source_bytes_per_miss_p50": round(pct([r["clipproxy"]["source_bytes"] for r in ok], 50) or 0),
                           "source_over_clip_max": round(max(ratios), 3) if ratios else None,
                           "source_over_clip_p50": round(pct(ratios, 50), 3) if ratios else None,
-                          "source_gets_max": max((r["clipproxy"]["source_gets"] for r in ok), default=None)},
+                          "source_gets_max": max((r["clipproxy"]["source_gets"] for r in ok), default=None),
+                          "cpu_ms_per_miss": round(1000 * cpu["clipproxy"] / len(rows), 1)},
             "old": {"ttfb_p50_ms": ms(pct([r["old"]["ttfb"] for r in ok], 50)),
                     "ttfb_p99_ms": ms(pct([r["old"]["ttfb"] for r in ok], 99)),
                     "total_p50_ms": ms(pct(old_total, 50)), "total_p99_ms": ms(pct(old_total, 99)),
                     "source_bytes_per_miss_p50": round(pct([r["old"]["source_bytes"] for r in ok], 50) or 0),
                     "source_over_clip_p50": round(pct([r["old"]["source_bytes"] / max(1, r["old"]["bytes"]) for r in ok], 50), 2) if ok else None,
-                    "source_gets_p50": pct([r["old"]["source_gets"] for r in ok], 50)},
+                    "source_gets_p50": pct([r["old"]["source_gets"] for r in ok], 50),
+                    "cpu_ms_per_miss": round(1000 * cpu["old"] / len(rows), 1)},
         }
         if ok:
             summary["speedup_total_p50"] = round(summary["old"]["total_p50_ms"] / summary["clipproxy"]["total_p50_ms"], 1)
@@ -621,6 +627,8 @@ http {{
             b = get("127.0.0.1", self.nginx_port, p, keep=True)
             if a.get("body") != b.get("body") or a["status"] != 200:
                 raise RuntimeError(f"hit set differs between clipproxy and nginx at {p}: {a['status']} {b['status']}")
+            if a.get("tier") not in (None, "l1_hit"):
+                raise RuntimeError(f"{p} is not a local-store hit at clipproxy (X-Clip-Tier: {a['tier']})")
         seconds = 5 if self.quick else 15
         rounds = 1 if self.quick else 2
         runs = {"clipproxy": [], "nginx": []}
