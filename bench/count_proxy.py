@@ -9,8 +9,8 @@ path and Range header and how many response body bytes the target sent through i
 bytes minus the first response head). moto answers one request per connection
 (`Connection: close`), so a connection is a request.
 
-    GET /__count/log     JSON list of finished connections: n, method, path, range, body_bytes,
-                         t0, t1 (monotonic seconds)
+    GET /__count/log     JSON list of connections: n, method, path, range, body_bytes (so far),
+                         t0, t1 (monotonic seconds; t1 is null while the relay is open)
 
 Exits on SIGTERM/SIGINT, and when the process that started it dies (it polls its parent).
 """
@@ -30,6 +30,7 @@ class Counter:
         self.target = target
         self.log = []
         self.serial = 0
+        self.tasks = set()  # strong references: a pending relay is never garbage-collected
 
     async def handle(self, reader, writer):
         try:
@@ -46,6 +47,10 @@ class Counter:
         self.serial += 1
         entry = {"n": self.serial, "method": method, "path": path, "range": headers.get("range"),
                  "body_bytes": 0, "t0": time.monotonic(), "t1": None}
+        # Logged at once and counted as bytes go through, so a relay that never ends still counts.
+        self.log.append(entry)
+        task = asyncio.current_task()
+        self.tasks.add(task)
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
@@ -65,8 +70,10 @@ class Counter:
                     buffered += chunk
                     end = buffered.find(b"\r\n\r\n")
                     if end >= 0:
-                        head_length = end + 4
+                        head_length = total - len(buffered) + end + 4
                         buffered = b""
+                if head_length is not None:
+                    entry["body_bytes"] = total - head_length
                 writer.write(chunk)
                 await writer.drain()
         except ConnectionError:
@@ -74,7 +81,7 @@ class Counter:
         finally:
             entry["body_bytes"] = max(0, total - (head_length or total))
             entry["t1"] = time.monotonic()
-            self.log.append(entry)
+            self.tasks.discard(task)
             upload.cancel()
             for w in (writer, up_writer):
                 try:

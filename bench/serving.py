@@ -469,7 +469,7 @@ http {{
                                         "bytes": r["bytes"], "error": r["error"],
                                         "source_gets": len(reads), "source_bytes": sum(x["body_bytes"] for x in reads),
                                         "s3_requests": [f"{x['method']} {x['path'].split('?')[0][:60]} "
-                                                        f"{(min(x['t1'], r['t_end']) - x['t0']) * 1000:.1f} ms"
+                                                        f"{(min(x['t1'] or r['t_end'], r['t_end']) - x['t0']) * 1000:.1f} ms"
                                                         for x in window]}
                 else:
                     r = self.old_get(e, start)
