@@ -13,11 +13,11 @@ struct OpenAPITests {
     /// by the schema alone while this API's answers also depend on data and on configuration:
     /// `positive_data_acceptance` (a schema-valid window past an episode's end is 422, a random
     /// If-Match 412), `negative_data_rejection` (`exp` and `sig` are ignored when URL signing is
-    /// off, so malformed ones are accepted), `unsupported_method` (an undeclared method such as
-    /// TRACE gets 404, not 405) and the checks for authentication and stateful resources, which
-    /// do not apply.
+    /// off, so malformed ones are accepted) and the checks for authentication and stateful
+    /// resources, which do not apply. `unsupported_method` is on: a method a path does not declare
+    /// gets 405 with `Allow` (`UnroutedAsJSON`).
     static let checks = ["not_a_server_error", "status_code_conformance", "content_type_conformance",
-                         "response_headers_conformance", "response_schema_conformance"]
+                         "response_headers_conformance", "response_schema_conformance", "unsupported_method"]
 
     /// The paths every server build has, each of which must be in the document.
     static let routes = ["/clips/{episode_id}/{start_ms}", "/api/v1/audio_clips/{episode_id}", "/healthz", "/readyz", "/metrics"]
