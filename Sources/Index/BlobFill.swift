@@ -9,13 +9,14 @@ public final class BlobFill: @unchecked Sendable {
     public let temporaryPath: String
     /// When the fill began: the clip's creation time (and so its Last-Modified) from its first
     /// response on, so the date does not move when the finished clip is committed.
-    public let startedMs = ClipStore.nowMs()
+    public let startedMs: Int64
     private var descriptor: Int32
     private var hasher = SHA256Hasher()
     public private(set) var byteCount: Int64 = 0
     private var finished = false
 
-    init(key: ClipKey, temporaryPath: String) throws {
+    init(key: ClipKey, temporaryPath: String, startedMs: Int64) throws {
+        self.startedMs = startedMs
         let fd = open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw IndexError.io("cannot create \(temporaryPath)", errno) }
         self.key = key

@@ -165,9 +165,10 @@ public final class ClipStore: @unchecked Sendable {
 
     /// Starts writing a clip. Concurrent fills of one key are the caller's to coalesce; two fills
     /// of the same key still end in one intact file (the later rename wins, both complete).
-    public func beginFill(_ key: ClipKey) throws -> BlobFill {
+    /// `createdMs`: the clip's creation time when it is a copy of one made earlier (default: now).
+    public func beginFill(_ key: ClipKey, createdMs: Int64? = nil) throws -> BlobFill {
         let name = "\(key.hex).\(getpid()).\(UInt64.random(in: 0...UInt64.max)).partial"
-        return try BlobFill(key: key, temporaryPath: "\(temporaryRoot)/\(name)")
+        return try BlobFill(key: key, temporaryPath: "\(temporaryRoot)/\(name)", startedMs: createdMs ?? Self.nowMs())
     }
 
     /// Makes a finished fill durable and visible: fsync, rename into place, fsync the directory,

@@ -198,9 +198,9 @@ final class ClipPipeline: Sendable {
     /// A clip found in the second tier is streamed to the client while it is copied into L1.
     private func fillFromSecondTier(_ clip: PreparedClip, _ tier: any ClipTier) async throws -> ClipBody? {
         guard let stored = try await blocking({ try tier.find(clip) }) else { return nil }
-        guard let (blob, fill) = try await claim(clip) else { return try await joinRunning(clip) }
+        guard let (blob, fill) = try await claim(clip, createdMs: stored.createdMs) else { return try await joinRunning(clip) }
         run(clip, blob, fill, location: tier.location(clip), upstream: "clip_tier", failure: "copy from the second tier failed") { emit in
-            try stored.stream(0..<clip.plan.byteCount, emit)
+            try stored.bytes.stream(0..<clip.plan.byteCount, emit)
         } finished: { [self] _ in
             logger.info("local copy from the second tier finished", metadata: ["clip.key": "\(clip.key)"])
         }
@@ -210,7 +210,7 @@ final class ClipPipeline: Sendable {
     /// A fill slot (waiting in the queue if all are busy), a new temporary file and a fill for
     /// `clip`, registered; nil when another request's fill is running or has just finished (then
     /// `joinRunning` finds it). The slot is released when the fill ends (`run` or `abandon`).
-    private func claim(_ clip: PreparedClip) async throws -> (BlobFill, Fill)? {
+    private func claim(_ clip: PreparedClip, createdMs: Int64? = nil) async throws -> (BlobFill, Fill)? {
         do { try await slots.acquire() } catch {
             // While this request waited, another may have started or finished the same clip.
             if await fills.join(clip.key) != nil || ((try? store.contains(clip.key)) ?? false) { return nil }
@@ -222,7 +222,7 @@ final class ClipPipeline: Sendable {
         let blob: BlobFill
         let fill: Fill
         do {
-            blob = try await blocking { [store] in try store.beginFill(clip.key) }
+            blob = try await blocking { [store] in try store.beginFill(clip.key, createdMs: createdMs) }
             do { fill = try Fill(key: clip.key, length: clip.plan.byteCount, temporaryPath: blob.temporaryPath, createdMs: blob.startedMs) } catch {
                 blob.abort()
                 throw error
@@ -311,7 +311,7 @@ final class ClipPipeline: Sendable {
                     guard let lease = try store.lookup(clip.key) else { throw FillError.notStored }
                     defer { lease.release() }
                     if lease.record.s3Key == secondTier.location(clip) { return }
-                    try secondTier.store(clip, from: lease.path)
+                    try secondTier.store(clip, from: lease.path, createdMs: lease.record.createdMs)
                     try store.setS3Key(clip.key, secondTier.location(clip))
                 }
             }

@@ -34,9 +34,9 @@ protocol ClipTier: Sendable {
     /// Where the clip lives in this tier, e.g. its bucket key.
     func location(_ clip: PreparedClip) -> String
     /// The stored copy as exactly `plan.byteCount` bytes, or nil when absent or not this clip.
-    func find(_ clip: PreparedClip) throws -> (any ByteSource)?
-    /// Stores a finished clip file.
-    func store(_ clip: PreparedClip, from file: String) throws
+    func find(_ clip: PreparedClip) throws -> StoredClip?
+    /// Stores a finished clip file created (first cut) at `createdMs`.
+    func store(_ clip: PreparedClip, from file: String, createdMs: Int64) throws
     /// A URL a client can download the stored clip from directly, or nil when the tier has none
     /// (a local directory: then clients use the proxy's own URL).
     func presignedURL(_ clip: PreparedClip, expires: Int, now: Date) throws -> String?
@@ -44,6 +44,13 @@ protocol ClipTier: Sendable {
     /// the episode can plan (and find the clip here) without reading the source. nil when absent.
     func frameIndex(source identity: String) throws -> [UInt8]?
     func storeFrameIndex(_ bytes: [UInt8], source identity: String) throws
+}
+
+/// A clip found in the second tier, with the time it was first cut: every copy of a clip keeps
+/// that time as its Last-Modified, so validators never change with the tier or node that answers.
+struct StoredClip: Sendable {
+    let bytes: any ByteSource
+    let createdMs: Int64?
 }
 
 /// Where shared frame indexes live in the second tier: beside the clips, under a prefix of their
@@ -70,20 +77,25 @@ struct ClipDirectoryTier: ClipTier {
 
     func location(_ clip: PreparedClip) -> String { "\(root)/\(relativePath(clip, template: template))" }
 
-    func find(_ clip: PreparedClip) throws -> (any ByteSource)? {
+    func find(_ clip: PreparedClip) throws -> StoredClip? {
         let path = location(clip)
         var info = stat()
         guard stat(path, &info) == 0, Int64(info.st_size) == clip.plan.byteCount,
               (try? String(contentsOfFile: path + ".key", encoding: .utf8)) == clip.key.hex else { return nil }
-        return try FileByteSource(path: path)
+        let modifiedMs = Int64(info.st_mtim.tv_sec) * 1000 + Int64(info.st_mtim.tv_nsec) / 1_000_000
+        return StoredClip(bytes: try FileByteSource(path: path), createdMs: modifiedMs)
     }
 
-    /// Copies a finished clip in (temporary name, then rename: readers never see a partial file).
-    func store(_ clip: PreparedClip, from file: String) throws {
+    /// Copies a finished clip in (temporary name, then rename: readers never see a partial file);
+    /// the file's modification time is the clip's creation time.
+    func store(_ clip: PreparedClip, from file: String, createdMs: Int64) throws {
         let path = location(clip)
         try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         let temporary = path + ".partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.copyItem(atPath: file, toPath: temporary)
+        let times = [timespec(tv_sec: Int(createdMs / 1000), tv_nsec: Int(createdMs % 1000) * 1_000_000),
+                     timespec(tv_sec: Int(createdMs / 1000), tv_nsec: Int(createdMs % 1000) * 1_000_000)]
+        _ = utimensat(AT_FDCWD, temporary, times, 0)
         try clip.key.hex.write(toFile: path + ".key", atomically: true, encoding: .utf8)
         guard rename(temporary, path) == 0 else {
             unlink(temporary)
@@ -112,16 +124,18 @@ struct S3ClipTier: ClipTier {
 
     func location(_ clip: PreparedClip) -> String { relativePath(clip, template: template) }
 
-    func find(_ clip: PreparedClip) throws -> (any ByteSource)? {
+    func find(_ clip: PreparedClip) throws -> StoredClip? {
         let key = location(clip)
         let head: S3ObjectHead
         do { head = try client.headObject(bucket: bucket, key: key) } catch let error as S3Error where error.kind == .notFound { return nil }
         guard head.size == clip.plan.byteCount, head.metadata["clip-key"] == clip.key.hex else { return nil }
-        return S3ByteSource(client: client, bucket: bucket, key: key, size: head.size)
+        return StoredClip(bytes: S3ByteSource(client: client, bucket: bucket, key: key, size: head.size),
+                          createdMs: head.metadata["clip-created-ms"].flatMap { Int64($0) })
     }
 
-    func store(_ clip: PreparedClip, from file: String) throws {
-        try client.putObject(bucket: bucket, key: location(clip), fileAt: file, contentType: "audio/mpeg", metadata: ["clip-key": clip.key.hex])
+    func store(_ clip: PreparedClip, from file: String, createdMs: Int64) throws {
+        try client.putObject(bucket: bucket, key: location(clip), fileAt: file, contentType: "audio/mpeg",
+                             metadata: ["clip-key": clip.key.hex, "clip-created-ms": String(createdMs)])
     }
 
     func presignedURL(_ clip: PreparedClip, expires: Int, now: Date) throws -> String? {
