@@ -590,7 +590,11 @@ http {{
             out[name] = {"episode_bytes": e["size"], "start_ms": start,
                          "clipproxy": {"status": r["status"], "ttfb_ms": ms(r["ttfb"]), "total_ms": ms(r["total"]),
                                        "clip_bytes": r["bytes"], "source_gets": len(reads),
-                                       "source_bytes": sum(x["body_bytes"] for x in reads)},
+                                       "source_bytes": sum(x["body_bytes"] for x in reads),
+                                       # one after another (sum ≈ span) or in parallel (sum > span)?
+                                       "source_gets_sum_ms": ms(sum((x["t1"] or x["t0"]) - x["t0"] for x in reads)),
+                                       "source_gets_span_ms": ms(max((x["t1"] or x["t0"]) for x in reads) - min(x["t0"] for x in reads))
+                                       if reads else None},
                          "old": {"status": o.get("status"), "ttfb_ms": ms(o.get("ttfb")), "total_ms": ms(o.get("total")),
                                  "clip_bytes": o.get("bytes"), "source_gets": len(oreads),
                                  "source_bytes": sum(x["body_bytes"] for x in oreads)}}
