@@ -18,6 +18,11 @@ def fmt(v, unit="", digits=1):
     return f"{v}{unit}"
 
 
+def two(d, a, b, digits=1):
+    """"x ms / y ms" of two latencies of one result."""
+    return f"{fmt(d[a], ' ms', digits)} / {fmt(d[b], ' ms', digits)}"
+
+
 def targets(s):
     """(name, target text, measured text, met: True/False/None for not measured)."""
     out = []
@@ -62,17 +67,17 @@ def table_rows(s):
     if h:
         c, n = h["best"]["clipproxy"], h["best"]["nginx"]
         rows += [("1 hits (wrk, 64 conns)", "requests/s", fmt(c["rps"], "", 0), fmt(n["rps"], "", 0), "nginx sendfile"),
-                 ("", "p50 / p99", f"{fmt(c['p50_ms'], ' ms', 2)} / {fmt(c['p99_ms'], ' ms', 2)}",
-                  f"{fmt(n['p50_ms'], ' ms', 2)} / {fmt(n['p99_ms'], ' ms', 2)}", ""),
+                 ("", "p50 / p99", two(c, "p50_ms", "p99_ms", 2),
+                  two(n, "p50_ms", "p99_ms", 2), ""),
                  ("", "CPU / peak memory", f"{c['cpu_pct']}% / {c['peak_mb']} MB", f"{n['cpu_pct']}% / {n['peak_mb']} MB", "")]
     m = s.get("misses")
     if m:
         c, o = m["clipproxy"], m["old"]
         rows += [(f"2 misses ({m['ok']} cold clips)", "TTFB p50 / p99",
-                  f"{fmt(c['ttfb_p50_ms'], ' ms')} / {fmt(c['ttfb_p99_ms'], ' ms')}",
-                  f"{fmt(o['ttfb_p50_ms'], ' ms')} / {fmt(o['ttfb_p99_ms'], ' ms')}", "old path (ffmpeg)"),
-                 ("", "whole clip p50 / p99", f"{fmt(c['total_p50_ms'], ' ms')} / {fmt(c['total_p99_ms'], ' ms')}",
-                  f"{fmt(o['total_p50_ms'], ' ms')} / {fmt(o['total_p99_ms'], ' ms')}", ""),
+                  two(c, "ttfb_p50_ms", "ttfb_p99_ms"),
+                  two(o, "ttfb_p50_ms", "ttfb_p99_ms"), "old path (ffmpeg)"),
+                 ("", "whole clip p50 / p99", two(c, "total_p50_ms", "total_p99_ms"),
+                  two(o, "total_p50_ms", "total_p99_ms"), ""),
                  ("", "server CPU per miss", f"{c.get('cpu_ms_per_miss')} ms", f"{o.get('cpu_ms_per_miss')} ms (API + ffmpeg)", ""),
                  ("3 source bytes per miss", "p50 bytes (× clip)",
                   f"{c['source_bytes_per_miss_p50']:,} ({c['source_over_clip_p50']}×, worst {c['source_over_clip_max']}×)",
@@ -87,12 +92,12 @@ def table_rows(s):
                  ("", "whole clip p50 / p99 / max",
                   f"{fmt(c['total_p50_ms'], ' ms')} / {fmt(c['total_p99_ms'], ' ms')} / {fmt(c['total_max_ms'], ' ms')}",
                   f"{fmt(co['old']['total_p50_ms'], ' ms')} / – / {fmt(co['old']['total_max_ms'], ' ms')}", ""),
-                 ("", "TTFB p50 / p99", f"{fmt(c['ttfb_p50_ms'], ' ms')} / {fmt(c['ttfb_p99_ms'], ' ms')}", "", "")]
+                 ("", "TTFB p50 / p99", two(c, "ttfb_p50_ms", "ttfb_p99_ms"), "", "")]
         cached, floor = co.get("clipproxy_cached"), co.get("nginx_cached")
         if cached and floor:
             rows += [(f"4b same {co['requests']} at once, clip stored", "whole clip p50 / max",
-                      f"{fmt(cached['total_p50_ms'], ' ms')} / {fmt(cached['total_max_ms'], ' ms')}",
-                      f"{fmt(floor['total_p50_ms'], ' ms')} / {fmt(floor['total_max_ms'], ' ms')}", "nginx sendfile")]
+                      two(cached, "total_p50_ms", "total_max_ms"),
+                      two(floor, "total_p50_ms", "total_max_ms"), "nginx sendfile")]
     for name, ce in s.get("cold_episodes", {}).items():
         c, o = ce["clipproxy"], ce["old"]
         rows += [(f"5 cold {name} ({ce['episode_bytes'] / 1e6:.1f} MB)", "source bytes / TTFB / whole",
@@ -103,7 +108,7 @@ def table_rows(s):
         if j.get("available"):
             c, o = j["clipproxy"], j["old"]
             rows += [("6 JSON API, cached (1 conn)", "p50 / p99",
-                      f"{fmt(c['p50_ms'], ' ms', 2)} / {fmt(c['p99_ms'], ' ms', 2)}",
+                      two(c, "p50_ms", "p99_ms", 2),
                       f"{fmt(o['p50_ms'], ' ms', 2)} / {fmt(o['p99_ms'], ' ms', 2)} (published: 156–205 ms)",
                       "old path re-created"),
                      ("", "requests/s", fmt(c["rps"], "", 0), fmt(o["rps"], "", 0), "")]
