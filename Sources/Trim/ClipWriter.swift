@@ -130,7 +130,9 @@ public struct ClipWriter {
 
     /// A frame of the carrier's bitrate with zero side info (main_data_begin 0, empty granules):
     /// it decodes to silence and leaves its whole payload in the decoder's reservoir.
-    private func silentFrame(_ length: Int) -> [UInt8] {
+    private func silentFrame(_ length: Int) -> [UInt8] { Self.silentFrame(like: plan, length: length) }
+
+    static func silentFrame(like plan: ClipPlan, length: Int) -> [UInt8] {
         var f = [UInt8](repeating: 0, count: length)
         f.replaceSubrange(0..<4, with: FrameHeader.synthesized(like: plan.template, bitrateIndex: plan.carrierBitrateIndex))
         return f

@@ -4,10 +4,13 @@ import Foundation
 public final class ClipProxyProcess: @unchecked Sendable {
     public let baseURL: String
     public let process: Process
+    /// The variables given to `init`, to start the same configuration again.
+    public let environment: [String: String]
     private let stderrFile: URL
 
     /// `arguments` follow the executable (`serve`, optionally with `--config FILE`).
     public init(environment extra: [String: String], arguments: [String] = ["serve"], timeout: TimeInterval = 60) throws {
+        self.environment = extra
         let binary = try RepoPaths.require(RepoPaths.clipproxyBinary, hint: "build it with `swift build`")
         var environment = ProcessInfo.processInfo.environment
         environment["CLIPPROXY_HTTP_PORT"] = "0"

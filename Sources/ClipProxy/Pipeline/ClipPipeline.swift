@@ -29,12 +29,36 @@ enum ClipBody: Sendable {
     case stored(ClipStore.Lease, tier: Tier)
     /// A fill in progress (this request's or another's): read as it grows.
     case filling(Fill, tier: Tier)
+    /// A cold clip asked for in part: each range is made from just the bytes behind it (the
+    /// second tier's copy, or the source through the plan); nothing is cached.
+    case part(PartSource)
 
-    enum Tier: String, Sendable { case l1 = "l1_hit", l2 = "l2_hit", fill = "fill", coalesced = "coalesced" }
+    enum Tier: String, Sendable {
+        case l1 = "l1_hit", l2 = "l2_hit", fill = "fill", coalesced = "coalesced", part = "part"
+    }
 
     var tier: Tier {
         switch self {
         case .stored(_, let tier), .filling(_, let tier): tier
+        case .part: .part
+        }
+    }
+}
+
+/// Where the ranges of a cold clip asked for in part come from.
+struct PartSource: Sendable {
+    let plan: ClipPlan
+    /// The finished clip in the second tier, or nil: cut from the source.
+    let stored: StoredClip?
+    let source: (any ByteSource)?
+    let createdMs: Int64
+
+    /// Bytes `range` of the clip. Blocking.
+    func write(_ range: Range<Int64>, _ emit: (UnsafeRawBufferPointer) throws -> Void) throws {
+        if let stored {
+            try stored.bytes.stream(range, emit)
+        } else if let source {
+            try Trimmer.write(plan, range: range, from: source, emit: emit)
         }
     }
 }
@@ -51,6 +75,8 @@ final class ClipPipeline: Sendable {
     /// Decoded frame indexes by source identity (which includes the ETag, so entries never go
     /// stale): a hit must not decode a long episode's index from LMDB on every request.
     private let decodedIndexes = Mutex<[String: FrameIndex]>([:])
+    /// Frame indexes being loaded or built, by source identity.
+    private let indexLoads = Mutex<[String: Task<FrameIndex, any Error>]>([:])
     /// Second-tier uploads in progress, so one clip is uploaded once however many ask.
     private let uploads = Mutex<[ClipKey: Task<Void, any Error>]>([:])
     static let decodedIndexLimit = 256
@@ -94,12 +120,32 @@ final class ClipPipeline: Sendable {
     /// The cheapest tier that has the clip: local store, then the clip directory/bucket, then a
     /// fill shared by every request for the same key.
     func open(_ clip: PreparedClip) async throws -> ClipBody {
+        if let warm = try await openWarm(clip) { return warm }
+        if let secondTier, let body = try await fillFromSecondTier(clip, secondTier) { return body }
+        return try await startFill(clip)
+    }
+
+    /// For a request that wants only part of the clip: the local copy or a running fill if there
+    /// is one, else a `.part` that reads only what the ranges need (nothing starts, nothing is
+    /// cached; a request for the whole clip does that).
+    func openForPart(_ clip: PreparedClip) async throws -> ClipBody {
+        if let warm = try await openWarm(clip) { return warm }
+        if let secondTier, let stored = try await blocking({ try secondTier.find(clip) }) {
+            return .part(PartSource(plan: clip.plan, stored: stored, source: nil, createdMs: stored.createdMs ?? ClipStore.nowMs()))
+        }
+        return .part(PartSource(plan: clip.plan, stored: nil, source: try sources.open(clip.episode), createdMs: ClipStore.nowMs()))
+    }
+
+    /// The local store or a running fill, if either has the clip.
+    private func openWarm(_ clip: PreparedClip) async throws -> ClipBody? {
         if let lease = try await blocking({ [store] in try store.lookup(clip.key) }) {
             return .stored(lease, tier: .l1)
         }
-        if let running = await fills.join(clip.key) { return .filling(running, tier: .coalesced) }
-        if let secondTier, let body = try await fillFromSecondTier(clip, secondTier) { return body }
-        return try await startFill(clip)
+        if let running = await fills.join(clip.key) {
+            try await running.waitUntilStarted()
+            return .filling(running, tier: .coalesced)
+        }
+        return nil
     }
 
     // MARK: - Resolution and indexing (cached in LMDB)
@@ -123,8 +169,22 @@ final class ClipPipeline: Sendable {
 
     /// The source's frame index: from memory, the local index, the second tier (indexed by
     /// another node), or by probing the source, in that order of cost.
+    /// Concurrent first requests for one episode share one load (a VBR probe reads the whole source).
     func frameIndex(of episode: ResolvedEpisode, identity: String) async throws -> FrameIndex {
         if let cached = decodedIndexes.withLock({ $0[identity] }) { return cached }
+        let task = indexLoads.withLock { loads -> Task<FrameIndex, any Error> in
+            if let running = loads[identity] { return running }
+            let task = Task { [self] in
+                defer { _ = indexLoads.withLock { $0.removeValue(forKey: identity) } }
+                return try await loadFrameIndex(of: episode, identity: identity)
+            }
+            loads[identity] = task
+            return task
+        }
+        return try await task.value
+    }
+
+    private func loadFrameIndex(of episode: ResolvedEpisode, identity: String) async throws -> FrameIndex {
         let index: FrameIndex
         if let bytes = try await blocking({ [store] in try store.frameIndex(source: identity) }),
            let stored = try? FrameIndex(serialized: bytes) {
@@ -180,7 +240,7 @@ final class ClipPipeline: Sendable {
         guard let (blob, fill) = try await claim(clip) else { return try await joinRunning(clip) }
         let source: any ByteSource
         do { source = try sources.open(clip.episode) } catch {
-            await abandon(blob, fill)
+            await abandon(blob, fill, error: error)
             throw error
         }
         logger.info("fill started", metadata: ["clip.key": "\(clip.key)", "episode.id": "\(clip.request.episodeId)",
@@ -207,50 +267,48 @@ final class ClipPipeline: Sendable {
         return .filling(fill, tier: .l2)
     }
 
-    /// A fill slot (waiting in the queue if all are busy), a new temporary file and a fill for
-    /// `clip`, registered; nil when another request's fill is running or has just finished (then
-    /// `joinRunning` finds it). The slot is released when the fill ends (`run` or `abandon`).
+    /// A new temporary file and fill for `clip`, registered (so every other request for the key
+    /// joins it from now on), then a fill slot, waiting in the queue if all are busy. nil when
+    /// another request's fill is running or has just finished (then `joinRunning` finds it). The
+    /// slot is released when the fill ends (`run` or `abandon`).
     private func claim(_ clip: PreparedClip, createdMs: Int64? = nil) async throws -> (BlobFill, Fill)? {
-        do { try await slots.acquire() } catch {
-            // While this request waited, another may have started or finished the same clip.
-            if await fills.join(clip.key) != nil || ((try? store.contains(clip.key)) ?? false) { return nil }
-            metrics.overloaded.increment()
-            logger.warning("fill refused: all fill slots busy and the queue full or too slow",
-                           metadata: ["clip.key": "\(clip.key)", "limits.max_fills": "\(configuration.limitsMaxFills)"])
-            throw error
-        }
-        let blob: BlobFill
+        let blob = try await blocking { [store] in try store.beginFill(clip.key, createdMs: createdMs) }
         let fill: Fill
-        do {
-            blob = try await blocking { [store] in try store.beginFill(clip.key, createdMs: createdMs) }
-            do { fill = try Fill(key: clip.key, length: clip.plan.byteCount, temporaryPath: blob.temporaryPath, createdMs: blob.startedMs) } catch {
-                blob.abort()
-                throw error
-            }
-        } catch {
-            await slots.release()
+        do { fill = try Fill(key: clip.key, length: clip.plan.byteCount, temporaryPath: blob.temporaryPath, createdMs: blob.startedMs) } catch {
+            blob.abort()
             throw error
         }
         switch await fills.claim(fill, isStored: { [store] in (try? store.contains(clip.key)) ?? false }) {
         case .mine:
-            return (blob, fill)
+            break
         case .running, .stored:
             blob.abort()
-            await slots.release()
             return nil
         }
+        do { try await slots.acquire() } catch {
+            metrics.overloaded.increment()
+            logger.warning("fill refused: all fill slots busy and the queue full or too slow",
+                           metadata: ["clip.key": "\(clip.key)", "limits.max_fills": "\(configuration.limitsMaxFills)"])
+            await abandon(blob, fill, error: error, holdsSlot: false)
+            throw error
+        }
+        fill.markStarted()
+        return (blob, fill)
     }
 
-    /// Undoes a claimed fill that never started: waiters are failed, nothing is cached.
-    private func abandon(_ blob: BlobFill, _ fill: Fill) async {
+    /// Undoes a claimed fill that never started: joined requests get `error`, nothing is cached.
+    private func abandon(_ blob: BlobFill, _ fill: Fill, error: any Error, holdsSlot: Bool = true) async {
         blob.abort()
-        fill.finish(FillError.incomplete(written: 0, expected: fill.length))
+        fill.finish(error)
         await fills.remove(fill)
-        await slots.release()
+        if holdsSlot { await slots.release() }
     }
 
     private func joinRunning(_ clip: PreparedClip) async throws -> ClipBody {
-        if let running = await fills.join(clip.key) { return .filling(running, tier: .coalesced) }
+        if let running = await fills.join(clip.key) {
+            try await running.waitUntilStarted()
+            return .filling(running, tier: .coalesced)
+        }
         return try await open(clip)  // it finished in between: now it is in L1
     }
 
@@ -336,6 +394,7 @@ final class ClipPipeline: Sendable {
         switch body {
         case .stored(let lease, _): lease.release()
         case .filling(let fill, _): try await fill.waitUntilFinished()
+        case .part: break  // not returned by open
         }
         try await uploadToSecondTier(clip)
         return false

@@ -20,6 +20,8 @@ final class Fill: Sendable {
         var written: Int64 = 0
         var failure: (any Error)?
         var finished = false
+        var started = false
+        var startWaiters: [CheckedContinuation<Void, any Error>] = []
         var waiters: [(Int64, CheckedContinuation<Void, any Error>)] = []
     }
     private let progress = Mutex(Progress())
@@ -48,16 +50,40 @@ final class Fill: Sendable {
         for continuation in ready { continuation.resume() }
     }
 
+    /// The fill got its slot and is cutting: requests that joined it may now send their headers.
+    func markStarted() {
+        let waiting = progress.withLock { p -> [CheckedContinuation<Void, any Error>] in
+            p.started = true
+            defer { p.startWaiters = [] }
+            return p.startWaiters
+        }
+        for continuation in waiting { continuation.resume() }
+    }
+
+    /// Suspends while the fill waits for a slot; throws if it never got one (or failed), so a
+    /// request that joined a queued fill answers with the same error instead of a broken 200.
+    func waitUntilStarted() async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let resumeNow: Result<Void, any Error>? = progress.withLock { p in
+                if let failure = p.failure { return .failure(failure) }
+                if p.started || p.finished { return .success(()) }
+                p.startWaiters.append(continuation)
+                return nil
+            }
+            if let resumeNow { continuation.resume(with: resumeNow) }
+        }
+    }
+
     /// The fill ended: successfully (all `length` bytes written) or with `error`.
     func finish(_ error: (any Error)?) {
-        let waiting = progress.withLock { p -> [(Int64, CheckedContinuation<Void, any Error>)] in
+        let (waiting, starting, failure) = progress.withLock { p in
             p.finished = true
             p.failure = error ?? (p.written == length ? nil : FillError.incomplete(written: p.written, expected: length))
-            defer { p.waiters = [] }
-            return p.waiters
+            defer { p.waiters = []; p.startWaiters = [] }
+            return (p.waiters.map(\.1), p.startWaiters, p.failure)
         }
-        for (_, continuation) in waiting {
-            if let failure = progress.withLock({ $0.failure }) { continuation.resume(throwing: failure) } else { continuation.resume() }
+        for continuation in waiting + starting {
+            if let failure { continuation.resume(throwing: failure) } else { continuation.resume() }
         }
     }
 

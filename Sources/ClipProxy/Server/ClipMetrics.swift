@@ -17,7 +17,7 @@ struct ClipMetrics: Sendable {
     static func bootstrap() -> ClipMetrics {
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
-        let tiers: [ClipBody.Tier] = [.l1, .l2, .fill, .coalesced]
+        let tiers: [ClipBody.Tier] = [.l1, .l2, .fill, .coalesced, .part]
         return ClipMetrics(
             registry: registry,
             tierCounters: Dictionary(uniqueKeysWithValues: tiers.map { ($0, Metrics.Counter(label: "clipproxy_clip_requests_total", dimensions: [("tier", $0.rawValue)])) }),

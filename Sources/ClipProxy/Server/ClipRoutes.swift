@@ -55,24 +55,28 @@ struct ClipRoutes: Sendable {
             return error.response(cors: self, request)
         }
         let clip: PreparedClip
-        let body: ClipBody
+        var body: ClipBody
+        var decision: ByteRangeResponse
+        let conditions = ByteRangeResponse.RequestConditions(
+            method: request.method.rawValue, headers: request.headers.map { ($0.name.canonicalName, $0.value) })
         do {
             clip = try await pipeline.prepare(clipRequest)
-            body = try await pipeline.open(clip)
+            // A Range request on a cold clip costs only the bytes it asks for, unless the answer
+            // turns out to need the whole clip (then it is filled like any other request).
+            let wantsPart = request.method == .get && request.headers[.range] != nil
+            body = try await wantsPart ? pipeline.openForPart(clip) : pipeline.open(clip)
+            decision = ByteRangeResponse.decide(conditions, for: representation(clip, body))
+            if case .part = body, decision.parts.contains(where: { if case .bytes(let r) = $0 { r.count == clip.plan.byteCount } else { false } }) {
+                body = try await pipeline.open(clip)
+                decision = ByteRangeResponse.decide(conditions, for: representation(clip, body))
+            }
         } catch {
             let problem = HTTPProblem(error)
             pipeline.metrics.response(status: Int(problem.status.code))
             if case CatalogError.unavailable = error { pipeline.metrics.upstreamErrors["catalog"]?.increment() }
             return problem.response(cors: self, request)
         }
-        let length = clip.plan.byteCount
-        let representation = ByteRangeResponse.Representation(
-            length: length, etag: "\"\(clip.key.hex.prefix(32))\"",
-            lastModified: Date(timeIntervalSince1970: Double(lastModifiedMs(body) / 1000)), contentType: "audio/mpeg")
-        let conditions = ByteRangeResponse.RequestConditions(
-            method: request.method.rawValue, headers: request.headers.map { ($0.name.canonicalName, $0.value) })
         // Preconditions, Range, If-Range, multipart: RFC 9110 as nginx implements it.
-        let decision = ByteRangeResponse.decide(conditions, for: representation)
         var headers = HTTPFields()
         for (name, value) in decision.headers {
             if let field = HTTPField.Name(name) { headers.append(HTTPField(name: field, value: value)) }
@@ -92,12 +96,13 @@ struct ClipRoutes: Sendable {
         }
         let pipeline = self.pipeline
         let parts = decision.parts
+        let source = body
         return Response(status: status, headers: headers, body: ResponseBody(contentLength: Int(decision.bodyLength)) { writer in
-            defer { Self.release(body) }
+            defer { Self.release(source) }
             for part in parts {
                 switch part {
                 case .literal(let bytes): try await writer.write(ByteBuffer(bytes: bytes))
-                case .bytes(let range): try await Self.stream(body, range: range, pipeline: pipeline, into: &writer)
+                case .bytes(let range): try await Self.stream(source, range: range, pipeline: pipeline, into: &writer)
                 }
             }
             try await writer.finish(nil)
@@ -116,8 +121,21 @@ struct ClipRoutes: Sendable {
             ownsDescriptor = true
         case .filling(let fill, _):
             descriptor = fill.readDescriptor
+        case .part:
+            descriptor = -1
         }
         defer { if ownsDescriptor { close(descriptor) } }
+        if case .part(let part) = body {
+            let bytes = try await pipeline.blocking { () -> [UInt8] in
+                var out: [UInt8] = []
+                out.reserveCapacity(Int(range.count))
+                try part.write(range) { out.append(contentsOf: $0) }
+                return out
+            }
+            try await writer.write(ByteBuffer(bytes: bytes))
+            pipeline.metrics.bytesServed.increment(by: bytes.count)
+            return
+        }
         var offset = range.lowerBound
         while offset < range.upperBound {
             let end = min(range.upperBound, offset + chunkSize)
@@ -140,11 +158,15 @@ struct ClipRoutes: Sendable {
         if case .stored(let lease, _) = body { lease.release() }
     }
 
-    private func lastModifiedMs(_ body: ClipBody) -> Int64 {
-        switch body {
+    /// Length, strong ETag (from the clip key), Last-Modified (the clip's first cut) and type.
+    private func representation(_ clip: PreparedClip, _ body: ClipBody) -> ByteRangeResponse.Representation {
+        let createdMs: Int64 = switch body {
         case .stored(let lease, _): lease.record.createdMs
         case .filling(let fill, _): fill.createdMs
+        case .part(let part): part.createdMs
         }
+        return ByteRangeResponse.Representation(length: clip.plan.byteCount, etag: "\"\(clip.key.hex.prefix(32))\"",
+                                                lastModified: Date(timeIntervalSince1970: Double(createdMs / 1000)), contentType: "audio/mpeg")
     }
 
     // MARK: - Validation

@@ -1,0 +1,82 @@
+import Foundation
+import Testing
+import TestSupport
+@testable import Upstream
+
+@Suite("Range requests on cold clips read only what they ask for")
+struct ColdRangeTests {
+    /// Bytes of source-bucket GETs the proxy saw after the first `skip` requests.
+    static func sourceBytes(_ proxy: TestServer, after skip: Int) throws -> (requests: Int, bytes: Int, total: Int) {
+        let log = try FaultProxyRequest.decodeLog(try fetch(proxy.endpoint + "/__proxy/log").body)
+        let reads = log.dropFirst(skip).filter { $0.method == "GET" && $0.path.hasPrefix("/\(FullStackTests.sourceBucket)/") && !$0.path.contains("list-type") }
+        return (reads.count, reads.reduce(0) { $0 + MultiNodeTests.rangeLength($1.range) }, log.count)
+    }
+
+    @Test("A cold Range request reads about its own bytes from the source, caches nothing, and matches the whole clip")
+    func coldRanges() async throws {
+        try await withProxiedStack("cold-range") { server, proxy, _, _ in
+            // Resolve and index the episode with another clip first.
+            #expect(try fetch("\(server.baseURL)/clips/\(ServerTests.episode)/0").status == 200)
+            #expect(server.waitForLog("fill finished"))
+            let expected = try trimmed(ServerTests.sourceKey, startMs: 20_000)
+            let url = "\(server.baseURL)/clips/\(ServerTests.episode)/20000"
+            var seen = try Self.sourceBytes(proxy, after: 0).total
+
+            let middle = try fetch(url, headers: [("Range", "bytes=200000-200999")])
+            #expect(middle.status == 206 && middle.headers["x-clip-tier"] == "part")
+            #expect(middle.headers["content-range"] == "bytes 200000-200999/\(expected.count)")
+            #expect(sameBytes(middle.body, Array(expected[200_000..<201_000])))
+            var reads = try Self.sourceBytes(proxy, after: seen)
+            #expect(reads.requests == 1 && reads.bytes <= 1000 + 2 * 1045, "read \(reads.bytes) bytes for a 1000-byte range")
+            seen = reads.total
+
+            // The Info frame is made from the plan: no source byte at all.
+            let first = try fetch(url, headers: [("Range", "bytes=0-1")])
+            #expect(first.status == 206 && sameBytes(first.body, Array(expected[0..<2])))
+            reads = try Self.sourceBytes(proxy, after: seen)
+            #expect(reads.requests == 0, "bytes=0-1 read the source")
+            seen = reads.total
+
+            // Several ranges: one multipart answer, each part exact.
+            let multi = try fetch(url, headers: [("Range", "bytes=0-99,300000-300099,-50")])
+            #expect(multi.status == 206 && multi.headers["content-type"]?.hasPrefix("multipart/byteranges") == true)
+            let text = multi.body
+            for part in [expected[0..<100], expected[300_000..<300_100], expected[(expected.count - 50)...]] {
+                #expect(text.firstRange(of: Array(part)) != nil, "a part is missing from the multipart body")
+            }
+            reads = try Self.sourceBytes(proxy, after: seen)
+            #expect(reads.bytes < 10_000, "read \(reads.bytes) bytes for three small ranges")
+            seen = reads.total
+
+            #expect(!server.log.contains("fill started", count: 2), "no part request started a fill")
+            // A range that is the whole clip (a browser's bytes=0-) is filled and cached as usual.
+            let whole = try fetch(url, headers: [("Range", "bytes=0-")])
+            #expect(whole.status == 206 && whole.headers["x-clip-tier"] == "fill" && sameBytes(whole.body, expected))
+            #expect(server.waitForLog("fill finished", count: 2))
+            let warm = try fetch(url, headers: [("Range", "bytes=200000-200999")])
+            #expect(warm.headers["x-clip-tier"] == "l1_hit" && sameBytes(warm.body, middle.body))
+            #expect(warm.headers["etag"] == middle.headers["etag"], "one ETag for the clip, however it was served")
+        }
+    }
+
+    @Test("A cold Range request for a clip in the second tier reads just that range of the stored clip")
+    func coldRangeFromSecondTier() async throws {
+        try await withProxiedStack("cold-range-l2") { server, proxy, _, work in
+            let expected = try trimmed(ServerTests.sourceKey, startMs: 5_000)
+            let url = "\(server.baseURL)/clips/\(ServerTests.episode)/5000"
+            #expect(try fetch(url).status == 200)
+            #expect(server.waitForLog("second tier copy finished"))
+            server.stop()
+            try FileManager.default.removeItem(atPath: work.path + "/cache")
+            let restarted = try ClipProxyProcess(environment: server.environment)
+            defer { restarted.stop() }
+            let seen = try Self.sourceBytes(proxy, after: 0).total
+            let part = try fetch("\(restarted.baseURL)/clips/\(ServerTests.episode)/5000", headers: [("Range", "bytes=100000-100499")])
+            #expect(part.status == 206 && part.headers["x-clip-tier"] == "part" && sameBytes(part.body, Array(expected[100_000..<100_500])))
+            let log = try FaultProxyRequest.decodeLog(try fetch(proxy.endpoint + "/__proxy/log").body).dropFirst(seen)
+            let clipReads = log.filter { $0.method == "GET" && $0.path.hasPrefix("/\(ClipBucketTests.clipBucket)/the-daily-tones/") }
+            #expect(clipReads.map(\.range) == ["bytes=100000-100499"], "\(clipReads.map { $0.range ?? "whole" })")
+            #expect(try Self.sourceBytes(proxy, after: seen).requests == 0, "no source read")
+        }
+    }
+}
