@@ -97,7 +97,10 @@ public final class ClipStore: @unchecked Sendable {
     }
 
     /// The clip stored under `key`, pinned, with its access recorded; nil when absent.
-    public func lookup(_ key: ClipKey) throws -> Lease? {
+    /// A read transaction only, unless a batch of access times is due (`deferFlush: false`, the
+    /// default, writes it here; with `true` the caller flushes when `recencyFlushDue` says so, so
+    /// lookups never write on a thread that must not block).
+    public func lookup(_ key: ClipKey, deferFlush: Bool = false) throws -> Lease? {
         // Pin first so an eviction between the read and the pin cannot remove the file.
         pin(key)
         let record: ClipRecord?
@@ -110,7 +113,7 @@ public final class ClipStore: @unchecked Sendable {
             throw error
         }
         guard let record else { unpin(key); return nil }
-        touch(key)
+        touch(key, flush: !deferFlush)
         return Lease(key: key, record: record, path: blobPath(key), store: self)
     }
 
@@ -128,13 +131,16 @@ public final class ClipStore: @unchecked Sendable {
     }
 
     /// Records a hit without a write transaction; hits are flushed in batches.
-    public func touch(_ key: ClipKey) {
+    public func touch(_ key: ClipKey, flush: Bool = true) {
         let flushNow = state.withLock {
             $0.pendingAccess[key] = Self.nowMs()
             return $0.pendingAccess.count >= Self.recencyBatch
         }
-        if flushNow { try? flushRecency() }
+        if flushNow && flush { try? flushRecency() }
     }
+
+    /// True when enough access times are pending that `flushRecency` should run.
+    public var recencyFlushDue: Bool { state.withLock { $0.pendingAccess.count >= Self.recencyBatch } }
 
     /// Writes pending access times in one transaction.
     public func flushRecency() throws {
