@@ -9,7 +9,8 @@ public final class BlobFill: @unchecked Sendable {
     public let temporaryPath: String
     /// When the fill began: the clip's creation time (and so its Last-Modified) from its first
     /// response on, so the date does not move when the finished clip is committed.
-    public let startedMs: Int64
+    /// Set before the fill is committed when the clip is a copy of one made earlier.
+    public var startedMs: Int64
     private var descriptor: Int32
     private var hasher = SHA256Hasher()
     public private(set) var byteCount: Int64 = 0

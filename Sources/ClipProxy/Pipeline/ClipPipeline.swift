@@ -119,10 +119,20 @@ final class ClipPipeline: Sendable {
 
     /// The cheapest tier that has the clip: local store, then the clip directory/bucket, then a
     /// fill shared by every request for the same key.
+    /// The fill is registered before the second tier is asked, so concurrent requests for a
+    /// cold clip make one second-tier lookup, not one each.
     func open(_ clip: PreparedClip) async throws -> ClipBody {
         if let warm = try await openWarm(clip) { return warm }
-        if let secondTier, let body = try await fillFromSecondTier(clip, secondTier) { return body }
-        return try await startFill(clip)
+        guard let (blob, fill) = try await claim(clip) else { return try await joinRunning(clip) }
+        do {
+            if let secondTier, let stored = try await blocking({ try secondTier.find(clip) }) {
+                return copyFromSecondTier(clip, secondTier, stored, blob, fill)
+            }
+            return try startFill(clip, blob, fill)
+        } catch {
+            await abandon(blob, fill, error: error)
+            throw error
+        }
     }
 
     /// For a request that wants only part of the clip: the local copy or a running fill if there
@@ -242,15 +252,11 @@ final class ClipPipeline: Sendable {
     // MARK: - Fills
 
     /// Cuts the clip into the local store; every request for the key reads it as it grows.
-    private func startFill(_ clip: PreparedClip) async throws -> ClipBody {
-        guard let (blob, fill) = try await claim(clip) else { return try await joinRunning(clip) }
-        let source: any ByteSource
-        do { source = try sources.open(clip.episode) } catch {
-            await abandon(blob, fill, error: error)
-            throw error
-        }
+    private func startFill(_ clip: PreparedClip, _ blob: BlobFill, _ fill: Fill) throws -> ClipBody {
+        let source = try sources.open(clip.episode)
         logger.info("fill started", metadata: ["clip.key": "\(clip.key)", "episode.id": "\(clip.request.episodeId)",
                                                 "source.range": "\(clip.plan.readRange)", "clip.bytes": "\(clip.plan.byteCount)"])
+        fill.markStarted()
         run(clip, blob, fill, location: nil, upstream: "source", failure: "fill failed; nothing cached") { emit in
             try Trimmer.write(clip.plan, from: source, emit: emit)
         } finished: { [self] elapsed in
@@ -261,10 +267,14 @@ final class ClipPipeline: Sendable {
         return .filling(fill, tier: .fill)
     }
 
-    /// A clip found in the second tier is streamed to the client while it is copied into L1.
-    private func fillFromSecondTier(_ clip: PreparedClip, _ tier: any ClipTier) async throws -> ClipBody? {
-        guard let stored = try await blocking({ try tier.find(clip) }) else { return nil }
-        guard let (blob, fill) = try await claim(clip, createdMs: stored.createdMs) else { return try await joinRunning(clip) }
+    /// A clip found in the second tier is streamed to the client while it is copied into L1; it
+    /// keeps the creation time it has there.
+    private func copyFromSecondTier(_ clip: PreparedClip, _ tier: any ClipTier, _ stored: StoredClip, _ blob: BlobFill, _ fill: Fill) -> ClipBody {
+        if let createdMs = stored.createdMs {
+            blob.startedMs = createdMs
+            fill.createdMs = createdMs
+        }
+        fill.markStarted()
         run(clip, blob, fill, location: tier.location(clip), upstream: "clip_tier", failure: "copy from the second tier failed") { emit in
             try stored.bytes.stream(0..<clip.plan.byteCount, emit)
         } finished: { [self] _ in
@@ -277,8 +287,10 @@ final class ClipPipeline: Sendable {
     /// joins it from now on), then a fill slot, waiting in the queue if all are busy. nil when
     /// another request's fill is running or has just finished (then `joinRunning` finds it). The
     /// slot is released when the fill ends (`run` or `abandon`).
-    private func claim(_ clip: PreparedClip, createdMs: Int64? = nil) async throws -> (BlobFill, Fill)? {
-        let blob = try await blocking { [store] in try store.beginFill(clip.key, createdMs: createdMs) }
+    /// The caller calls `fill.markStarted()` once it knows what the fill reads (joined requests
+    /// wait for that), or `abandon`.
+    private func claim(_ clip: PreparedClip) async throws -> (BlobFill, Fill)? {
+        let blob = try await blocking { [store] in try store.beginFill(clip.key) }
         let fill: Fill
         do { fill = try Fill(key: clip.key, length: clip.plan.byteCount, temporaryPath: blob.temporaryPath, createdMs: blob.startedMs) } catch {
             blob.abort()
@@ -298,7 +310,6 @@ final class ClipPipeline: Sendable {
             await abandon(blob, fill, error: error, holdsSlot: false)
             throw error
         }
-        fill.markStarted()
         return (blob, fill)
     }
 

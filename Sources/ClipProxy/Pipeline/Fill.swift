@@ -12,7 +12,11 @@ final class Fill: Sendable {
     let key: ClipKey
     let length: Int64
     /// The clip's creation time: the store records the same time when the fill is committed.
-    let createdMs: Int64
+    /// Set before `markStarted` (a copy keeps its original's time); read by requests after it.
+    var createdMs: Int64 {
+        get { progress.withLock { $0.createdMs } }
+        set { progress.withLock { $0.createdMs = newValue } }
+    }
     /// Opened on the temporary file before any byte is written; shared by all readers (pread).
     let readDescriptor: Int32
 
@@ -21,6 +25,7 @@ final class Fill: Sendable {
         var failure: (any Error)?
         var finished = false
         var started = false
+        var createdMs: Int64 = 0
         var startWaiters: [CheckedContinuation<Void, any Error>] = []
         var waiters: [(Int64, CheckedContinuation<Void, any Error>)] = []
     }
@@ -31,8 +36,8 @@ final class Fill: Sendable {
         guard fd >= 0 else { throw IndexError.io("cannot open \(temporaryPath) for reading", errno) }
         self.key = key
         self.length = length
-        self.createdMs = createdMs
         readDescriptor = fd
+        progress.withLock { $0.createdMs = createdMs }
     }
 
     deinit { close(readDescriptor) }
