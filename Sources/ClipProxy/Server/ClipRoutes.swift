@@ -13,6 +13,9 @@ struct ClipRoutes: Sendable {
     let pipeline: ClipPipeline
     /// nil when URL signing is off.
     let signer: URLSigner?
+    /// Stored clips are sent with sendfile through these tickets when the server installed
+    /// `SendFileHandler`; nil: read and written in chunks.
+    var sendFile: SendFileTickets? = nil
     static let chunkSize: Int64 = 64 << 10
 
     func register(on router: Router<BasicRequestContext>) {
@@ -97,16 +100,36 @@ struct ClipRoutes: Sendable {
         let pipeline = self.pipeline
         let parts = decision.parts
         let source = body
+        let sendFile = self.sendFile
         return Response(status: status, headers: headers, body: ResponseBody(contentLength: Int(decision.bodyLength)) { writer in
             defer { Self.release(source) }
             for part in parts {
                 switch part {
                 case .literal(let bytes): try await writer.write(ByteBuffer(bytes: bytes))
-                case .bytes(let range): try await Self.stream(source, range: range, pipeline: pipeline, into: &writer)
+                case .bytes(let range):
+                    if case .stored(let lease, _) = source, let sendFile {
+                        try await Self.sendStored(lease, range: range, tickets: sendFile, into: &writer)
+                        pipeline.metrics.bytesServed.increment(by: Int(range.count))
+                    } else {
+                        try await Self.stream(source, range: range, pipeline: pipeline, into: &writer)
+                    }
                 }
             }
             try await writer.finish(nil)
         })
+    }
+
+    /// A stored clip's range by sendfile: a descriptor of its own (valid even if the clip is
+    /// evicted meanwhile) handed to `SendFileHandler` through a ticket.
+    static func sendStored(_ lease: ClipStore.Lease, range: Range<Int64>, tickets: SendFileTickets,
+                           into writer: inout any ResponseBodyWriter) async throws {
+        let descriptor = open(lease.path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw IndexError.io("cannot open \(lease.path)", errno) }
+        let (id, marker) = tickets.register(descriptor: descriptor, range: range)
+        do { try await writer.write(marker) } catch {
+            tickets.cancel(id)
+            throw error
+        }
     }
 
     /// Streams `range` of the clip: from the stored file, or from a fill as its bytes arrive.

@@ -32,7 +32,7 @@ enum ClipServer {
         router.add(middleware: UnroutedAsJSON())
         router.add(middleware: RequestLimits(maxURIBytes: configuration.httpMaxURIBytes, maxHeaderBytes: configuration.httpMaxHeaderBytes))
         let signer = URLSigner(key: configuration.signingKey, previousKey: configuration.signingPreviousKey)
-        let clipRoutes = ClipRoutes(pipeline: pipeline, signer: signer)
+        let clipRoutes = ClipRoutes(pipeline: pipeline, signer: signer, sendFile: .shared)
         clipRoutes.register(on: router)
         AudioClipsAPI(pipeline: pipeline, routes: clipRoutes, signer: signer).register(on: router)
         router.get("/healthz") { _, _ in jsonResponse(.ok, ["status": "ok"]) }
@@ -61,6 +61,7 @@ enum ClipServer {
         let app = Application(
             router: router,
             server: .http1(configuration: .init(
+                additionalChannelHandlers: [SendFileHandler(tickets: .shared)],
                 idleTimeout: .seconds(Int64(configuration.httpIdleTimeoutS)),
                 // The decoder's hard limit protects memory; RequestLimits answers 414/431 below it.
                 httpDecoderConfiguration: .init(maxHeaderFieldSize: max(64 << 10, 2 * configuration.httpMaxHeaderBytes),

@@ -1,0 +1,72 @@
+import Foundation
+import NIOCore
+import Testing
+import TestSupport
+@testable import ClipProxy
+
+@Suite("Stored clips by sendfile: markers, descriptor ownership, no leaks")
+struct SendFileTests {
+    @Test("Only a registered marker is taken, once; cancel closes a descriptor nobody took")
+    func tickets() throws {
+        let tickets = SendFileTickets()
+        let fd = open("/dev/null", O_RDONLY)
+        let (id, marker) = tickets.register(descriptor: fd, range: 0..<10)
+        #expect(marker.readableBytes == tickets.markerLength)
+        // A buffer of the same length that is not a marker (as clip bytes could be) passes.
+        var lookalike = ByteBuffer()
+        lookalike.writeBytes([UInt8](repeating: 0, count: tickets.markerLength))
+        #expect(tickets.take(lookalike) == nil)
+        var forged = marker
+        forged.setInteger(UInt8(marker.getInteger(at: 0, as: UInt8.self)! ^ 1), at: 0)
+        #expect(tickets.take(forged) == nil, "the magic prefix must match")
+        #expect(tickets.take(marker)?.descriptor == fd)
+        #expect(tickets.take(marker) == nil, "taken once")
+        tickets.cancel(id)  // already taken: the taker owns the descriptor
+        #expect(fcntl(fd, F_GETFD) >= 0, "cancel after take leaves the descriptor to its owner")
+        close(fd)
+
+        let other = open("/dev/null", O_RDONLY)
+        let (otherId, _) = tickets.register(descriptor: other, range: 0..<1)
+        tickets.cancel(otherId)
+        #expect(fcntl(other, F_GETFD) == -1, "cancel closes an untaken descriptor")
+        #expect(tickets.pending == 0)
+    }
+
+    @Test("Clients that hang up during stored transfers leave no descriptor open in the server")
+    func noDescriptorLeaks() throws {
+        let work = try TemporaryDirectory("sendfile")
+        defer { work.remove() }
+        let server = try EmbeddedServer(work: work).start()
+        defer { server.stop() }
+        let url = "\(server.baseURL)/clips/\(ServerTests.episode)/3000"
+        let expected = try trimmed(ServerTests.sourceKey, startMs: 3_000)
+        #expect(sameBytes(try fetch(url).body, expected))
+        #expect(server.waitForLog("fill finished"))
+        let stored = try fetch(url, headers: [("Range", "bytes=1000-")])
+        #expect(stored.headers["x-clip-tier"] == "l1_hit" && sameBytes(stored.body, Array(expected[1000...])))
+        let port = Int(server.baseURL.split(separator: ":").last!)!
+        let descriptors = { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(server.process.processIdentifier)/fd").count) ?? -1 }
+        let before = descriptors()
+        for _ in 0..<40 {
+            // Read the head and a little of the body, then hang up.
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = in_port_t(UInt16(port).bigEndian)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            let request = Array("GET /clips/\(ServerTests.episode)/3000 HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
+            _ = request.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            var buffer = [UInt8](repeating: 0, count: 2000)
+            _ = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            close(fd)
+        }
+        var after = descriptors()
+        for _ in 0..<50 where after > before {
+            usleep(100_000)
+            after = descriptors()
+        }
+        #expect(before > 0 && after <= before, "descriptors before \(before), after \(after)")
+        #expect(sameBytes(try fetch(url).body, expected), "still serving exact bytes")
+    }
+}
