@@ -8,7 +8,7 @@ import Trim
 import Upstream
 
 /// What a request asks for, once validated.
-struct ClipRequest: Sendable, Equatable {
+struct ClipRequest: Sendable, Hashable {
     var episodeId: String
     var startMs: Int64
     var durationMs: Int64
@@ -75,6 +75,9 @@ final class ClipPipeline: Sendable {
     /// Decoded frame indexes by source identity (which includes the ETag, so entries never go
     /// stale): a hit must not decode a long episode's index from LMDB on every request.
     private let decodedIndexes = Mutex<[String: FrameIndex]>([:])
+    /// Recently prepared clips (see `prepare`); bounded like the decoded indexes.
+    private let preparedClips = Mutex<[ClipRequest: (clip: PreparedClip, until: ContinuousClock.Instant)]>([:])
+    static let preparedClipLimit = 1024  // a plan holds its frame sizes: about 10 kB per 30 s clip
     /// Frame indexes being loaded or built, by source identity.
     private let indexLoads = Mutex<[String: Task<FrameIndex, any Error>]>([:])
     /// Second-tier uploads in progress, so one clip is uploaded once however many ask.
@@ -108,7 +111,20 @@ final class ClipPipeline: Sendable {
     // MARK: - The flow
 
     /// Resolve the episode, index its source, plan the clip and derive its key. No clip byte is read.
+    /// Recent answers are kept for a minute: a hit then costs a dictionary lookup, not a plan and
+    /// a hash (well inside the staleness the episode TTL already accepts).
     func prepare(_ request: ClipRequest) async throws -> PreparedClip {
+        let now = ContinuousClock.now
+        if let recent = preparedClips.withLock({ $0[request] }), now < recent.until { return recent.clip }
+        let clip = try await prepareAfresh(request)
+        preparedClips.withLock { cache in
+            if cache.count >= Self.preparedClipLimit { cache.removeAll(keepingCapacity: true) }
+            cache[request] = (clip, now + .seconds(60))
+        }
+        return clip
+    }
+
+    private func prepareAfresh(_ request: ClipRequest) async throws -> PreparedClip {
         let episode = try await resolve(request.episodeId)
         let sourceIdentity = sources.identity(of: episode)
         let index = try await frameIndex(of: episode, identity: sourceIdentity)
