@@ -80,3 +80,21 @@ struct ColdRangeTests {
         }
     }
 }
+
+@Suite("A second tier that cannot answer costs a cut, not a failed request")
+struct SecondTierOutageTests {
+    @Test("The clip bucket's HEAD keeps failing: the clip is cut from the source and served whole")
+    func clipBucketDown() async throws {
+        try await withProxiedStack("l2-down") { server, proxy, _, _ in
+            #expect(try fetch("\(server.baseURL)/clips/\(ServerTests.episode)/0").status == 200)
+            #expect(server.waitForLog("fill finished"))
+            // Every attempt of the next request (the clip-bucket HEAD and its retries) gets 503.
+            try setProxyPlan(proxy, #"{"plan": ["503", "503", "503", "503"], "default": "pass"}"#)
+            let expected = try trimmed(ServerTests.sourceKey, startMs: 44_000)
+            let response = try fetch("\(server.baseURL)/clips/\(ServerTests.episode)/44000")
+            #expect(response.status == 200 && response.headers["x-clip-tier"] == "fill")
+            #expect(sameBytes(response.body, expected))
+            #expect(server.log.contains("second tier lookup failed"))
+        }
+    }
+}

@@ -141,7 +141,7 @@ final class ClipPipeline: Sendable {
         if let warm = try await openWarm(clip) { return warm }
         guard let (blob, fill) = try await claim(clip) else { return try await joinRunning(clip) }
         do {
-            if let secondTier, let stored = try await blocking({ try secondTier.find(clip) }) {
+            if let secondTier, let stored = await findInSecondTier(clip, secondTier) {
                 return copyFromSecondTier(clip, secondTier, stored, blob, fill)
             }
             return try startFill(clip, blob, fill)
@@ -156,10 +156,23 @@ final class ClipPipeline: Sendable {
     /// cached; a request for the whole clip does that).
     func openForPart(_ clip: PreparedClip) async throws -> ClipBody {
         if let warm = try await openWarm(clip) { return warm }
-        if let secondTier, let stored = try await blocking({ try secondTier.find(clip) }) {
+        if let secondTier, let stored = await findInSecondTier(clip, secondTier) {
             return .part(PartSource(plan: clip.plan, stored: stored, source: nil, createdMs: stored.createdMs ?? ClipStore.nowMs()))
         }
         return .part(PartSource(plan: clip.plan, stored: nil, source: try sources.open(clip.episode), createdMs: ClipStore.nowMs()))
+    }
+
+    /// The clip's copy in the second tier. A second tier that cannot answer is logged and treated
+    /// as not having it: the source can always make the clip, so an S3 clip-bucket outage costs
+    /// cuts, not failed requests.
+    private func findInSecondTier(_ clip: PreparedClip, _ tier: any ClipTier) async -> StoredClip? {
+        do {
+            return try await blocking { try tier.find(clip) }
+        } catch {
+            metrics.upstreamErrors["clip_tier"]?.increment()
+            logger.warning("second tier lookup failed; cutting from the source", metadata: ["clip.key": "\(clip.key)", "error": "\(error)"])
+            return nil
+        }
     }
 
     /// The local store or a running fill, if either has the clip. The lookup is a read
