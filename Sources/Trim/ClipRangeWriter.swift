@@ -37,7 +37,7 @@ extension Trimmer {
             for frame in frames {
                 let offset = Int(layout.sourceStart(frame) - span.lowerBound)
                 let size = plan.frameSizes[frame]
-                guard offset + size <= bytes.count, let header = FrameHeader(bytes[offset..<(offset + 4)]),
+                guard size >= 4, offset + size <= bytes.count, let header = FrameHeader(bytes[offset..<(offset + 4)]),
                       header.isCompatible(with: plan.template), header.frameLength == size else {
                     throw TrimError.corrupt("frame \(plan.firstFrame + frame) is not where the index says; re-index the source")
                 }

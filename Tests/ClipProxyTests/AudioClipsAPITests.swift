@@ -184,6 +184,12 @@ struct SignedURLTests {
             #expect(jsonObject(response.body)["error"] as? String == "signature_invalid", "\(url)")
         }
 
+        // An escaped parameter name signs as its decoded name, and is served as it too: the signed
+        // 10 s window, never the default 30 s.
+        let escapedName = signed.replacingOccurrences(of: "duration_ms=", with: "duration%5Fms=")
+        let escaped = try fetch(server.baseURL + escapedName)
+        #expect(escaped.status == 200 && sameBytes(escaped.body, expected), "\(escapedName): \(escaped.body.count) bytes")
+
         let now = Int64(Date().timeIntervalSince1970)
         let current = try #require(URLSigner(key: Self.key, previousKey: ""))
         let expired = ClipURLTools.signedPath(path, signer: current, expiresAt: now - 5)

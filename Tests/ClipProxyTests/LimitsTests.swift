@@ -1,6 +1,8 @@
 import Foundation
 import Testing
 import TestSupport
+import Synchronization
+@testable import ClipProxy
 @testable import Upstream
 
 /// A curl run in the background: status line and body written to files, for requests that must
@@ -161,5 +163,32 @@ struct LimitsTests {
         defer { broken.stop() }
         let probe = try fetch(broken.baseURL + "/readyz")
         #expect(probe.status == 503 && (jsonObject(probe.body)["detail"] as? String ?? "").contains("source_dir"))
+    }
+}
+
+@Suite("Readiness: deadlines and overlapping probes")
+struct ReadinessUnitTests {
+    @Test("A hung check is reported after the deadline, not when it returns; probes at once share one run")
+    func deadlineAndSharing() async throws {
+        let runs = Mutex(0)
+        let readiness = Readiness(checks: [
+            .init(name: "fast") { runs.withLock { $0 += 1 }; usleep(200_000) },
+            .init(name: "hung") { sleep(4) },
+        ], deadline: .milliseconds(500), runBlocking: { work in
+            try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+                Thread { c.resume(with: Result { try work() }) }.start()
+            }
+        })
+        let started = ContinuousClock.now
+        async let first = readiness.report()
+        async let second = readiness.report()
+        let (a, b) = await (first, second)
+        let elapsed = ContinuousClock.now - started
+        #expect(elapsed < .seconds(2), "answered at the deadline: \(elapsed)")
+        for report in [a, b] {
+            #expect(report.failures["fast"] == nil, "a healthy check shared by two probes is healthy: \(report.failures)")
+            #expect(report.failures["hung"]?.contains("no answer") == true)
+        }
+        #expect(runs.withLock { $0 } == 1, "one run of the check for both probes")
     }
 }

@@ -8,7 +8,10 @@ enum ClipURLTools {
         guard let signer = URLSigner(key: configuration.signingKey, previousKey: configuration.signingPreviousKey) else {
             throw ToolError("signing.key is not set (CLIPPROXY_SIGNING_KEY or --config): there is nothing to sign with")
         }
-        guard expiresIn > 0 else { throw ToolError("--expires-in must be positive, got \(expiresIn)") }
+        if let query = pathAndQuery.split(separator: "?", maxSplits: 1).dropFirst().first, URLSigner.parameters(String(query)) == nil {
+            throw ToolError("the query has a bad percent-escape: \(query)")
+        }
+        guard (1...(10 * 365 * 86_400)).contains(expiresIn) else { throw ToolError("--expires-in must be 1 to 315360000 seconds, got \(expiresIn)") }
         print((baseURL ?? "") + signedPath(pathAndQuery, signer: signer, expiresAt: Int64(Date().timeIntervalSince1970) + expiresIn))
     }
 

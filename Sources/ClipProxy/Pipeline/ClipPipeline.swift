@@ -374,6 +374,10 @@ final class ClipPipeline: Sendable {
                         fill.advance(to: blob.byteCount)
                     }
                 }
+                // A short copy (an object replaced between HEAD and GET) must never be stored.
+                guard blob.byteCount == clip.plan.byteCount else {
+                    throw FillError.incomplete(written: blob.byteCount, expected: clip.plan.byteCount)
+                }
                 _ = try await blocking { [store] in try store.commit(blob, s3Key: location) }
                 fill.finish(nil)
                 await fills.remove(fill)

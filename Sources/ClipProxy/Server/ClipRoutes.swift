@@ -69,7 +69,7 @@ struct ClipRoutes: Sendable {
             let wantsPart = request.method == .get && request.headers[.range] != nil
             body = try await wantsPart ? pipeline.openForPart(clip) : pipeline.open(clip)
             decision = ByteRangeResponse.decide(conditions, for: representation(clip, body))
-            if case .part = body, decision.parts.contains(where: { if case .bytes(let r) = $0 { r.count == clip.plan.byteCount } else { false } }) {
+            if case .part = body, !Self.worthAPart(decision, of: clip.plan.byteCount) {
                 body = try await pipeline.open(clip)
                 decision = ByteRangeResponse.decide(conditions, for: representation(clip, body))
             }
@@ -117,6 +117,15 @@ struct ClipRoutes: Sendable {
             }
             try await writer.finish(nil)
         })
+    }
+
+    /// A part is read from the bytes behind it only for a single range that is not the whole
+    /// clip (a browser seeking, a CDN slicing). Several ranges would each be their own uncached
+    /// read, every time: they are answered from a fill that caches the clip and takes a fill slot
+    /// like any other.
+    static func worthAPart(_ decision: ByteRangeResponse, of length: Int64) -> Bool {
+        let ranges = decision.parts.compactMap { if case .bytes(let r) = $0 { r } else { nil } }
+        return ranges.count <= 1 && ranges.allSatisfy { $0.count < length }
     }
 
     /// A stored clip's range by sendfile: a descriptor of its own (valid even if the clip is
@@ -207,7 +216,14 @@ struct ClipRoutes: Sendable {
             throw HTTPProblem(.badRequest, "invalid_start_ms", "start_ms must be a non-negative integer number of milliseconds, optionally followed by .mp3")
         }
         var durationMs = pipeline.configuration.clipsDefaultDurationMs
-        if let value = request.uri.queryParameters.get("duration_ms") {
+        // Parameters decoded exactly as the URL signature reads them (names too), so what is
+        // signed is what is served: `duration%5Fms` is `duration_ms` here as in the signature.
+        guard let parameters = URLSigner.parameters(request.uri.query ?? "") else {
+            throw HTTPProblem(.badRequest, "invalid_query", "the query string has a bad percent-escape")
+        }
+        let durations = parameters.filter { $0.0 == "duration_ms" }
+        guard durations.count <= 1 else { throw HTTPProblem(.badRequest, "invalid_duration_ms", "give duration_ms at most once") }
+        if let value = durations.first?.1 {
             guard let parsed = Self.milliseconds(value), parsed > 0, parsed <= pipeline.configuration.clipsMaxDurationMs else {
                 throw HTTPProblem(.badRequest, "invalid_duration_ms",
                                   "duration_ms must be an integer from 1 to \(pipeline.configuration.clipsMaxDurationMs)")

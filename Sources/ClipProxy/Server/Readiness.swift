@@ -21,7 +21,8 @@ final class Readiness: Sendable {
 
     private struct State {
         var last: (at: ContinuousClock.Instant, report: Report)?
-        var inFlight: [String: ContinuousClock.Instant] = [:]
+        /// Checks running now, shared by every probe that arrives meanwhile.
+        var running: [String: (since: ContinuousClock.Instant, task: Task<String?, Never>)] = [:]
     }
 
     let checks: [Check]
@@ -42,38 +43,14 @@ final class Readiness: Sendable {
         var failures: [String: String] = [:]
         await withTaskGroup(of: (String, String?).self) { group in
             for check in checks {
-                let stuckSince = state.withLock { s -> ContinuousClock.Instant? in
-                    if let since = s.inFlight[check.name] { return since }
-                    s.inFlight[check.name] = now
-                    return nil
-                }
-                if let stuckSince {
-                    failures[check.name] = "no answer for \((ContinuousClock.now - stuckSince).components.seconds) s"
-                    continue
-                }
-                // The check itself runs detached: it finishes (and clears its flag) even after the deadline passed.
-                let work = Task { [self] () -> String? in
-                    defer { _ = state.withLock { $0.inFlight.removeValue(forKey: check.name) } }
-                    do {
-                        try await runBlocking(check.run)
-                        return nil
-                    } catch {
-                        return "\(error)"
-                    }
-                }
+                let (since, task) = runningCheck(check, now: now)
                 let deadline = deadline
                 group.addTask {
-                    await withTaskGroup(of: String??.self) { race in
-                        race.addTask { .some(await work.value) }
-                        race.addTask {
-                            try? await Task.sleep(for: deadline)
-                            return .none
-                        }
-                        let first = await race.next() ?? nil
-                        race.cancelAll()
-                        guard let outcome = first else { return (check.name, "no answer within \(deadline)") }
-                        return (check.name, outcome)
+                    guard let outcome = await Self.outcome(of: task, within: deadline) else {
+                        let running = (ContinuousClock.now - since).components.seconds
+                        return (check.name, "no answer within \(deadline) (running for \(running) s)")
                     }
+                    return (check.name, outcome)
                 }
             }
             for await (name, failure) in group { if let failure { failures[name] = failure } }
@@ -81,5 +58,54 @@ final class Readiness: Sendable {
         let report = Report(failures: failures, checked: checks.map(\.name))
         state.withLock { $0.last = (ContinuousClock.now, report) }
         return report
+    }
+
+    /// The running task of `check`, or a new one. It runs detached from the probe: it finishes
+    /// (and leaves the registry) even after the probe's deadline has passed.
+    private func runningCheck(_ check: Check, now: ContinuousClock.Instant) -> (ContinuousClock.Instant, Task<String?, Never>) {
+        state.withLock { s in
+            if let running = s.running[check.name] { return (running.since, running.task) }
+            let task = Task { [self] () -> String? in
+                defer { _ = state.withLock { $0.running.removeValue(forKey: check.name) } }
+                do {
+                    try await runBlocking(check.run)
+                    return nil
+                } catch {
+                    return "\(error)"
+                }
+            }
+            s.running[check.name] = (now, task)
+            return (now, task)
+        }
+    }
+
+    /// The task's result, or nil when `deadline` passes first. Returns at the deadline even if
+    /// the task is stuck in a blocking call (awaiting `task.value` alone would not).
+    static func outcome(of task: Task<String?, Never>, within deadline: Duration) async -> String?? {
+        let once = ResumeOnce<String??>()
+        return await withCheckedContinuation { (continuation: CheckedContinuation<String??, Never>) in
+            once.set(continuation)
+            Task { once.resume(.some(await task.value)) }
+            Task {
+                try? await Task.sleep(for: deadline)
+                once.resume(nil)
+            }
+        }
+    }
+}
+
+/// A continuation resumed by whichever caller comes first; later calls do nothing.
+final class ResumeOnce<Value: Sendable>: Sendable {
+    private let state = Mutex<(continuation: CheckedContinuation<Value, Never>?, done: Bool)>((nil, false))
+
+    func set(_ continuation: CheckedContinuation<Value, Never>) { state.withLock { $0.continuation = continuation } }
+
+    func resume(_ value: Value) {
+        let continuation = state.withLock { s -> CheckedContinuation<Value, Never>? in
+            guard !s.done, let c = s.continuation else { return nil }
+            s.done = true
+            return c
+        }
+        continuation?.resume(returning: value)
     }
 }
