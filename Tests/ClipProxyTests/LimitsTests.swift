@@ -1,8 +1,6 @@
 import Foundation
 import Testing
 import TestSupport
-import Synchronization
-@testable import ClipProxy
 @testable import Upstream
 
 /// A curl run in the background: status line and body written to files, for requests that must
@@ -167,28 +165,36 @@ struct LimitsTests {
 }
 
 @Suite("Readiness: deadlines and overlapping probes")
-struct ReadinessUnitTests {
-    @Test("A hung check is reported after the deadline, not when it returns; probes at once share one run")
-    func deadlineAndSharing() async throws {
-        let runs = Mutex(0)
-        let readiness = Readiness(checks: [
-            .init(name: "fast") { runs.withLock { $0 += 1 }; usleep(200_000) },
-            .init(name: "hung") { sleep(4) },
-        ], deadline: .milliseconds(500), runBlocking: { work in
-            try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
-                Thread { c.resume(with: Result { try work() }) }.start()
-            }
-        })
-        let started = ContinuousClock.now
-        async let first = readiness.report()
-        async let second = readiness.report()
-        let (a, b) = await (first, second)
-        let elapsed = ContinuousClock.now - started
-        #expect(elapsed < .seconds(2), "answered at the deadline: \(elapsed)")
-        for report in [a, b] {
-            #expect(report.failures["fast"] == nil, "a healthy check shared by two probes is healthy: \(report.failures)")
-            #expect(report.failures["hung"]?.contains("no answer") == true)
+struct ReadinessDeadlineTests {
+    @Test("A catalog that accepts connections but never answers: /readyz says so at its deadline, for probes at once too")
+    func hungCatalog() throws {
+        // A listening socket that never accepts: libmongoc connects, then waits for a reply.
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) } }
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) } }
+        #expect(listen(listener, 16) == 0)
+        let port = Int(UInt16(bigEndian: address.sin_port))
+
+        let work = try TemporaryDirectory("readyz-hung")
+        defer { work.remove() }
+        var environment = EmbeddedServer(work: work).environment
+        environment["CLIPPROXY_CATALOG_KIND"] = "mongo"
+        environment["CLIPPROXY_MONGO_URI"] = "mongodb://127.0.0.1:\(port)/?serverSelectionTimeoutMS=9000&connectTimeoutMS=9000&socketTimeoutMS=9000"
+        let server = try ClipProxyProcess(environment: environment)
+        defer { server.stop() }
+        let started = Date()
+        let probes = try (0..<2).map { try BackgroundCurl(server.baseURL + "/readyz", output: work.path + "/probe\($0).json", maxTime: 20) }
+        for probe in probes {
+            let result = probe.finish()
+            let detail = jsonObject(result.body)["detail"] as? String ?? ""
+            #expect(result.status == 503 && detail.contains("catalog: no answer within"), "\(result.status) \(detail)")
+            #expect(!detail.contains("index") && !detail.contains("source_dir"), "only the catalog is not ready: \(detail)")
         }
-        #expect(runs.withLock { $0 } == 1, "one run of the check for both probes")
+        #expect(Date().timeIntervalSince(started) < 6, "answered at the 2 s deadline, not after the catalog's 9 s")
     }
 }
