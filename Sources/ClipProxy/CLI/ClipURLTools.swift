@@ -1,4 +1,5 @@
 import Foundation
+import Support
 import Upstream
 
 /// `clipproxy sign` and `clipproxy warm`: tools that work with a running server's `/clips` URLs.
@@ -45,7 +46,7 @@ enum ClipURLTools {
                     if body.count < 4096 { body += chunk.prefix(4096 - body.count) }
                     return true
                 }
-                let ms = (ContinuousClock.now - began).components.attoseconds / 1_000_000_000_000_000 + (ContinuousClock.now - began).components.seconds * 1000
+                let ms = (ContinuousClock.now - began).wholeMilliseconds
                 if head.status == 200 {
                     print("warm \(episodeId) \(start): \(bytes) bytes, \(head.header("X-Clip-Tier") ?? "?"), \(ms) ms")
                 } else {

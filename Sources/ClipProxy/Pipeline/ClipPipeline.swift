@@ -47,18 +47,21 @@ enum ClipBody: Sendable {
 
 /// Where the ranges of a cold clip asked for in part come from.
 struct PartSource: Sendable {
+    enum Bytes: Sendable {
+        /// The finished clip in the second tier.
+        case stored(StoredClip)
+        /// The source, cut through the plan.
+        case source(any ByteSource)
+    }
     let plan: ClipPlan
-    /// The finished clip in the second tier, or nil: cut from the source.
-    let stored: StoredClip?
-    let source: (any ByteSource)?
+    let bytes: Bytes
     let createdMs: Int64
 
     /// Bytes `range` of the clip. Blocking.
     func write(_ range: Range<Int64>, _ emit: (UnsafeRawBufferPointer) throws -> Void) throws {
-        if let stored {
-            try stored.bytes.stream(range, emit)
-        } else if let source {
-            try Trimmer.write(plan, range: range, from: source, emit: emit)
+        switch bytes {
+        case .stored(let stored): try stored.bytes.stream(range, emit)
+        case .source(let source): try Trimmer.write(plan, range: range, from: source, emit: emit)
         }
     }
 }
@@ -79,9 +82,9 @@ final class ClipPipeline: Sendable {
     private let preparedClips = Mutex<[ClipRequest: (clip: PreparedClip, until: ContinuousClock.Instant)]>([:])
     static let preparedClipLimit = 1024  // a plan holds its frame sizes: about 10 kB per 30 s clip
     /// Frame indexes being loaded or built, by source identity.
-    private let indexLoads = Mutex<[String: Task<FrameIndex, any Error>]>([:])
+    private let indexLoads = SingleFlight<String, FrameIndex>()
     /// Second-tier uploads in progress, so one clip is uploaded once however many ask.
-    private let uploads = Mutex<[ClipKey: Task<Void, any Error>]>([:])
+    private let uploads = SingleFlight<ClipKey, Void>()
     static let decodedIndexLimit = 256
     let threads: NIOThreadPool
     let logger: Logger
@@ -137,11 +140,12 @@ final class ClipPipeline: Sendable {
     /// fill shared by every request for the same key.
     /// The fill is registered before the second tier is asked, so concurrent requests for a
     /// cold clip make one second-tier lookup, not one each.
-    func open(_ clip: PreparedClip) async throws -> ClipBody {
+    /// `knownAbsentFromSecondTier`: the caller has just asked the second tier (skip a second HEAD).
+    func open(_ clip: PreparedClip, knownAbsentFromSecondTier: Bool = false) async throws -> ClipBody {
         if let warm = try await openWarm(clip) { return warm }
         guard let (blob, fill) = try await claim(clip) else { return try await joinRunning(clip) }
         do {
-            if let secondTier, let stored = await findInSecondTier(clip, secondTier) {
+            if !knownAbsentFromSecondTier, let secondTier, let stored = await findInSecondTier(clip, secondTier) {
                 return copyFromSecondTier(clip, secondTier, stored, blob, fill)
             }
             return try startFill(clip, blob, fill)
@@ -157,9 +161,9 @@ final class ClipPipeline: Sendable {
     func openForPart(_ clip: PreparedClip) async throws -> ClipBody {
         if let warm = try await openWarm(clip) { return warm }
         if let secondTier, let stored = await findInSecondTier(clip, secondTier) {
-            return .part(PartSource(plan: clip.plan, stored: stored, source: nil, createdMs: stored.createdMs ?? ClipStore.nowMs()))
+            return .part(PartSource(plan: clip.plan, bytes: .stored(stored), createdMs: stored.createdMs ?? ClipStore.nowMs()))
         }
-        return .part(PartSource(plan: clip.plan, stored: nil, source: try sources.open(clip.episode), createdMs: ClipStore.nowMs()))
+        return .part(PartSource(plan: clip.plan, bytes: .source(try sources.open(clip.episode)), createdMs: ClipStore.nowMs()))
     }
 
     /// The clip's copy in the second tier. A second tier that cannot answer is logged and treated
@@ -217,16 +221,7 @@ final class ClipPipeline: Sendable {
     /// Concurrent first requests for one episode share one load (a VBR probe reads the whole source).
     func frameIndex(of episode: ResolvedEpisode, identity: String) async throws -> FrameIndex {
         if let cached = decodedIndexes.withLock({ $0[identity] }) { return cached }
-        let task = indexLoads.withLock { loads -> Task<FrameIndex, any Error> in
-            if let running = loads[identity] { return running }
-            let task = Task { [self] in
-                defer { _ = indexLoads.withLock { $0.removeValue(forKey: identity) } }
-                return try await loadFrameIndex(of: episode, identity: identity)
-            }
-            loads[identity] = task
-            return task
-        }
-        return try await task.value
+        return try await indexLoads.run(identity) { [self] in try await loadFrameIndex(of: episode, identity: identity) }
     }
 
     private func loadFrameIndex(of episode: ResolvedEpisode, identity: String) async throws -> FrameIndex {
@@ -290,7 +285,7 @@ final class ClipPipeline: Sendable {
             try Trimmer.write(clip.plan, from: source, emit: emit)
         } finished: { [self] elapsed in
             metrics.fillDuration.record(duration: elapsed)
-            logger.info("fill finished", metadata: ["clip.key": "\(clip.key)", "fill.ms": "\(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)"])
+            logger.info("fill finished", metadata: ["clip.key": "\(clip.key)", "fill.ms": "\(elapsed.wholeMilliseconds)"])
             await copyToSecondTier(clip)
         }
         return .filling(fill, tier: .fill)
@@ -411,22 +406,15 @@ final class ClipPipeline: Sendable {
     /// same time; returns at once if the index says it is there already.
     func uploadToSecondTier(_ clip: PreparedClip) async throws {
         guard let secondTier else { return }
-        let task = uploads.withLock { running -> Task<Void, any Error> in
-            if let task = running[clip.key] { return task }
-            let task = Task { [self] in
-                defer { _ = uploads.withLock { $0.removeValue(forKey: clip.key) } }
-                try await blocking { [store] in
-                    guard let lease = try store.lookup(clip.key) else { throw FillError.notStored }
-                    defer { lease.release() }
-                    if lease.record.s3Key == secondTier.location(clip) { return }
-                    try secondTier.store(clip, from: lease.path, createdMs: lease.record.createdMs)
-                    try store.setS3Key(clip.key, secondTier.location(clip))
-                }
+        try await uploads.run(clip.key) { [self] in
+            try await blocking { [store] in
+                guard let lease = try store.lookup(clip.key) else { throw FillError.notStored }
+                defer { lease.release() }
+                if lease.record.s3Key == secondTier.location(clip) { return }
+                try secondTier.store(clip, from: lease.path, createdMs: lease.record.createdMs)
+                try store.setS3Key(clip.key, secondTier.location(clip))
             }
-            running[clip.key] = task
-            return task
         }
-        try await task.value
     }
 
     /// Makes sure the clip is in the second tier (the S3 clip bucket), cutting it if needed and
@@ -439,8 +427,9 @@ final class ClipPipeline: Sendable {
             if !uploaded { try await uploadToSecondTier(clip) }
             return true
         }
+        // Found in the second tier: the URL can point there; no need to copy it here too.
         if let secondTier, try await blocking({ try secondTier.find(clip) }) != nil { return true }
-        let body = try await open(clip)
+        let body = try await open(clip, knownAbsentFromSecondTier: true)
         switch body {
         case .stored(let lease, _): lease.release()
         case .filling(let fill, _): try await fill.waitUntilFinished()

@@ -1,4 +1,5 @@
 import Foundation
+import Support
 import HTTPTypes
 import Hummingbird
 import NIOCore
@@ -78,7 +79,7 @@ struct AudioClipsAPI: Sendable {
                 expiresAt: Self.iso8601(now.addingTimeInterval(TimeInterval(expires))),
                 cacheHit: existed, episodeId: clipRequest.episodeId, startTimeMs: clipRequest.startMs,
                 durationMs: clipRequest.durationMs,
-                generationTimeMs: elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000,
+                generationTimeMs: elapsed.wholeMilliseconds,
                 proxyURL: proxyURL)
             pipeline.metrics.response(status: 200)
             pipeline.logger.info("audio_clips", metadata: ["episode.id": "\(clipRequest.episodeId)", "clip.start_ms": "\(clipRequest.startMs)",

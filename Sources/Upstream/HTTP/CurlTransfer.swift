@@ -1,5 +1,6 @@
 import CCurl
 import Foundation
+import Support
 
 /// What an upload sends: bytes in memory, or a local file streamed through libcurl's read
 /// callback (never loaded whole). Either way it goes out with an exact Content-Length.
@@ -404,8 +405,5 @@ private final class UploadSource {
 
 extension Duration {
     /// Whole milliseconds, for C APIs that take them as `long`.
-    var milliseconds: Int {
-        let (seconds, attoseconds) = components
-        return Int(seconds) * 1000 + Int(attoseconds / 1_000_000_000_000_000)
-    }
+    var milliseconds: Int { Int(wholeMilliseconds) }
 }

@@ -43,7 +43,7 @@ public final class MongoClientPool: @unchecked Sendable {
             throw MongoError(kind: .invalidURI, detail: Self.message(error))
         }
         defer { mongoc_uri_destroy(parsed) }
-        let millis = Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        let millis = Int32(clamping: Int64(timeout.milliseconds))
         if !uri.contains("serverSelectionTimeoutMS") {
             mongoc_uri_set_option_as_int32(parsed, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, millis)
         }
