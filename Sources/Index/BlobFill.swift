@@ -19,7 +19,7 @@ public final class BlobFill: @unchecked Sendable {
     init(key: ClipKey, temporaryPath: String, startedMs: Int64) throws {
         self.startedMs = startedMs
         let fd = open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw IndexError.io("cannot create \(temporaryPath)", errno) }
+        guard fd >= 0 else { throw SystemCallError("create", temporaryPath, code: errno) }
         self.key = key
         self.temporaryPath = temporaryPath
         descriptor = fd
@@ -28,15 +28,7 @@ public final class BlobFill: @unchecked Sendable {
     /// Appends bytes. `@unchecked Sendable`: one fill is written by one task at a time.
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
         guard !finished else { throw IndexError.state("write after the fill ended") }
-        var done = 0
-        while done < bytes.count {
-            let n = Foundation.write(descriptor, bytes.baseAddress! + done, bytes.count - done)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw IndexError.io("write to \(temporaryPath) failed", errno)
-            }
-            done += n
-        }
+        try Posix.writeAll(descriptor, bytes, path: temporaryPath)
         hasher.update(bytes)
         byteCount += Int64(bytes.count)
     }
@@ -48,7 +40,7 @@ public final class BlobFill: @unchecked Sendable {
         guard !finished else { throw IndexError.state("fill already ended") }
         finished = true
         defer { close(descriptor); descriptor = -1 }
-        guard fsync(descriptor) == 0 else { throw IndexError.io("fsync of \(temporaryPath) failed", errno) }
+        try Posix.fsync(descriptor, path: temporaryPath)
         return hasher.finalize()
     }
 

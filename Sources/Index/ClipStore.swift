@@ -74,23 +74,30 @@ public final class ClipStore: @unchecked Sendable {
 
     // MARK: - Reading
 
-    /// A stored clip, pinned against eviction until `release()` (or deinit).
+    /// A stored clip, pinned against eviction until `release()` (or deinit), with the clip file
+    /// open: whatever evicts or purges the clip meanwhile, the bytes stay readable through
+    /// `descriptor` until the lease is released, so a response that started never loses its file.
     public final class Lease: @unchecked Sendable {
         public let key: ClipKey
         public let record: ClipRecord
         public let path: String
+        /// Open read-only on the clip file; closed by `release()`.
+        public let descriptor: Int32
         private weak var store: ClipStore?
         private let released = Atomic<Bool>(false)
 
-        init(key: ClipKey, record: ClipRecord, path: String, store: ClipStore) {
+        init(key: ClipKey, record: ClipRecord, path: String, descriptor: Int32, store: ClipStore) {
             self.key = key
             self.record = record
             self.path = path
+            self.descriptor = descriptor
             self.store = store
         }
 
         public func release() {
-            if !released.exchange(true, ordering: .acquiringAndReleasing) { store?.unpin(key) }
+            guard !released.exchange(true, ordering: .acquiringAndReleasing) else { return }
+            close(descriptor)
+            store?.unpin(key)
         }
 
         deinit { release() }
@@ -113,8 +120,13 @@ public final class ClipStore: @unchecked Sendable {
             throw error
         }
         guard let record else { unpin(key); return nil }
+        // Opened now, not when the body is sent: an eviction that committed between the read
+        // above and this open leaves no file (a miss, cut again); one after it cannot hurt.
+        let path = blobPath(key)
+        let descriptor = Posix.openForReading(path)
+        guard descriptor >= 0 else { unpin(key); return nil }
         touch(key, flush: !deferFlush)
-        return Lease(key: key, record: record, path: blobPath(key), store: self)
+        return Lease(key: key, record: record, path: path, descriptor: descriptor, store: self)
     }
 
     public func contains(_ key: ClipKey) throws -> Bool {
@@ -179,27 +191,43 @@ public final class ClipStore: @unchecked Sendable {
 
     /// Makes a finished fill durable and visible: fsync, rename into place, fsync the directory,
     /// then record it. Evicts older clips if the store is now over budget.
+    /// On any failure (a full disk, an I/O error, an index that cannot grow) nothing is left
+    /// behind: no temporary file, no file without a record, no record without a file.
     @discardableResult
-    public func commit(_ fill: BlobFill, s3Key: String? = nil) throws -> ClipRecord {
-        let digest = try fill.seal()
+    public func commit(_ fill: BlobFill, s3Key: String? = nil, episodeId: String? = nil) throws -> ClipRecord {
+        let digest: [UInt8]
+        do { digest = try fill.seal() } catch {
+            fill.abort()
+            throw error
+        }
         let path = blobPath(fill.key)
         let directory = (path as NSString).deletingLastPathComponent
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        guard rename(fill.temporaryPath, path) == 0 else {
-            let code = errno
+        do {
+            try Posix.makeDirectories(directory)
+            try Posix.rename(fill.temporaryPath, to: path)
+        } catch {
             fill.abort()
-            throw IndexError.io("cannot move clip into \(path)", code)
+            throw error
         }
         fill.committed = true
-        try fsyncDirectory(directory)
         let now = Self.nowMs()
-        let record = ClipRecord(byteCount: fill.byteCount, digest: digest, s3Key: s3Key, createdMs: fill.startedMs, lastAccessMs: now)
-        let replaced = try environment.write { txn -> ClipRecord? in
-            let old = try txn.get(clips, key: fill.key.bytes).flatMap { try? ClipRecord(decoding: $0) }
-            if let old { try txn.delete(lru, key: Self.lruKey(old.lastAccessMs, fill.key)) }
-            try txn.put(clips, key: fill.key.bytes, value: record.encoded())
-            try txn.put(lru, key: Self.lruKey(now, fill.key), value: [UInt8]())
-            return old
+        let record = ClipRecord(byteCount: fill.byteCount, digest: digest, s3Key: s3Key, createdMs: fill.startedMs,
+                                lastAccessMs: now, episodeId: episodeId)
+        let replaced: ClipRecord?
+        do {
+            try Posix.fsyncDirectory(directory)
+            replaced = try environment.write { txn -> ClipRecord? in
+                let old = try txn.get(clips, key: fill.key.bytes).flatMap { try? ClipRecord(decoding: $0) }
+                if let old { try txn.delete(lru, key: Self.lruKey(old.lastAccessMs, fill.key)) }
+                try txn.put(clips, key: fill.key.bytes, value: record.encoded())
+                try txn.put(lru, key: Self.lruKey(now, fill.key), value: [UInt8]())
+                return old
+            }
+        } catch {
+            // The file is in place but unrecorded: remove it (a replaced record, whose file this
+            // was, finds no file and counts as a miss; reconciliation drops it).
+            unlink(path)
+            throw error
         }
         state.withLock { $0.storedBytes += record.byteCount - (replaced?.byteCount ?? 0) }
         try evictToBudget()
@@ -216,13 +244,6 @@ public final class ClipStore: @unchecked Sendable {
         }
     }
 
-    private func fsyncDirectory(_ path: String) throws {
-        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { throw IndexError.io("cannot open \(path)", errno) }
-        defer { close(fd) }
-        guard fsync(fd) == 0 else { throw IndexError.io("fsync of \(path) failed", errno) }
-    }
-
     // MARK: - Budget
 
     public var storedBytes: Int64 { state.withLock { $0.storedBytes } }
@@ -232,8 +253,18 @@ public final class ClipStore: @unchecked Sendable {
     @discardableResult
     public func evictToBudget() throws -> [ClipKey] {
         guard storedBytes > configuration.maxBytes else { return [] }
-        try flushRecency()
-        let excess = storedBytes - configuration.maxBytes
+        return try evict(atLeast: storedBytes - configuration.maxBytes)
+    }
+
+    /// Evicts least recently used, unpinned clips until `bytes` are freed (or none is left to
+    /// evict): room for new clips when the disk filled up before the budget did.
+    @discardableResult
+    public func makeRoom(bytes: Int64) throws -> [ClipKey] {
+        try evict(atLeast: bytes)
+    }
+
+    private func evict(atLeast excess: Int64) throws -> [ClipKey] {
+        try? flushRecency()  // recency is a hint; a store that cannot write it still evicts
         let pinned = state.withLock { Set($0.pins.keys) }
         var victims: [(ClipKey, ClipRecord)] = []
         try environment.write { txn in
@@ -262,6 +293,36 @@ public final class ClipStore: @unchecked Sendable {
             state.withLock { $0.storedBytes -= record.byteCount }
         }
         return victims.map(\.0)
+    }
+
+    /// Removes every stored clip of `episodeId` (pinned ones too: their readers hold the file
+    /// open) and returns their records, so the caller can remove second-tier copies as well.
+    /// Clips stored before records named their episode (format 1) are not found here; they
+    /// age out through the budget.
+    public func purge(episodeId: String) throws -> [ClipRecord] {
+        var victims: [(ClipKey, ClipRecord)] = []
+        try environment.write { txn in
+            try txn.forEach(clips) { keyBytes, value in
+                if let record = try? ClipRecord(decoding: Array(value)), record.episodeId == episodeId,
+                   let key = ClipKey(hex: String(decoding: keyBytes, as: UTF8.self)) {
+                    victims.append((key, record))
+                }
+                return true
+            }
+            for (key, record) in victims {
+                try txn.delete(clips, key: key.bytes)
+                try txn.delete(lru, key: Self.lruKey(record.lastAccessMs, key))
+            }
+            try txn.delete(episodes, key: Array(episodeId.utf8))
+        }
+        for (key, record) in victims {
+            unlink(blobPath(key))
+            state.withLock {
+                $0.storedBytes -= record.byteCount
+                $0.pendingAccess[key] = nil
+            }
+        }
+        return victims.map(\.1)
     }
 
     // MARK: - Maintenance
@@ -391,6 +452,11 @@ public final class ClipStore: @unchecked Sendable {
         try environment.write { try $0.put(episodes, key: Array(id.utf8), value: record.encoded()) }
     }
 
+    /// Forgets a resolution (the source changed, or an operator purged the episode).
+    public func deleteEpisode(_ id: String) throws {
+        try environment.write { try $0.delete(episodes, key: Array(id.utf8)) }
+    }
+
     /// The stored frame index of a source (opaque bytes owned by the Trim module).
     public func frameIndex(source: String) throws -> [UInt8]? {
         try environment.read { try $0.get(frames, key: Array(source.utf8)) }
@@ -398,5 +464,9 @@ public final class ClipStore: @unchecked Sendable {
 
     public func putFrameIndex(source: String, _ bytes: [UInt8]) throws {
         try environment.write { try $0.put(frames, key: Array(source.utf8), value: bytes) }
+    }
+
+    public func deleteFrameIndex(source: String) throws {
+        try environment.write { try $0.delete(frames, key: Array(source.utf8)) }
     }
 }

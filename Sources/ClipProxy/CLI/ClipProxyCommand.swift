@@ -10,7 +10,7 @@ struct ClipProxyCommand: AsyncParsableCommand {
         version: ClipProxyVersion.string,
         subcommands: [
             ServeCommand.self, TrimCommand.self, ProbeCommand.self, ResolveCommand.self,
-            S3Command.self, IndexCommand.self, WarmCommand.self, SignCommand.self,
+            S3Command.self, IndexCommand.self, WarmCommand.self, PurgeCommand.self, SignCommand.self,
         ])
 
     static func main() async {
@@ -115,6 +115,25 @@ struct WarmCommand: AsyncParsableCommand {
     @OptionGroup var options: ConfigOption
     func run() async throws {
         try ClipURLTools.warm(episodeId: episodeId, starts: startMs, durationMs: durationMs, server: server, try options.load())
+    }
+}
+
+struct PurgeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "purge", abstract: "Make the running server forget an episode now.",
+        discussion: """
+        Drops the episode's resolution, frame index and clips from the running server's local store \
+        (and with --second-tier its clips in the clip bucket or clip directory), so the next request \
+        resolves, indexes and cuts it afresh. Needed when an episode's audio was replaced under a \
+        new object name, or its clips must go (takedown); a source re-uploaded under the same key \
+        is noticed without it. Runs against http.host/http.port (or --server) on the same machine.
+        """)
+    @Argument(help: "Episode id.") var episodeId: String
+    @Flag(name: .long, help: "Also delete the episode's clips from the second tier (clip bucket or clip directory).") var secondTier = false
+    @Option(name: .long, help: "Base URL of the server, e.g. http://127.0.0.1:8080 (default: from the configuration).") var server: String?
+    @OptionGroup var options: ConfigOption
+    func run() async throws {
+        try ClipURLTools.purge(episodeId: episodeId, secondTier: secondTier, server: server, try options.load())
     }
 }
 

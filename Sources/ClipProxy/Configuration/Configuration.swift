@@ -23,6 +23,9 @@ struct Configuration: Sendable, Equatable {
     var cacheMaxBytes: Int64 = 10 << 30
     var catalogKind = "file"
     var catalogDir = "./demo/catalog"
+    /// Seconds a resolution (episode → source object) is trusted before the catalog is asked
+    /// again; past it, a catalog that cannot answer leaves the last resolution in use.
+    var catalogTTLs = 600
     var mongoURI = "mongodb://127.0.0.1:27017"
     var mongoDatabase = "podcast_insights"
     var sourceKind = "dir"
@@ -65,6 +68,7 @@ struct Configuration: Sendable, Equatable {
         Key(name: "cache.max_bytes") { $0.cacheMaxBytes = try byteSize($1, "cache.max_bytes") },
         Key(name: "catalog.kind") { $0.catalogKind = try oneOf($1, "catalog.kind", ["file", "mongo"]) },
         Key(name: "catalog.dir") { $0.catalogDir = try nonEmpty($1, "catalog.dir") },
+        Key(name: "catalog.ttl_s") { $0.catalogTTLs = Int(try integer($1, "catalog.ttl_s", in: 0...604_800)) },
         Key(name: "mongo.uri") { $0.mongoURI = try nonEmpty($1, "mongo.uri") },
         Key(name: "mongo.database") { $0.mongoDatabase = try nonEmpty($1, "mongo.database") },
         Key(name: "source.kind") { $0.sourceKind = try oneOf($1, "source.kind", ["dir", "s3"]) },

@@ -7,66 +7,11 @@ import Synchronization
 import Trim
 import Upstream
 
-/// What a request asks for, once validated.
-struct ClipRequest: Sendable, Hashable {
-    var episodeId: String
-    var startMs: Int64
-    var durationMs: Int64
-}
-
-/// A clip whose plan and key are known: its exact length, before any source byte is read.
-struct PreparedClip: Sendable {
-    let request: ClipRequest
-    let episode: ResolvedEpisode
-    let plan: ClipPlan
-    let key: ClipKey
-    let sourceIdentity: String
-}
-
-/// Where the bytes of a response come from.
-enum ClipBody: Sendable {
-    /// L1: a finished file in the local store, pinned while it is read.
-    case stored(ClipStore.Lease, tier: Tier)
-    /// A fill in progress (this request's or another's): read as it grows.
-    case filling(Fill, tier: Tier)
-    /// A cold clip asked for in part: each range is made from just the bytes behind it (the
-    /// second tier's copy, or the source through the plan); nothing is cached.
-    case part(PartSource)
-
-    enum Tier: String, Sendable {
-        case l1 = "l1_hit", l2 = "l2_hit", fill = "fill", coalesced = "coalesced", part = "part"
-    }
-
-    var tier: Tier {
-        switch self {
-        case .stored(_, let tier), .filling(_, let tier): tier
-        case .part: .part
-        }
-    }
-}
-
-/// Where the ranges of a cold clip asked for in part come from.
-struct PartSource: Sendable {
-    enum Bytes: Sendable {
-        /// The finished clip in the second tier.
-        case stored(StoredClip)
-        /// The source, cut through the plan.
-        case source(any ByteSource)
-    }
-    let plan: ClipPlan
-    let bytes: Bytes
-    let createdMs: Int64
-
-    /// Bytes `range` of the clip. Blocking.
-    func write(_ range: Range<Int64>, _ emit: (UnsafeRawBufferPointer) throws -> Void) throws {
-        switch bytes {
-        case .stored(let stored): try stored.bytes.stream(range, emit)
-        case .source(let source): try Trimmer.write(plan, range: range, from: source, emit: emit)
-        }
-    }
-}
-
 /// The request flow of `/clips`: validate → resolve → plan → L1 → L2 → fill.
+///
+/// The one promise every path keeps: a body is returned only once its bytes are assured to
+/// start flowing (a stored file is open, or the upstream of a fill has answered), so a refusal
+/// becomes a clean error, never a status line followed by a broken body.
 final class ClipPipeline: Sendable {
     let configuration: Configuration
     let store: ClipStore
@@ -75,22 +20,25 @@ final class ClipPipeline: Sendable {
     let secondTier: (any ClipTier)?
     let fills = FillCoordinator()
     let slots: FillSlots
+    let storeWrites: StoreWrites
     /// Decoded frame indexes by source identity (which includes the ETag, so entries never go
     /// stale): a hit must not decode a long episode's index from LMDB on every request.
     private let decodedIndexes = Mutex<[String: FrameIndex]>([:])
+    static let decodedIndexLimit = 256
     /// Recently prepared clips (see `prepare`); bounded like the decoded indexes.
     private let preparedClips = Mutex<[ClipRequest: (clip: PreparedClip, until: ContinuousClock.Instant)]>([:])
     static let preparedClipLimit = 1024  // a plan holds its frame sizes: about 10 kB per 30 s clip
     /// Frame indexes being loaded or built, by source identity.
     private let indexLoads = SingleFlight<String, FrameIndex>()
+    /// Catalog lookups in progress, by episode id: a burst for one episode asks once.
+    private let resolutions = SingleFlight<String, ResolvedEpisode>()
+    /// Episodes served from a resolution past its TTL because the catalog could not answer.
+    private let staleEpisodes = Mutex<Set<String>>([])
     /// Second-tier uploads in progress, so one clip is uploaded once however many ask.
     private let uploads = SingleFlight<ClipKey, Void>()
-    static let decodedIndexLimit = 256
     let threads: NIOThreadPool
     let logger: Logger
     let metrics: ClipMetrics
-    /// How long a resolved episode is trusted before the catalog is asked again.
-    static let episodeTTLms: Int64 = 10 * 60 * 1000
 
     init(configuration: Configuration, store: ClipStore, locator: SourceLocator, sources: SourceOpener,
          secondTier: (any ClipTier)?, threads: NIOThreadPool, logger: Logger, metrics: ClipMetrics) {
@@ -104,6 +52,7 @@ final class ClipPipeline: Sendable {
         self.secondTier = secondTier
         self.threads = threads
         self.logger = logger
+        storeWrites = StoreWrites(store: store, logger: logger, metrics: metrics)
     }
 
     /// Runs blocking work (LMDB writes, libavformat, libmongoc, libcurl, file I/O) off the event loop.
@@ -113,13 +62,34 @@ final class ClipPipeline: Sendable {
 
     // MARK: - The flow
 
+    /// Runs `answer` on the prepared clip; if a read finds that the source changed since it was
+    /// indexed (re-uploaded), forgets what was derived from it and runs `answer` once more on a
+    /// fresh resolution, so the same request is served from the new audio.
+    func withCurrentSource<T>(_ request: ClipRequest, _ answer: (PreparedClip) async throws -> T) async throws -> T {
+        do {
+            return try await answer(try await prepare(request))
+        } catch where SourceChangedError.matches(error) {
+            metrics.sourceChanged.increment()
+            logger.warning("source changed since it was indexed; resolving it again",
+                           metadata: ["episode.id": "\(request.episodeId)", "error": "\(error)"])
+            await forget(request.episodeId)
+            return try await answer(try await prepare(request))
+        }
+    }
+
     /// Resolve the episode, index its source, plan the clip and derive its key. No clip byte is read.
     /// Recent answers are kept for a minute: a hit then costs a dictionary lookup, not a plan and
-    /// a hash (well inside the staleness the episode TTL already accepts).
+    /// a hash (well inside the staleness the catalog TTL already accepts; a changed source is
+    /// noticed by the first read of it).
     func prepare(_ request: ClipRequest) async throws -> PreparedClip {
         let now = ContinuousClock.now
         if let recent = preparedClips.withLock({ $0[request] }), now < recent.until { return recent.clip }
-        let clip = try await prepareAfresh(request)
+        let episode = try await resolve(request.episodeId)
+        let sourceIdentity = sources.identity(of: episode)
+        let index = try await frameIndex(of: episode, identity: sourceIdentity)
+        let plan = try ClipPlan.plan(index, .init(startMs: request.startMs, durationMs: request.durationMs))
+        let key = ClipKey(identity: "clipproxy|\(sourceIdentity)|\(plan.identity)")
+        let clip = PreparedClip(request: request, episode: episode, plan: plan, key: key, sourceIdentity: sourceIdentity)
         preparedClips.withLock { cache in
             if cache.count >= Self.preparedClipLimit { cache.removeAll(keepingCapacity: true) }
             cache[request] = (clip, now + .seconds(60))
@@ -127,32 +97,24 @@ final class ClipPipeline: Sendable {
         return clip
     }
 
-    private func prepareAfresh(_ request: ClipRequest) async throws -> PreparedClip {
-        let episode = try await resolve(request.episodeId)
-        let sourceIdentity = sources.identity(of: episode)
-        let index = try await frameIndex(of: episode, identity: sourceIdentity)
-        let plan = try ClipPlan.plan(index, .init(startMs: request.startMs, durationMs: request.durationMs))
-        let key = ClipKey(identity: "clipproxy|\(sourceIdentity)|\(plan.identity)")
-        return PreparedClip(request: request, episode: episode, plan: plan, key: key, sourceIdentity: sourceIdentity)
-    }
-
-    /// The cheapest tier that has the clip: local store, then the clip directory/bucket, then a
-    /// fill shared by every request for the same key.
-    /// The fill is registered before the second tier is asked, so concurrent requests for a
-    /// cold clip make one second-tier lookup, not one each.
-    /// `knownAbsentFromSecondTier`: the caller has just asked the second tier (skip a second HEAD).
+    /// The cheapest tier that has the clip: local store, a running fill, the clip directory or
+    /// bucket, else a new fill from the source, shared by every request for the key. Returns
+    /// once the bytes are assured (see the type's note).
+    /// `knownAbsentFromSecondTier`: the caller has just asked the second tier (skip a second lookup).
     func open(_ clip: PreparedClip, knownAbsentFromSecondTier: Bool = false) async throws -> ClipBody {
-        if let warm = try await openWarm(clip) { return warm }
-        guard let (blob, fill) = try await claim(clip) else { return try await joinRunning(clip) }
-        do {
-            if !knownAbsentFromSecondTier, let secondTier, let stored = await findInSecondTier(clip, secondTier) {
-                return copyFromSecondTier(clip, secondTier, stored, blob, fill)
-            }
-            return try startFill(clip, blob, fill)
-        } catch {
-            await abandon(blob, fill, error: error)
-            throw error
+        // A claim loses only to a fill that registered or committed a moment earlier; the next
+        // turn finds it. Bounded, so a record whose file vanished cannot spin.
+        for _ in 0..<3 {
+            if let warm = try await openWarm(clip) { return warm }
+            guard let (local, fill) = try await claim(clip) else { continue }
+            // The fill is registered before the second tier is asked, so concurrent requests for
+            // a cold clip make one second-tier lookup, not one each.
+            let stored = knownAbsentFromSecondTier ? nil : await findInSecondTier(clip)
+            startFill(clip, local, fill, from: stored)
+            try await fill.waitUntilStarted()
+            return .filling(fill, tier: stored == nil ? .fill : .l2)
         }
+        throw FillError.notStored
     }
 
     /// For a request that wants only part of the clip: the local copy or a running fill if there
@@ -160,7 +122,7 @@ final class ClipPipeline: Sendable {
     /// cached; a request for the whole clip does that).
     func openForPart(_ clip: PreparedClip) async throws -> ClipBody {
         if let warm = try await openWarm(clip) { return warm }
-        if let secondTier, let stored = await findInSecondTier(clip, secondTier) {
+        if let stored = await findInSecondTier(clip) {
             return .part(PartSource(plan: clip.plan, bytes: .stored(stored), createdMs: stored.createdMs ?? ClipStore.nowMs()))
         }
         return .part(PartSource(plan: clip.plan, bytes: .source(try sources.open(clip.episode)), createdMs: ClipStore.nowMs()))
@@ -169,9 +131,10 @@ final class ClipPipeline: Sendable {
     /// The clip's copy in the second tier. A second tier that cannot answer is logged and treated
     /// as not having it: the source can always make the clip, so an S3 clip-bucket outage costs
     /// cuts, not failed requests.
-    private func findInSecondTier(_ clip: PreparedClip, _ tier: any ClipTier) async -> StoredClip? {
+    private func findInSecondTier(_ clip: PreparedClip) async -> StoredClip? {
+        guard let secondTier else { return nil }
         do {
-            return try await blocking { try tier.find(clip) }
+            return try await blocking { try secondTier.find(clip) }
         } catch {
             metrics.upstreamErrors["clip_tier"]?.increment()
             logger.warning("second tier lookup failed; cutting from the source", metadata: ["clip.key": "\(clip.key)", "error": "\(error)"])
@@ -180,8 +143,8 @@ final class ClipPipeline: Sendable {
     }
 
     /// The local store or a running fill, if either has the clip. The lookup is a read
-    /// transaction done inline (a thread hop per hit cost more than the lookup); a due batch of
-    /// access times is written on the blocking pool.
+    /// transaction and an open done inline (a thread hop per hit cost more than both); a due
+    /// batch of access times is written on the blocking pool.
     private func openWarm(_ clip: PreparedClip) async throws -> ClipBody? {
         if let lease = try store.lookup(clip.key, deferFlush: true) {
             if store.recencyFlushDue {
@@ -198,22 +161,74 @@ final class ClipPipeline: Sendable {
 
     // MARK: - Resolution and indexing (cached in LMDB)
 
+    /// The episode's source, from the index while the resolution is younger than `catalog.ttl_s`,
+    /// else from the catalog. Past the TTL a catalog that cannot answer leaves the last
+    /// resolution in use (stale-if-error) until it answers again; while it is down, requests
+    /// do not wait for it: the refresh runs in the background.
     func resolve(_ episodeId: String) async throws -> ResolvedEpisode {
-        let now = ClipStore.nowMs()
         // An LMDB read transaction (microseconds, no I/O once mapped): cheaper inline than a thread hop.
-        if let cached = try store.episode(episodeId), cached.expiresMs > now {
-            return ResolvedEpisode(episodeId: episodeId, guid: cached.guid, feedSlug: cached.feedSlug, sourceKey: cached.sourceKey,
-                                   etag: cached.etag, size: cached.size, alsoMatched: [])
+        let cached = try store.episode(episodeId)
+        if let cached, cached.expiresMs > ClipStore.nowMs() { return cached.resolved(episodeId) }
+        if let cached, staleEpisodes.withLock({ $0.contains(episodeId) }) {
+            metrics.catalogStale.increment()
+            Task.detached { [self] in _ = try? await refreshResolution(episodeId) }
+            return cached.resolved(episodeId)
         }
-        let resolved = try await blocking { [locator] in try locator.resolve(episodeId) }
-        if !resolved.alsoMatched.isEmpty {
-            logger.warning("several source objects match; using the greatest key",
-                           metadata: ["episode.id": "\(episodeId)", "source.key": "\(resolved.sourceKey)", "source.others": "\(resolved.alsoMatched)"])
+        do {
+            return try await refreshResolution(episodeId)
+        } catch where cached != nil && Self.isOutage(error) {
+            metrics.catalogStale.increment()
+            logger.warning("catalog unavailable; serving the last known resolution",
+                           metadata: ["episode.id": "\(episodeId)", "error": "\(error)"])
+            return cached!.resolved(episodeId)
         }
-        let record = EpisodeRecord(guid: resolved.guid, feedSlug: resolved.feedSlug, sourceKey: resolved.sourceKey,
-                                   etag: resolved.etag, size: resolved.size, expiresMs: now + Self.episodeTTLms)
-        try await blocking { [store] in try store.putEpisode(episodeId, record) }
-        return resolved
+    }
+
+    /// Asks the catalog and the source listing (once, however many ask at the same time) and
+    /// records the answer for `catalog.ttl_s`.
+    private func refreshResolution(_ episodeId: String) async throws -> ResolvedEpisode {
+        do {
+            let resolved = try await resolutions.run(episodeId) { [self] in
+                try await blocking { [locator] in try locator.resolve(episodeId) }
+            }
+            if !resolved.alsoMatched.isEmpty {
+                logger.warning("several source objects match; using the greatest key",
+                               metadata: ["episode.id": "\(episodeId)", "source.key": "\(resolved.sourceKey)", "source.others": "\(resolved.alsoMatched)"])
+            }
+            let record = EpisodeRecord(guid: resolved.guid, feedSlug: resolved.feedSlug, sourceKey: resolved.sourceKey, etag: resolved.etag,
+                                       size: resolved.size, expiresMs: ClipStore.nowMs() + Int64(configuration.catalogTTLs) * 1000)
+            _ = try? await blocking { [storeWrites, store] in storeWrites.attempt("episode") { try store.putEpisode(episodeId, record) } }
+            if staleEpisodes.withLock({ $0.remove(episodeId) }) != nil {
+                logger.info("catalog answered again; resolution refreshed", metadata: ["episode.id": "\(episodeId)"])
+            }
+            return resolved
+        } catch where Self.isOutage(error) {
+            staleEpisodes.withLock { _ = $0.insert(episodeId) }
+            throw error
+        }
+    }
+
+    /// A failure of the catalog or the source listing to answer at all (as opposed to an
+    /// answer: not found, bad data).
+    static func isOutage(_ error: any Error) -> Bool {
+        switch error {
+        case CatalogError.unavailable: true
+        case let error as S3Error: error.kind == .transport || error.kind == .serverError || error.kind == .throttled
+        default: false
+        }
+    }
+
+    /// Drops everything derived from an episode's source: resolution, frame index, prepared
+    /// clips. The next request resolves and indexes it again. Clips stay (their keys name the
+    /// old source's ETag, so they are never served for the new one; `purge` removes them).
+    func forget(_ episodeId: String) async {
+        preparedClips.withLock { cache in cache = cache.filter { $0.key.episodeId != episodeId } }
+        let identity = (try? store.episode(episodeId)).flatMap { $0 }.map { sources.identity(of: $0.resolved(episodeId)) }
+        if let identity { decodedIndexes.withLock { _ = $0.removeValue(forKey: identity) } }
+        _ = try? await blocking { [store] in
+            try store.deleteEpisode(episodeId)
+            if let identity { try store.deleteFrameIndex(source: identity) }
+        }
     }
 
     /// The source's frame index: from memory, the local index, the second tier (indexed by
@@ -231,12 +246,12 @@ final class ClipPipeline: Sendable {
             index = stored
         } else if let shared = await sharedFrameIndex(identity) {
             index = shared
-            try await blocking { [store] in try store.putFrameIndex(source: identity, index.serialized()) }
+            keepFrameIndex(index.serialized(), identity: identity)
         } else {
             let source = try sources.open(episode)
             index = try await blocking { try SourceDescription.probe(source) }.1
             let bytes = index.serialized()
-            try await blocking { [store] in try store.putFrameIndex(source: identity, bytes) }
+            keepFrameIndex(bytes, identity: identity)
             shareFrameIndex(bytes, identity: identity)
         }
         decodedIndexes.withLock { cache in
@@ -245,6 +260,13 @@ final class ClipPipeline: Sendable {
             cache[identity] = index
         }
         return index
+    }
+
+    /// Stores a frame index in the local index, best effort (a full disk costs a re-index later).
+    private func keepFrameIndex(_ bytes: [UInt8], identity: String) {
+        Task.detached { [self] in
+            _ = try? await blocking { [storeWrites, store] in storeWrites.attempt("frame index") { try store.putFrameIndex(source: identity, bytes) } }
+        }
     }
 
     /// Another node's index of the same source, if the second tier has one that decodes.
@@ -275,126 +297,131 @@ final class ClipPipeline: Sendable {
 
     // MARK: - Fills
 
-    /// Cuts the clip into the local store; every request for the key reads it as it grows.
-    private func startFill(_ clip: PreparedClip, _ blob: BlobFill, _ fill: Fill) throws -> ClipBody {
-        let source = try sources.open(clip.episode)
-        logger.info("fill started", metadata: ["clip.key": "\(clip.key)", "episode.id": "\(clip.request.episodeId)",
-                                                "source.range": "\(clip.plan.readRange)", "clip.bytes": "\(clip.plan.byteCount)"])
-        fill.markStarted()
-        run(clip, blob, fill, location: nil, upstream: "source", failure: "fill failed; nothing cached") { emit in
-            try Trimmer.write(clip.plan, from: source, emit: emit)
-        } finished: { [self] elapsed in
-            metrics.fillDuration.record(duration: elapsed)
-            logger.info("fill finished", metadata: ["clip.key": "\(clip.key)", "fill.ms": "\(elapsed.wholeMilliseconds)"])
-            await copyToSecondTier(clip)
-        }
-        return .filling(fill, tier: .fill)
-    }
-
-    /// A clip found in the second tier is streamed to the client while it is copied into L1; it
-    /// keeps the creation time it has there.
-    private func copyFromSecondTier(_ clip: PreparedClip, _ tier: any ClipTier, _ stored: StoredClip, _ blob: BlobFill, _ fill: Fill) -> ClipBody {
-        if let createdMs = stored.createdMs {
-            blob.startedMs = createdMs
-            fill.createdMs = createdMs
-        }
-        fill.markStarted()
-        run(clip, blob, fill, location: tier.location(clip), upstream: "clip_tier", failure: "copy from the second tier failed") { emit in
-            try stored.bytes.stream(0..<clip.plan.byteCount, emit)
-        } finished: { [self] _ in
-            logger.info("local copy from the second tier finished", metadata: ["clip.key": "\(clip.key)"])
-        }
-        return .filling(fill, tier: .l2)
-    }
-
     /// A new temporary file and fill for `clip`, registered (so every other request for the key
     /// joins it from now on), then a fill slot, waiting in the queue if all are busy. nil when
-    /// another request's fill is running or has just finished (then `joinRunning` finds it). The
-    /// slot is released when the fill ends (`run` or `abandon`).
-    /// The caller calls `fill.markStarted()` once it knows what the fill reads (joined requests
-    /// wait for that), or `abandon`.
-    private func claim(_ clip: PreparedClip) async throws -> (BlobFill, Fill)? {
-        let blob = try await blocking { [store] in try store.beginFill(clip.key) }
-        let fill: Fill
-        do { fill = try Fill(key: clip.key, length: clip.plan.byteCount, temporaryPath: blob.temporaryPath, createdMs: blob.startedMs) } catch {
-            blob.abort()
-            throw error
+    /// another request's fill is running or has just been stored (the caller looks again).
+    /// The slot is released when the fill ends (`runFill`).
+    private func claim(_ clip: PreparedClip) async throws -> (LocalCopy, Fill)? {
+        let local: LocalCopy
+        do { local = LocalCopy(try await blocking { [store] in try store.beginFill(clip.key) }) } catch {
+            local = LocalCopy(failedWith: error)  // served all the same; counted when the fill ends
         }
+        let fill = Fill(key: clip.key, length: clip.plan.byteCount, createdMs: local.blob?.startedMs ?? ClipStore.nowMs())
         switch await fills.claim(fill, isStored: { [store] in (try? store.contains(clip.key)) ?? false }) {
         case .mine:
             break
         case .running, .stored:
-            blob.abort()
+            local.abort()
             return nil
         }
         do { try await slots.acquire() } catch {
             metrics.overloaded.increment()
             logger.warning("fill refused: all fill slots busy and the queue full or too slow",
                            metadata: ["clip.key": "\(clip.key)", "limits.max_fills": "\(configuration.limitsMaxFills)"])
-            await abandon(blob, fill, error: error, holdsSlot: false)
+            local.abort()
+            fill.finish(error)
+            await fills.remove(fill)
             throw error
         }
-        return (blob, fill)
+        return (local, fill)
     }
 
-    /// Undoes a claimed fill that never started: joined requests get `error`, nothing is cached.
-    private func abandon(_ blob: BlobFill, _ fill: Fill, error: any Error, holdsSlot: Bool = true) async {
-        blob.abort()
-        fill.finish(error)
-        await fills.remove(fill)
-        if holdsSlot { await slots.release() }
-    }
-
-    private func joinRunning(_ clip: PreparedClip) async throws -> ClipBody {
-        if let running = await fills.join(clip.key) {
-            try await running.waitUntilStarted()
-            return .filling(running, tier: .coalesced)
+    /// Makes the clip in the background: from the second tier's copy when there is one (and, if
+    /// that read fails, the rest from the source), else from the source. Clients read the fill
+    /// from memory as it grows; the local store gets its copy when the clip is whole. The fill
+    /// belongs to the cache, not to a request: it finishes even if every client leaves.
+    private func startFill(_ clip: PreparedClip, _ local: LocalCopy, _ fill: Fill, from stored: StoredClip?) {
+        if let createdMs = stored?.createdMs {
+            local.blob?.startedMs = createdMs
+            fill.createdMs = createdMs
         }
-        return try await open(clip)  // it finished in between: now it is in L1
-    }
-
-    /// Runs a fill in the background: `produce` emits the clip's bytes into the temporary file
-    /// (waking readers as they grow), then the file is committed to L1. The fill belongs to the
-    /// cache, not to a request: it finishes even if every client leaves. On failure every reader's
-    /// transfer is aborted and nothing is cached.
-    private func run(_ clip: PreparedClip, _ blob: BlobFill, _ fill: Fill, location: String?, upstream: String, failure: String,
-                     produce: @escaping @Sendable (_ emit: (UnsafeRawBufferPointer) throws -> Void) throws -> Void,
-                     finished: @escaping @Sendable (Duration) async -> Void) {
+        logger.info(stored == nil ? "fill started" : "local copy from the second tier started",
+                    metadata: ["clip.key": "\(clip.key)", "episode.id": "\(clip.request.episodeId)",
+                               "source.range": "\(clip.plan.readRange)", "clip.bytes": "\(clip.plan.byteCount)"])
         Task.detached { [self] in
             let started = ContinuousClock.now
             do {
-                try await blocking {
-                    try produce { bytes in
-                        try blob.write(bytes)
-                        fill.advance(to: blob.byteCount)
+                try await blocking { [self] in
+                    try produce(clip, from: stored, fill: fill) { bytes in
+                        try fill.append(bytes)
+                        local.write(bytes)
                     }
                 }
-                // A short copy (an object replaced between HEAD and GET) must never be stored.
-                guard blob.byteCount == clip.plan.byteCount else {
-                    throw FillError.incomplete(written: blob.byteCount, expected: clip.plan.byteCount)
+                guard fill.bytesWritten == clip.plan.byteCount else {
+                    throw FillError.incomplete(written: fill.bytesWritten, expected: clip.plan.byteCount)
                 }
-                _ = try await blocking { [store] in try store.commit(blob, s3Key: location) }
-                fill.finish(nil)
-                await fills.remove(fill)
-                await slots.release()
-                await finished(ContinuousClock.now - started)
             } catch {
-                blob.abort()
+                local.abort()
                 fill.finish(error)
                 await fills.remove(fill)
                 await slots.release()
                 metrics.fillFailures.increment()
-                metrics.upstreamErrors[upstream]?.increment()
-                logger.error("\(failure)", metadata: ["clip.key": "\(clip.key)", "error": "\(error)"])
+                metrics.upstreamErrors[stored == nil ? "source" : "clip_tier"]?.increment()
+                logger.error("fill failed; nothing cached", metadata: ["clip.key": "\(clip.key)", "error": "\(error)",
+                                                                       "fill.answered": "\(fill.hasStarted)"])
+                return
             }
+            // Readers have every byte already (`append` woke them); the fill ends once the local
+            // store has kept the clip or given up, so `waitUntilFinished` means settled.
+            let kept = await keep(clip, local, location: stored == nil ? nil : secondTier?.location(clip))
+            fill.finish(nil)
+            // Removed only once stored (or given up): a request in between joins this fill.
+            await fills.remove(fill)
+            await slots.release()
+            let elapsed = ContinuousClock.now - started
+            if stored == nil {
+                metrics.fillDuration.record(duration: elapsed)
+                logger.info("fill finished", metadata: ["clip.key": "\(clip.key)", "fill.ms": "\(elapsed.wholeMilliseconds)", "cache.kept": "\(kept)"])
+            } else {
+                logger.info("local copy from the second tier finished", metadata: ["clip.key": "\(clip.key)", "cache.kept": "\(kept)"])
+            }
+            if stored == nil { await copyToSecondTier(clip, kept ? nil : fill) }
         }
+    }
+
+    /// Emits the whole clip into `emit`, announcing the fill started when its upstream answers.
+    /// Blocking.
+    private func produce(_ clip: PreparedClip, from stored: StoredClip?, fill: Fill,
+                         emit: (UnsafeRawBufferPointer) throws -> Void) throws {
+        let answered: @Sendable () -> Void = { fill.markStarted() }
+        if let stored {
+            do {
+                try AnnouncingSource(base: stored.bytes, onFirstBytes: answered).stream(0..<clip.plan.byteCount, emit)
+                return
+            } catch {
+                // The copy is the same bytes the source makes: carry on from where it stopped.
+                metrics.upstreamErrors["clip_tier"]?.increment()
+                logger.warning("second tier copy failed; cutting the rest from the source",
+                               metadata: ["clip.key": "\(clip.key)", "clip.offset": "\(fill.bytesWritten)", "error": "\(error)"])
+            }
+            let source = AnnouncingSource(base: try sources.open(clip.episode), onFirstBytes: answered)
+            try Trimmer.write(clip.plan, range: fill.bytesWritten..<clip.plan.byteCount, from: source, emit: emit)
+        } else {
+            let source = AnnouncingSource(base: try sources.open(clip.episode), onFirstBytes: answered)
+            try Trimmer.write(clip.plan, from: source, emit: emit)
+        }
+    }
+
+    /// Commits a finished fill's local copy, or counts why it could not be kept. True when stored.
+    private func keep(_ clip: PreparedClip, _ local: LocalCopy, location: String?) async -> Bool {
+        let room = 4 * clip.plan.byteCount
+        guard local.failure == nil, let blob = local.blob else {
+            let failure = local.failure ?? FillError.notStored
+            _ = try? await blocking { [storeWrites] in storeWrites.bypassed("clip", failure, roomFor: room) }
+            return false
+        }
+        return (try? await blocking { [storeWrites, store] in
+            storeWrites.attempt("clip", roomFor: room) {
+                try store.commit(blob, s3Key: location, episodeId: clip.request.episodeId)
+            }
+        }) ?? false
     }
 
     /// After a fill: copy the clip to the second tier in the background; failures are logged
     /// (the clip is still served from L1 and is copied again when the JSON API asks for it).
-    private func copyToSecondTier(_ clip: PreparedClip) async {
+    private func copyToSecondTier(_ clip: PreparedClip, _ unkept: Fill?) async {
         do {
-            try await uploadToSecondTier(clip)
+            try await uploadToSecondTier(clip, unkept: unkept)
             logger.info("second tier copy finished", metadata: ["clip.key": "\(clip.key)"])
         } catch {
             metrics.upstreamErrors["clip_tier"]?.increment()
@@ -402,17 +429,22 @@ final class ClipPipeline: Sendable {
         }
     }
 
-    /// Uploads the committed L1 clip to the second tier once, however many callers ask at the
-    /// same time; returns at once if the index says it is there already.
-    func uploadToSecondTier(_ clip: PreparedClip) async throws {
+    /// Uploads the clip to the second tier once, however many callers ask at the same time:
+    /// the local store's copy (returns at once if the index says it is there already), or the
+    /// bytes of a finished fill the local store could not keep.
+    func uploadToSecondTier(_ clip: PreparedClip, unkept: Fill? = nil) async throws {
         guard let secondTier else { return }
         try await uploads.run(clip.key) { [self] in
-            try await blocking { [store] in
-                guard let lease = try store.lookup(clip.key) else { throw FillError.notStored }
+            try await blocking { [store, storeWrites] in
+                guard let lease = try store.lookup(clip.key) else {
+                    guard let unkept else { throw FillError.notStored }
+                    return try secondTier.store(clip, contents: .bytes(unkept.contents), createdMs: unkept.createdMs)
+                }
                 defer { lease.release() }
                 if lease.record.s3Key == secondTier.location(clip) { return }
-                try secondTier.store(clip, from: lease.path, createdMs: lease.record.createdMs)
-                try store.setS3Key(clip.key, secondTier.location(clip))
+                // Through the lease's descriptor: the file may be evicted during the upload.
+                try secondTier.store(clip, contents: .file("/proc/self/fd/\(lease.descriptor)"), createdMs: lease.record.createdMs)
+                storeWrites.attempt("second tier location") { try store.setS3Key(clip.key, secondTier.location(clip)) }
             }
         }
     }
@@ -428,15 +460,48 @@ final class ClipPipeline: Sendable {
             return true
         }
         // Found in the second tier: the URL can point there; no need to copy it here too.
-        if let secondTier, try await blocking({ try secondTier.find(clip) }) != nil { return true }
-        let body = try await open(clip, knownAbsentFromSecondTier: true)
-        switch body {
-        case .stored(let lease, _): lease.release()
-        case .filling(let fill, _): try await fill.waitUntilFinished()
-        case .part: break  // not returned by open
+        if await findInSecondTier(clip) != nil { return true }
+        switch try await open(clip, knownAbsentFromSecondTier: true) {
+        case .stored(let lease, _):
+            lease.release()
+            try await uploadToSecondTier(clip)
+        case .filling(let fill, _):
+            try await fill.waitUntilFinished()
+            try await uploadToSecondTier(clip, unkept: fill)
+        case .part:
+            preconditionFailure("open never answers with a part")
         }
-        try await uploadToSecondTier(clip)
         return false
+    }
+
+    // MARK: - Purge
+
+    struct PurgeReport: Sendable {
+        var clipsRemoved = 0
+        var secondTierRemoved = 0
+    }
+
+    /// Forgets an episode now: its resolution, frame index and prepared clips, its clips in the
+    /// local store, and with `secondTier` its clips in the clip bucket or directory too.
+    func purge(_ episodeId: String, secondTier includeSecondTier: Bool) async throws -> PurgeReport {
+        await forget(episodeId)
+        let removed = try await blocking { [store] in try store.purge(episodeId: episodeId) }
+        var report = PurgeReport(clipsRemoved: removed.count)
+        if includeSecondTier, let secondTier {
+            let locations = Set(removed.compactMap(\.s3Key))
+            report.secondTierRemoved = try await blocking {
+                try locations.reduce(0) { count, location in count + (try secondTier.remove(location) ? 1 : 0) }
+            }
+        }
+        logger.notice("episode purged", metadata: ["episode.id": "\(episodeId)", "purge.clips": "\(report.clipsRemoved)",
+                                                    "purge.second_tier": "\(report.secondTierRemoved)"])
+        return report
+    }
+}
+
+extension EpisodeRecord {
+    func resolved(_ episodeId: String) -> ResolvedEpisode {
+        ResolvedEpisode(episodeId: episodeId, guid: guid, feedSlug: feedSlug, sourceKey: sourceKey, etag: etag, size: size, alsoMatched: [])
     }
 }
 

@@ -1,13 +1,19 @@
 import Foundation
 import Index
+import NIOCore
 import Synchronization
 
-/// One clip being cut into the local store while any number of requests stream it.
+/// One clip being made while any number of requests stream it.
 ///
-/// The writer appends to a temporary file (`BlobFill`); readers read the same file through a
-/// descriptor opened at the start, so they are unaffected when the finished file is renamed into
-/// the store. Readers wait for bytes with `waitForBytes`; if the fill fails, every reader's wait
-/// throws, so no response ever ends short with a success status.
+/// The bytes live in memory, in a buffer of the clip's exact length allocated up front: readers
+/// copy from it as it grows, so what a client receives never depends on the local disk (a full
+/// or failing cache disk costs the cached copy, never a response). The local store's copy is
+/// written beside it by the pipeline, best effort.
+///
+/// A fill "starts" once its first source bytes have arrived (or it copies from a tier that
+/// answered): requests send their status line only then, so a source that refuses the read
+/// becomes a clean error instead of a 200 with a broken body. If the fill fails after that,
+/// every reader's wait throws and the transfer is aborted; it never ends short with a success.
 final class Fill: Sendable {
     let key: ClipKey
     let length: Int64
@@ -17,8 +23,12 @@ final class Fill: Sendable {
         get { progress.withLock { $0.createdMs } }
         set { progress.withLock { $0.createdMs = newValue } }
     }
-    /// Opened on the temporary file before any byte is written; shared by all readers (pread).
-    let readDescriptor: Int32
+
+    /// Written only by the producer, below `written`'s new value, before it publishes that value
+    /// under the lock; read only below a published `written`. `@unchecked`: that ordering is the
+    /// synchronisation.
+    private struct Storage: @unchecked Sendable { let bytes: UnsafeMutableRawBufferPointer }
+    private let storage: Storage
 
     private struct Progress {
         var written: Int64 = 0
@@ -31,33 +41,52 @@ final class Fill: Sendable {
     }
     private let progress = Mutex(Progress())
 
-    init(key: ClipKey, length: Int64, temporaryPath: String, createdMs: Int64) throws {
-        let fd = open(temporaryPath, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw IndexError.io("cannot open \(temporaryPath) for reading", errno) }
+    init(key: ClipKey, length: Int64, createdMs: Int64) {
         self.key = key
         self.length = length
-        readDescriptor = fd
+        storage = Storage(bytes: .allocate(byteCount: Int(length), alignment: 16))
         progress.withLock { $0.createdMs = createdMs }
     }
 
-    deinit { close(readDescriptor) }
+    deinit { storage.bytes.deallocate() }
 
-    /// The writer reports that the file now holds `count` bytes.
-    func advance(to count: Int64) {
+    /// The producer appends the clip's next bytes. Never more than `length` in all.
+    func append(_ chunk: UnsafeRawBufferPointer) throws {
+        let at = progress.withLock { $0.written }
+        guard at + Int64(chunk.count) <= length else {
+            throw FillError.overlong(expected: length)
+        }
+        if chunk.count > 0 {
+            UnsafeMutableRawBufferPointer(rebasing: storage.bytes[Int(at)..<(Int(at) + chunk.count)]).copyMemory(from: chunk)
+        }
+        let written = at + Int64(chunk.count)
         let ready = progress.withLock { p -> [CheckedContinuation<Void, any Error>] in
-            p.written = count
-            let (due, waiting) = p.waiters.reduce(into: ([CheckedContinuation<Void, any Error>](), [(Int64, CheckedContinuation<Void, any Error>)]())) {
-                if $1.0 <= count { $0.0.append($1.1) } else { $0.1.append($1) }
-            }
-            p.waiters = waiting
+            p.written = written
+            let due = p.waiters.filter { $0.0 <= written }.map(\.1)
+            p.waiters.removeAll { $0.0 <= written }
             return due
         }
         for continuation in ready { continuation.resume() }
     }
 
-    /// The fill got its slot and is cutting: requests that joined it may now send their headers.
+    var bytesWritten: Int64 { progress.withLock { $0.written } }
+
+    /// A copy of bytes `range`, which must already be written (`waitForBytes`).
+    func bytes(_ range: Range<Int64>) -> ByteBuffer {
+        precondition(range.upperBound <= progress.withLock { $0.written }, "read past the written part of a fill")
+        return ByteBuffer(bytes: UnsafeRawBufferPointer(rebasing: storage.bytes[Int(range.lowerBound)..<Int(range.upperBound)]))
+    }
+
+    /// The whole clip, once the fill has finished successfully.
+    var contents: [UInt8] {
+        precondition(bytesWritten == length, "a fill's contents before it is whole")
+        return Array(UnsafeRawBufferPointer(storage.bytes))
+    }
+
+    /// The source answered (or the tier it copies from did): requests may now send their headers.
     func markStarted() {
         let waiting = progress.withLock { p -> [CheckedContinuation<Void, any Error>] in
+            guard !p.started else { return [] }
             p.started = true
             defer { p.startWaiters = [] }
             return p.startWaiters
@@ -65,8 +94,9 @@ final class Fill: Sendable {
         for continuation in waiting { continuation.resume() }
     }
 
-    /// Suspends while the fill waits for a slot; throws if it never got one (or failed), so a
-    /// request that joined a queued fill answers with the same error instead of a broken 200.
+    /// Suspends until the fill has started; throws if it failed before that (a refused source
+    /// read, no fill slot), so every request waiting on it answers with that error instead of
+    /// a broken 200.
     func waitUntilStarted() async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             let resumeNow: Result<Void, any Error>? = progress.withLock { p in
@@ -78,6 +108,9 @@ final class Fill: Sendable {
             if let resumeNow { continuation.resume(with: resumeNow) }
         }
     }
+
+    /// Whether the fill had started when it failed (then its readers' bodies were cut short).
+    var hasStarted: Bool { progress.withLock { $0.started } }
 
     /// The fill ended: successfully (all `length` bytes written) or with `error`.
     func finish(_ error: (any Error)?) {
@@ -92,7 +125,7 @@ final class Fill: Sendable {
         }
     }
 
-    /// Suspends until at least `count` bytes are in the file (or throws if the fill failed).
+    /// Suspends until at least `count` bytes are written (or throws if the fill failed).
     func waitForBytes(_ count: Int64) async throws {
         let target = min(count, length)
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
@@ -107,8 +140,7 @@ final class Fill: Sendable {
         }
     }
 
-    /// Suspends until the fill has ended: returns once the clip is committed to the local store,
-    /// throws if the fill failed.
+    /// Suspends until the fill has ended; throws if it failed.
     func waitUntilFinished() async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             let resumeNow: Result<Void, any Error>? = progress.withLock { p in
@@ -120,26 +152,27 @@ final class Fill: Sendable {
             if let resumeNow { continuation.resume(with: resumeNow) }
         }
     }
-
-    var bytesWritten: Int64 { progress.withLock { $0.written } }
 }
 
 enum FillError: Error, CustomStringConvertible {
     case incomplete(written: Int64, expected: Int64)
+    case overlong(expected: Int64)
     case notStored
     var description: String {
         switch self {
         case .incomplete(let written, let expected): "the clip fill stopped after \(written) of \(expected) bytes"
-        case .notStored: "the clip left the local store before it could be copied to the second tier (evicted); request it again"
+        case .overlong(let expected): "the clip came out longer than its planned \(expected) bytes"
+        case .notStored: "the clip is not in the local store (evicted, or the store could not keep it); request it again"
         }
     }
 }
 
 /// Makes concurrent requests for one clip key share one fill (Varnish's "busy object").
 ///
-/// Race-free because a fill is committed to the local store before it is removed here, and
-/// `claim` looks at running fills and at the store in one actor turn: a request either joins the
-/// running fill or finds the clip stored, never starts a second cut.
+/// Race-free because a fill is committed to the local store (or has given up on it) before it
+/// is removed here, and `claim` looks at running fills and at the store in one actor turn: a
+/// request either joins the running fill or finds the clip stored, never starts a second cut
+/// of a clip that was stored.
 actor FillCoordinator {
     private var running: [ClipKey: Fill] = [:]
 
@@ -162,6 +195,4 @@ actor FillCoordinator {
     func remove(_ fill: Fill) {
         if running[fill.key] === fill { running[fill.key] = nil }
     }
-
-    var count: Int { running.count }
 }

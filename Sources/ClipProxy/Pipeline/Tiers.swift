@@ -19,10 +19,16 @@ struct SourceOpener: Sendable {
         }
     }
 
+    /// The source as resolved: a read of another version (re-uploaded since) fails with
+    /// `SourceChangedError` (a file) or S3's `.objectChanged` (If-Match), never mixes versions.
     func open(_ episode: ResolvedEpisode) throws -> any ByteSource {
         switch kind {
-        case .directory(let root): try FileByteSource(path: "\(root)/\(episode.sourceKey)")
-        case .s3(let client, let bucket): S3ByteSource(client: client, bucket: bucket, key: episode.sourceKey, size: episode.size)
+        case .directory(let root):
+            let file = try FileByteSource(path: "\(root)/\(episode.sourceKey)")
+            guard file.identity == episode.etag else { throw SourceChangedError(sourceKey: episode.sourceKey) }
+            return file
+        case .s3(let client, let bucket):
+            return S3ByteSource(client: client, bucket: bucket, key: episode.sourceKey, size: episode.size, etag: episode.etag)
         }
     }
 }
@@ -35,8 +41,8 @@ protocol ClipTier: Sendable {
     func location(_ clip: PreparedClip) -> String
     /// The stored copy as exactly `plan.byteCount` bytes, or nil when absent or not this clip.
     func find(_ clip: PreparedClip) throws -> StoredClip?
-    /// Stores a finished clip file created (first cut) at `createdMs`.
-    func store(_ clip: PreparedClip, from file: String, createdMs: Int64) throws
+    /// Stores a finished clip created (first cut) at `createdMs`.
+    func store(_ clip: PreparedClip, contents: ClipContents, createdMs: Int64) throws
     /// A URL a client can download the stored clip from directly, or nil when the tier has none
     /// (a local directory: then clients use the proxy's own URL).
     func presignedURL(_ clip: PreparedClip, expires: Int, now: Date) throws -> String?
@@ -44,6 +50,8 @@ protocol ClipTier: Sendable {
     /// the episode can plan (and find the clip here) without reading the source. nil when absent.
     func frameIndex(source identity: String) throws -> [UInt8]?
     func storeFrameIndex(_ bytes: [UInt8], source identity: String) throws
+    /// Removes the clip stored at `location` (purge); true when there was one.
+    func remove(_ location: String) throws -> Bool
 }
 
 /// A clip found in the second tier, with the time it was first cut: every copy of a clip keeps
@@ -51,6 +59,13 @@ protocol ClipTier: Sendable {
 struct StoredClip: Sendable {
     let bytes: any ByteSource
     let createdMs: Int64?
+}
+
+/// A finished clip to copy into the second tier: the local store's file, or the bytes of a fill
+/// that the local store could not keep (a full disk).
+enum ClipContents: Sendable {
+    case file(String)
+    case bytes([UInt8])
 }
 
 /// Where shared frame indexes live in the second tier: beside the clips, under a prefix of their
@@ -88,11 +103,15 @@ struct ClipDirectoryTier: ClipTier {
 
     /// Copies a finished clip in (temporary name, then rename: readers never see a partial file);
     /// the file's modification time is the clip's creation time.
-    func store(_ clip: PreparedClip, from file: String, createdMs: Int64) throws {
+    func store(_ clip: PreparedClip, contents: ClipContents, createdMs: Int64) throws {
         let path = location(clip)
         try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         let temporary = path + ".partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.copyItem(atPath: file, toPath: temporary)
+        switch contents {
+        // Read, not copyItem: `file` may be a /proc/self/fd link, which copyItem copies as a link.
+        case .file(let file): try Data(contentsOf: URL(fileURLWithPath: file)).write(to: URL(fileURLWithPath: temporary))
+        case .bytes(let bytes): try Data(bytes).write(to: URL(fileURLWithPath: temporary))
+        }
         let times = [timespec(tv_sec: Int(createdMs / 1000), tv_nsec: Int(createdMs % 1000) * 1_000_000),
                      timespec(tv_sec: Int(createdMs / 1000), tv_nsec: Int(createdMs % 1000) * 1_000_000)]
         _ = utimensat(AT_FDCWD, temporary, times, 0)
@@ -104,6 +123,11 @@ struct ClipDirectoryTier: ClipTier {
     }
 
     func presignedURL(_ clip: PreparedClip, expires: Int, now: Date) throws -> String? { nil }
+
+    func remove(_ location: String) throws -> Bool {
+        unlink(location + ".key")
+        return unlink(location) == 0
+    }
 
     func frameIndex(source identity: String) throws -> [UInt8]? {
         FileManager.default.contents(atPath: "\(root)/\(SharedFrameIndex.name(identity))").map { [UInt8]($0) }
@@ -133,14 +157,21 @@ struct S3ClipTier: ClipTier {
                           createdMs: head.metadata["clip-created-ms"].flatMap { Int64($0) })
     }
 
-    func store(_ clip: PreparedClip, from file: String, createdMs: Int64) throws {
-        try client.putObject(bucket: bucket, key: location(clip), fileAt: file, contentType: "audio/mpeg",
-                             metadata: ["clip-key": clip.key.hex, "clip-created-ms": String(createdMs)])
+    func store(_ clip: PreparedClip, contents: ClipContents, createdMs: Int64) throws {
+        let metadata = ["clip-key": clip.key.hex, "clip-created-ms": String(createdMs)]
+        switch contents {
+        case .file(let file):
+            try client.putObject(bucket: bucket, key: location(clip), fileAt: file, contentType: "audio/mpeg", metadata: metadata)
+        case .bytes(let bytes):
+            _ = try client.putObject(bucket: bucket, key: location(clip), body: bytes, contentType: "audio/mpeg", metadata: metadata)
+        }
     }
 
     func presignedURL(_ clip: PreparedClip, expires: Int, now: Date) throws -> String? {
         try client.presignedGetURL(bucket: bucket, key: location(clip), expires: expires, now: now)
     }
+
+    func remove(_ location: String) throws -> Bool { try client.deleteObject(bucket: bucket, key: location) }
 
     func frameIndex(source identity: String) throws -> [UInt8]? {
         var bytes: [UInt8] = []

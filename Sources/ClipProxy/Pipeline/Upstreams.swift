@@ -9,7 +9,9 @@ enum Upstreams {
     static func catalog(_ configuration: Configuration) throws -> (any EpisodeCatalog, FileCatalog?) {
         switch configuration.catalogKind {
         case "mongo":
-            let pool = try MongoClientPool(uri: configuration.mongoURI, database: configuration.mongoDatabase)
+            // 2 s to find a server: a request for an episode never seen answers 503 within 3 s
+            // while MongoDB is down (known episodes keep their last resolution meanwhile).
+            let pool = try MongoClientPool(uri: configuration.mongoURI, database: configuration.mongoDatabase, timeout: .seconds(2))
             return (MongoCatalog(pool: pool), nil)
         default:
             let catalog = try FileCatalog(directory: configuration.catalogDir)
@@ -70,18 +72,21 @@ extension Upstreams {
 }
 
 /// An S3 object read as byte ranges: every read is a ranged GET, streams arrive as they come.
+/// With `etag` set, every GET carries `If-Match`: a re-uploaded object fails the read (412,
+/// `.objectChanged`) instead of mixing its bytes into a plan made from the old one.
 struct S3ByteSource: ByteSource {
     let client: S3Client
     let bucket: String
     let key: String
     let size: Int64
+    var etag: String? = nil
 
     func read(offset: Int64, count: Int) throws -> [UInt8] {
         let end = min(size, offset + Int64(count))
         guard offset >= 0, offset < end else { return [] }
         var bytes: [UInt8] = []
         bytes.reserveCapacity(Int(end - offset))
-        try client.getObject(bucket: bucket, key: key, range: S3ByteRange(offset...(end - 1))) { chunk in
+        try client.getObject(bucket: bucket, key: key, range: S3ByteRange(offset...(end - 1)), ifMatch: etag) { chunk in
             bytes.append(contentsOf: chunk)
         }
         return bytes
@@ -89,7 +94,7 @@ struct S3ByteSource: ByteSource {
 
     func stream(_ range: Range<Int64>, _ consume: (UnsafeRawBufferPointer) throws -> Void) throws {
         guard !range.isEmpty else { return }
-        try client.getObject(bucket: bucket, key: key, range: S3ByteRange(range.lowerBound...(range.upperBound - 1))) { chunk in
+        try client.getObject(bucket: bucket, key: key, range: S3ByteRange(range.lowerBound...(range.upperBound - 1)), ifMatch: etag) { chunk in
             try consume(chunk)
         }
     }

@@ -18,7 +18,7 @@ struct AudioClipsAPI: Sendable {
     let routes: ClipRoutes
     let signer: URLSigner?
 
-    func register(on router: Router<BasicRequestContext>) {
+    func register(on router: Router<ClipRequestContext>) {
         router.get("/api/v1/audio_clips/:episode") { request, context in try await self.handle(request, context) }
     }
 
@@ -55,7 +55,7 @@ struct AudioClipsAPI: Sendable {
         }
     }
 
-    func handle(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    func handle(_ request: Request, _ context: ClipRequestContext) async throws -> Response {
         let started = ContinuousClock.now
         let clipRequest: ClipRequest
         do {
@@ -98,8 +98,8 @@ struct AudioClipsAPI: Sendable {
 
     // MARK: - Validation (FastAPI's rules)
 
-    func validate(_ request: Request, _ context: BasicRequestContext) throws -> ClipRequest {
-        let episode = try routes.episodeId(context.parameters.get("episode") ?? "")
+    func validate(_ request: Request, _ context: ClipRequestContext) throws -> ClipRequest {
+        let episode = try ClipRoutes.episodeId(context.parameters.get("episode") ?? "")
         let query = request.uri.queryParameters
         var problems: [ValidationIssue] = []
         func integer(_ name: String, required: Bool) -> Int64? {

@@ -12,12 +12,21 @@ struct ClipMetrics: Sendable {
     /// Cold clips refused because every fill slot was busy and the queue full or too slow.
     let overloaded: Metrics.Counter
     let upstreamErrors: [String: Metrics.Counter]
+    /// Store writes skipped (the clip was served, not cached), by cause.
+    let cacheBypass: [StoreWrites.Reason: Metrics.Counter]
+    /// Responses whose body stopped after their headers (a source that died mid-transfer after
+    /// every retry): the one way a client can still see a broken transfer.
+    let responsesAborted: Metrics.Counter
+    /// Requests served from a resolution past `catalog.ttl_s` because the catalog could not answer.
+    let catalogStale: Metrics.Counter
+    /// Reads that found the source re-uploaded since it was indexed (resolved and indexed again).
+    let sourceChanged: Metrics.Counter
 
     /// Routes swift-metrics to a Prometheus registry; call once per process.
     static func bootstrap() -> ClipMetrics {
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
-        let tiers: [ClipBody.Tier] = [.l1, .l2, .fill, .coalesced, .part]
+        let tiers = ClipBody.Tier.allCases
         return ClipMetrics(
             registry: registry,
             tierCounters: Dictionary(uniqueKeysWithValues: tiers.map { ($0, Metrics.Counter(label: "clipproxy_clip_requests_total", dimensions: [("tier", $0.rawValue)])) }),
@@ -28,7 +37,13 @@ struct ClipMetrics: Sendable {
             overloaded: Metrics.Counter(label: "clipproxy_fills_refused_total"),
             upstreamErrors: Dictionary(uniqueKeysWithValues: ["catalog", "source", "clip_tier"].map {
                 ($0, Metrics.Counter(label: "clipproxy_upstream_errors_total", dimensions: [("upstream", $0)]))
-            }))
+            }),
+            cacheBypass: Dictionary(uniqueKeysWithValues: StoreWrites.Reason.allCases.map {
+                ($0, Metrics.Counter(label: "clipproxy_cache_bypass_total", dimensions: [("reason", $0.rawValue)]))
+            }),
+            responsesAborted: Metrics.Counter(label: "clipproxy_responses_aborted_total"),
+            catalogStale: Metrics.Counter(label: "clipproxy_catalog_stale_total"),
+            sourceChanged: Metrics.Counter(label: "clipproxy_source_changed_total"))
     }
 
     func response(status: Int) {

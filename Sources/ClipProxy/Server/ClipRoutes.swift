@@ -5,6 +5,7 @@ import Index
 import Logging
 import NIOCore
 import Trim
+import Support
 import Upstream
 
 /// HTTP for `/clips`: request validation, response headers, and streaming the body from the store
@@ -18,7 +19,7 @@ struct ClipRoutes: Sendable {
     var sendFile: SendFileTickets? = nil
     static let chunkSize: Int64 = 64 << 10
 
-    func register(on router: Router<BasicRequestContext>) {
+    func register(on router: Router<ClipRequestContext>) {
         router.get("/clips/:episode/:start") { request, context in try await self.serve(request, context) }
         router.head("/clips/:episode/:start") { request, context in try await self.serve(request, context) }
         router.on("/clips/:episode/:start", method: .options) { request, _ in self.preflight(request) }
@@ -48,7 +49,7 @@ struct ClipRoutes: Sendable {
         return Response(status: .noContent, headers: headers)
     }
 
-    func serve(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    func serve(_ request: Request, _ context: ClipRequestContext) async throws -> Response {
         let clipRequest: ClipRequest
         do {
             try checkSignature(request)
@@ -57,28 +58,28 @@ struct ClipRoutes: Sendable {
             pipeline.metrics.response(status: Int(error.status.code))
             return error.response(cors: self, request)
         }
-        let clip: PreparedClip
-        var body: ClipBody
-        var decision: ByteRangeResponse
         let conditions = ByteRangeResponse.RequestConditions(
             method: request.method.rawValue, headers: request.headers.map { ($0.name.canonicalName, $0.value) })
+        // A Range request on a cold clip costs only the bytes it asks for, unless the answer
+        // turns out to need the whole clip (then it is filled like any other request).
+        let wantsPart = request.method == .get && request.headers[.range] != nil
+        let answer: Answer
         do {
-            clip = try await pipeline.prepare(clipRequest)
-            // A Range request on a cold clip costs only the bytes it asks for, unless the answer
-            // turns out to need the whole clip (then it is filled like any other request).
-            let wantsPart = request.method == .get && request.headers[.range] != nil
-            body = try await wantsPart ? pipeline.openForPart(clip) : pipeline.open(clip)
-            decision = ByteRangeResponse.decide(conditions, for: representation(clip, body))
-            if case .part = body, !Self.worthAPart(decision, of: clip.plan.byteCount) {
-                body = try await pipeline.open(clip)
-                decision = ByteRangeResponse.decide(conditions, for: representation(clip, body))
+            answer = try await pipeline.withCurrentSource(clipRequest) { clip in
+                try await self.answer(clip, conditions, wantsPart: wantsPart)
             }
         } catch {
             let problem = HTTPProblem(error)
             pipeline.metrics.response(status: Int(problem.status.code))
             if case CatalogError.unavailable = error { pipeline.metrics.upstreamErrors["catalog"]?.increment() }
+            if problem.status.code >= 500 {
+                pipeline.logger.warning("clip request failed before its headers", metadata: [
+                    "episode.id": "\(clipRequest.episodeId)", "clip.start_ms": "\(clipRequest.startMs)",
+                    "http.status": "\(problem.status.code)", "error": "\(error)"])
+            }
             return problem.response(cors: self, request)
         }
+        let (clip, body, decision) = (answer.clip, answer.body, answer.decision)
         // Preconditions, Range, If-Range, multipart: RFC 9110 as nginx implements it.
         var headers = HTTPFields()
         for (name, value) in decision.headers {
@@ -99,24 +100,57 @@ struct ClipRoutes: Sendable {
         }
         let pipeline = self.pipeline
         let parts = decision.parts
-        let source = body
+        let partBytes = answer.partBytes
         let sendFile = self.sendFile
         return Response(status: status, headers: headers, body: ResponseBody(contentLength: Int(decision.bodyLength)) { writer in
-            defer { Self.release(source) }
+            defer { Self.release(body) }
             for part in parts {
                 switch part {
                 case .literal(let bytes): try await writer.write(ByteBuffer(bytes: bytes))
                 case .bytes(let range):
-                    if case .stored(let lease, _) = source, let sendFile {
-                        try await Self.sendStored(lease, range: range, tickets: sendFile, into: &writer)
-                        pipeline.metrics.bytesServed.increment(by: Int(range.count))
-                    } else {
-                        try await Self.stream(source, range: range, pipeline: pipeline, into: &writer)
+                    switch body {
+                    case .stored(let lease, _):
+                        if let sendFile {
+                            try await Self.sendStored(lease, range: range, tickets: sendFile, into: &writer)
+                        } else {
+                            try await Self.streamStored(lease, range: range, into: &writer)
+                        }
+                    case .filling(let fill, _):
+                        try await Self.streamFill(fill, range: range, pipeline: pipeline, into: &writer)
+                    case .part:
+                        // Read before the headers (`answer`): the one range a part is made for.
+                        try await writer.write(partBytes!)
                     }
+                    pipeline.metrics.bytesServed.increment(by: Int(range.count))
                 }
             }
             try await writer.finish(nil)
         })
+    }
+
+    /// What a request is answered with: the body, the RFC 9110 decision and, for a part, its bytes.
+    struct Answer: Sendable {
+        let clip: PreparedClip
+        let body: ClipBody
+        let decision: ByteRangeResponse
+        var partBytes: ByteBuffer?
+    }
+
+    /// Opens the clip and decides the response. Every upstream read a response depends on has
+    /// answered when this returns, so the status line that follows is one the body can honour.
+    private func answer(_ clip: PreparedClip, _ conditions: ByteRangeResponse.RequestConditions, wantsPart: Bool) async throws -> Answer {
+        let body = try await wantsPart ? pipeline.openForPart(clip) : pipeline.open(clip)
+        let decision = ByteRangeResponse.decide(conditions, for: representation(clip, body))
+        guard case .part(let part) = body else { return Answer(clip: clip, body: body, decision: decision) }
+        guard Self.worthAPart(decision, of: clip.plan.byteCount) else {
+            let whole = try await pipeline.open(clip)
+            return Answer(clip: clip, body: whole, decision: ByteRangeResponse.decide(conditions, for: representation(clip, whole)))
+        }
+        var answer = Answer(clip: clip, body: body, decision: decision)
+        if let range = decision.parts.lazy.compactMap({ if case .bytes(let r) = $0 { r } else { nil } }).first {
+            answer.partBytes = ByteBuffer(bytes: try await pipeline.blocking { try part.read(range) })
+        }
+        return answer
     }
 
     /// A part is read from the bytes behind it only for a single range that is not the whole
@@ -128,12 +162,12 @@ struct ClipRoutes: Sendable {
         return ranges.count <= 1 && ranges.allSatisfy { $0.count < length }
     }
 
-    /// A stored clip's range by sendfile: a descriptor of its own (valid even if the clip is
-    /// evicted meanwhile) handed to `SendFileHandler` through a ticket.
+    /// A stored clip's range by sendfile: a descriptor of its own (a duplicate of the lease's,
+    /// so it stays valid whatever evicts the clip meanwhile) handed to `SendFileHandler` through a ticket.
     static func sendStored(_ lease: ClipStore.Lease, range: Range<Int64>, tickets: SendFileTickets,
                            into writer: inout any ResponseBodyWriter) async throws {
-        let descriptor = open(lease.path, O_RDONLY | O_CLOEXEC)
-        guard descriptor >= 0 else { throw IndexError.io("cannot open \(lease.path)", errno) }
+        let descriptor = dup(lease.descriptor)
+        guard descriptor >= 0 else { throw SystemCallError("dup", lease.path, code: errno) }
         let (id, marker) = tickets.register(descriptor: descriptor, range: range)
         do { try await writer.write(marker) } catch {
             tickets.cancel(id)
@@ -141,50 +175,38 @@ struct ClipRoutes: Sendable {
         }
     }
 
-    /// Streams `range` of the clip: from the stored file, or from a fill as its bytes arrive.
-    /// A failed fill throws here, which aborts the transfer (the client never sees a short 200).
-    static func stream(_ body: ClipBody, range: Range<Int64>, pipeline: ClipPipeline, into writer: inout any ResponseBodyWriter) async throws {
-        let descriptor: Int32
-        var ownsDescriptor = false
-        switch body {
-        case .stored(let lease, _):
-            descriptor = open(lease.path, O_RDONLY | O_CLOEXEC)
-            guard descriptor >= 0 else { throw IndexError.io("cannot open \(lease.path)", errno) }
-            ownsDescriptor = true
-        case .filling(let fill, _):
-            descriptor = fill.readDescriptor
-        case .part:
-            descriptor = -1
-        }
-        defer { if ownsDescriptor { close(descriptor) } }
-        if case .part(let part) = body {
-            let bytes = try await pipeline.blocking { () -> [UInt8] in
-                var out: [UInt8] = []
-                out.reserveCapacity(Int(range.count))
-                try part.write(range) { out.append(contentsOf: $0) }
-                return out
+    /// A stored clip's range in chunks, read straight into the buffer that is written, on this
+    /// task: the file is in the page cache, so a pread costs microseconds, less than a hop to the
+    /// blocking pool. Chunks stay small so a thousand slow clients hold little memory each.
+    static func streamStored(_ lease: ClipStore.Lease, range: Range<Int64>, into writer: inout any ResponseBodyWriter) async throws {
+        var offset = range.lowerBound
+        while offset < range.upperBound {
+            let count = Int(min(range.upperBound - offset, chunkSize))
+            var buffer = ByteBufferAllocator().buffer(capacity: count)
+            let from = offset
+            let n = try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { pointer in
+                try Posix.readFully(lease.descriptor, into: pointer.baseAddress!, count: count, at: from, path: lease.path)
             }
-            try await writer.write(ByteBuffer(bytes: bytes))
-            pipeline.metrics.bytesServed.increment(by: bytes.count)
-            return
+            guard n == count else { throw FillError.incomplete(written: from + Int64(n), expected: range.upperBound) }
+            try await writer.write(buffer)
+            offset += Int64(count)
         }
-        // Chunks are read straight into the buffer that is written, on this task: the file is in
-        // the page cache (just written, or a stored hit), so a pread costs microseconds, less than
-        // a hop to the blocking pool (which cost a third of a hit's CPU in bench/). Chunks stay
-        // small so a thousand slow clients hold little memory each.
+    }
+
+    /// Streams `range` of a fill from memory as its bytes arrive. A fill that fails after its
+    /// headers went out (a source that died mid-transfer after every retry) throws here, which
+    /// aborts the transfer: the client sees a broken connection, never a short success.
+    static func streamFill(_ fill: Fill, range: Range<Int64>, pipeline: ClipPipeline, into writer: inout any ResponseBodyWriter) async throws {
         var offset = range.lowerBound
         while offset < range.upperBound {
             let end = min(range.upperBound, offset + chunkSize)
-            if case .filling(let fill, _) = body { try await fill.waitForBytes(end) }
-            let count = Int(end - offset)
-            var buffer = ByteBufferAllocator().buffer(capacity: count)
-            let from = offset
-            let n = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { pointer in
-                max(0, pread(descriptor, pointer.baseAddress, count, off_t(from)))
+            do { try await fill.waitForBytes(end) } catch {
+                pipeline.metrics.responsesAborted.increment()
+                pipeline.logger.error("response aborted after its headers: the fill failed",
+                                      metadata: ["clip.key": "\(fill.key)", "clip.offset": "\(offset)", "error": "\(error)"])
+                throw error
             }
-            guard n == count else { throw FillError.incomplete(written: from + Int64(n), expected: end) }
-            try await writer.write(buffer)
-            pipeline.metrics.bytesServed.increment(by: count)
+            try await writer.write(fill.bytes(offset..<end))
             offset = end
         }
     }
@@ -208,8 +230,8 @@ struct ClipRoutes: Sendable {
     // MARK: - Validation
 
     /// Episode id (ObjectId or URL-encoded guid), start (digits, optional `.mp3`), `duration_ms`.
-    func validate(_ request: Request, _ context: BasicRequestContext) throws -> ClipRequest {
-        let episode = try episodeId(context.parameters.get("episode") ?? "")
+    func validate(_ request: Request, _ context: ClipRequestContext) throws -> ClipRequest {
+        let episode = try Self.episodeId(context.parameters.get("episode") ?? "")
         var start = context.parameters.get("start") ?? ""
         if start.hasSuffix(".mp3") { start.removeLast(4) }
         guard let startMs = Self.milliseconds(start) else {
@@ -234,7 +256,7 @@ struct ClipRoutes: Sendable {
     }
 
     /// The episode id path segment, percent-decoded: an ObjectId or a guid without control characters or slashes.
-    func episodeId(_ raw: String) throws -> String {
+    static func episodeId(_ raw: String) throws -> String {
         guard let episode = raw.removingPercentEncoding, !episode.isEmpty, episode.count <= 200,
               !episode.unicodeScalars.contains(where: { $0.value < 0x20 || $0 == "/" || $0.value == 0x7F }) else {
             throw HTTPProblem(.badRequest, "invalid_episode_id", "episode_id must be a 24-hex ObjectId or a URL-encoded guid of at most 200 characters")
@@ -294,6 +316,17 @@ struct HTTPProblem: Error {
             case .sourceUnavailable: self.init(.badGateway, "source_unavailable", error.description)
             }
         case is ServiceError: self.init(.serviceUnavailable, "overloaded", "\(failure)", retryAfter: 1)
+        case let error as S3Error:
+            // A source or clip-bucket read refused before any byte was sent.
+            switch error.kind {
+            case .notFound: self.init(.notFound, "no_source_audio", "the episode's source audio is not in the source bucket: \(error)")
+            case .throttled: self.init(.serviceUnavailable, "source_throttled", error.description, retryAfter: 1)
+            case .objectChanged: self.init(.serviceUnavailable, "source_changed", "the source audio is being replaced; retry in a second", retryAfter: 1)
+            case .transport where error.transferKind == .timeout: self.init(.gatewayTimeout, "source_timeout", error.description)
+            case .denied, .serverError, .transport, .invalidRequest: self.init(.badGateway, "source_unavailable", error.description)
+            }
+        case is SourceChangedError:
+            self.init(.serviceUnavailable, "source_changed", "the source audio is being replaced; retry in a second", retryAfter: 1)
         default: self.init(.internalServerError, "internal_error", "\(failure)")
         }
     }

@@ -28,13 +28,14 @@ enum ClipServer {
                                     secondTier: try Upstreams.clipTier(configuration, logger: logger),
                                     threads: threads, logger: logger, metrics: metrics)
 
-        let router = Router()
+        let router = Router(context: ClipRequestContext.self)
         router.add(middleware: UnroutedAsJSON())
         router.add(middleware: RequestLimits(maxURIBytes: configuration.httpMaxURIBytes, maxHeaderBytes: configuration.httpMaxHeaderBytes))
         let signer = URLSigner(key: configuration.signingKey, previousKey: configuration.signingPreviousKey)
         let clipRoutes = ClipRoutes(pipeline: pipeline, signer: signer, sendFile: .shared)
         clipRoutes.register(on: router)
         AudioClipsAPI(pipeline: pipeline, routes: clipRoutes, signer: signer).register(on: router)
+        AdminRoutes(pipeline: pipeline).register(on: router)
         router.get("/healthz") { _, _ in jsonResponse(.ok, ["status": "ok"]) }
         let readiness = Readiness(checks: try readinessChecks(configuration, store: store, catalog: catalog, logger: logger),
                                   runBlocking: { work in try await pipeline.blocking(work) })

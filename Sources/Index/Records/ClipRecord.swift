@@ -21,22 +21,26 @@ public struct ClipKey: Hashable, Sendable, CustomStringConvertible {
 
 /// What the index knows about one stored clip.
 public struct ClipRecord: Sendable, Equatable {
-    static let formatVersion: UInt8 = 1
+    /// 2 added `episodeId`; version 1 records still decode (without it).
+    static let formatVersion: UInt8 = 2
 
     public var byteCount: Int64
     /// SHA-256 of the clip's bytes, computed while it was written.
     public var digest: [UInt8]
-    /// Where the clip lives in the S3 clip bucket (L2), once uploaded.
+    /// Where the clip lives in the second tier (its clip-bucket key or clip-directory path), once copied there.
     public var s3Key: String?
     public var createdMs: Int64
     public var lastAccessMs: Int64
+    /// The episode the clip was cut from, so `purge` can find its clips; nil in version 1 records.
+    public var episodeId: String?
 
-    public init(byteCount: Int64, digest: [UInt8], s3Key: String?, createdMs: Int64, lastAccessMs: Int64) {
+    public init(byteCount: Int64, digest: [UInt8], s3Key: String?, createdMs: Int64, lastAccessMs: Int64, episodeId: String? = nil) {
         self.byteCount = byteCount
         self.digest = digest
         self.s3Key = s3Key
         self.createdMs = createdMs
         self.lastAccessMs = lastAccessMs
+        self.episodeId = episodeId
     }
 
     func encoded() -> [UInt8] {
@@ -48,18 +52,24 @@ public struct ClipRecord: Sendable, Equatable {
         if let s3Key { w.string(s3Key) }
         w.i64(createdMs)
         w.i64(lastAccessMs)
+        w.u8(episodeId == nil ? 0 : 1)
+        if let episodeId { w.string(episodeId) }
         return w.data
     }
 
     init(decoding bytes: [UInt8]) throws {
         var r = ByteReader(bytes)
         let version = try r.u8()
-        guard version == Self.formatVersion else { throw RecordDecodingError("clip record version \(version), expected \(Self.formatVersion)") }
+        guard version == 1 || version == Self.formatVersion else {
+            throw RecordDecodingError("clip record version \(version), expected 1 or \(Self.formatVersion)")
+        }
         byteCount = try r.i64()
         digest = try r.bytes(32)
         s3Key = try r.u8() == 1 ? try r.string() : nil
         createdMs = try r.i64()
         lastAccessMs = try r.i64()
+        let hasEpisode = version >= 2 ? try r.u8() == 1 : false
+        episodeId = hasEpisode ? try r.string() : nil
         guard r.remaining == 0, byteCount >= 0 else { throw RecordDecodingError("clip record has trailing or invalid data") }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Support
 import Synchronization
 
 /// Random access to the bytes of a source (a local file, an S3 object). Every read is a bounded
@@ -42,7 +43,11 @@ public final class FileByteSource: ByteSource {
         descriptor = fd
         size = Int64(info.st_size)
         self.path = path
+        identity = Posix.fileIdentity(info)
     }
+
+    /// The file's stand-in ETag (`Posix.fileIdentity`) when it was opened.
+    public let identity: String
 
     deinit { close(descriptor) }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Support
 
 /// An object in a bucket (or a file in a directory laid out like one).
 public struct StoredObject: Sendable, Equatable {
@@ -89,7 +90,7 @@ public struct DirectoryLister: ObjectLister {
             let key = String(path.dropFirst(root.count).drop { $0 == "/" })
             guard key.hasPrefix(prefix) else { continue }
             // Files have no ETag: size, modification time and inode change whenever the file does.
-            let etag = "file-\(info.st_size)-\(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec)-\(info.st_ino)"
+            let etag = Posix.fileIdentity(info)
             out.append(StoredObject(key: key, size: Int64(info.st_size), etag: etag))
         }
         return out

@@ -11,9 +11,11 @@ extension S3Client {
     /// the meantime the read fails with `.objectChanged` instead of mixing two versions.
     ///
     /// Errors thrown by `onHead` or `onBody` stop the read and are rethrown unchanged (no retry).
+    /// `ifMatch`: the ETag the caller expects; another version fails with `.objectChanged` (412)
+    /// before any byte is delivered.
     /// - Returns: the same response `onHead` saw.
     @discardableResult
-    public func getObject(bucket: String, key: String, range: S3ByteRange? = nil,
+    public func getObject(bucket: String, key: String, range: S3ByteRange? = nil, ifMatch: String? = nil,
                           onHead: (S3ObjectResponse) throws -> Void = { _ in },
                           onBody: (UnsafeRawBufferPointer) throws -> Void) throws -> S3ObjectResponse {
         let call = Call(operation: "GetObject", bucket: bucket, key: key)
@@ -28,8 +30,9 @@ extension S3Client {
             if let pinned = read.pinned, let rest = read.remainingRange {
                 headers = [("Range", rest.description), ("If-Match", pinned.etag)]
                 emit(.info, "s3 get resuming", call, ["s3.offset": "\(rest.first)", "s3.delivered": "\(read.delivered)"])
-            } else if let range {
-                headers = [("Range", range.description)]
+            } else {
+                if let range { headers.append(("Range", range.description)) }
+                if let ifMatch { headers.append(("If-Match", ifMatch.hasPrefix("\"") ? ifMatch : "\"\(ifMatch)\"")) }
             }
 
             var errorBody: [UInt8]?

@@ -23,6 +23,18 @@ extension S3Client {
 
     /// Succeeds when the bucket exists and these credentials may use it (readiness checks).
     /// Blocking: call from a thread pool.
+    /// Deletes an object; true when it existed. S3 answers 204 either way, so a HEAD first tells
+    /// which (the count is for people; a race in between only makes it off by one).
+    @discardableResult
+    public func deleteObject(bucket: String, key: String) throws -> Bool {
+        let existed: Bool
+        do { _ = try headObject(bucket: bucket, key: key); existed = true } catch let error as S3Error where error.kind == .notFound { existed = false }
+        let call = Call(operation: "DeleteObject", bucket: bucket, key: key)
+        try validate(call)
+        try withRetries(call) { _ in _ = try collect(call, method: "DELETE") }
+        return existed
+    }
+
     public func headBucket(_ bucket: String) throws {
         let call = Call(operation: "HeadBucket", bucket: bucket, key: nil)
         try validate(call)
@@ -77,9 +89,10 @@ extension S3Client {
     /// Uploads `body` as the object (replacing it). The payload's SHA-256 is signed, so S3 rejects
     /// a body damaged in transit. Retried like every idempotent request. Blocking.
     @discardableResult
-    public func putObject(bucket: String, key: String, body: [UInt8], contentType: String? = nil) throws -> S3PutResult {
+    public func putObject(bucket: String, key: String, body: [UInt8], contentType: String? = nil,
+                          metadata: [String: String] = [:]) throws -> S3PutResult {
         try put(Call(operation: "PutObject", bucket: bucket, key: key), body: .bytes(body),
-                payloadHash: Digest.sha256(body).hexString, contentType: contentType)
+                payloadHash: Digest.sha256(body).hexString, contentType: contentType, metadata: metadata)
     }
 
     /// Uploads the file at `path`, streamed from disk through libcurl's read callback (never

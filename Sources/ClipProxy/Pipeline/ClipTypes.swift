@@ -1,0 +1,107 @@
+import Foundation
+import Index
+import Synchronization
+import Trim
+import Upstream
+
+/// What a request asks for, once validated.
+struct ClipRequest: Sendable, Hashable {
+    var episodeId: String
+    var startMs: Int64
+    var durationMs: Int64
+}
+
+/// A clip whose plan and key are known: its exact length, before any source byte is read.
+struct PreparedClip: Sendable {
+    let request: ClipRequest
+    let episode: ResolvedEpisode
+    let plan: ClipPlan
+    let key: ClipKey
+    let sourceIdentity: String
+}
+
+/// Where the bytes of a response come from. Every case has already been answered by its
+/// upstream when it is returned: the status line may go out.
+enum ClipBody: Sendable {
+    /// L1: a finished file in the local store, open and pinned while it is read.
+    case stored(ClipStore.Lease, tier: Tier)
+    /// A fill in progress (this request's or another's) whose source has answered: read as it grows.
+    case filling(Fill, tier: Tier)
+    /// A cold clip asked for in part: each range is made from just the bytes behind it (the
+    /// second tier's copy, or the source through the plan); nothing is cached.
+    case part(PartSource)
+
+    enum Tier: String, Sendable, CaseIterable {
+        case l1 = "l1_hit", l2 = "l2_hit", fill = "fill", coalesced = "coalesced", part = "part"
+    }
+
+    var tier: Tier {
+        switch self {
+        case .stored(_, let tier), .filling(_, let tier): tier
+        case .part: .part
+        }
+    }
+}
+
+/// Where the ranges of a cold clip asked for in part come from.
+struct PartSource: Sendable {
+    enum Bytes: Sendable {
+        /// The finished clip in the second tier.
+        case stored(StoredClip)
+        /// The source, cut through the plan.
+        case source(any ByteSource)
+    }
+    let plan: ClipPlan
+    let bytes: Bytes
+    let createdMs: Int64
+
+    /// Bytes `range` of the clip, read before the response's headers go out. Blocking.
+    func read(_ range: Range<Int64>) throws -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(Int(range.count))
+        switch bytes {
+        case .stored(let stored): try stored.bytes.stream(range) { out.append(contentsOf: $0) }
+        case .source(let source): try Trimmer.write(plan, range: range, from: source) { out.append(contentsOf: $0) }
+        }
+        return out
+    }
+}
+
+/// The source object is no longer the one the episode was resolved to (re-uploaded: new
+/// content, new ETag). What was derived from the old one must be dropped and resolved again.
+struct SourceChangedError: Error, CustomStringConvertible {
+    let sourceKey: String
+    var description: String { "the source audio \(sourceKey) changed since it was indexed" }
+
+    /// True for every way a read reports a changed source: S3's 412 to `If-Match` (or an ETag
+    /// that moved between attempts), or a source file that is no longer the indexed one.
+    static func matches(_ error: any Error) -> Bool {
+        switch error {
+        case is SourceChangedError: true
+        case let error as S3Error: error.kind == .objectChanged
+        default: false
+        }
+    }
+}
+
+/// A source that calls `onFirstBytes` once, when its first bytes arrive: the moment a fill knows
+/// its upstream answered (a refusal throws before it), so requests may send their headers.
+struct AnnouncingSource: ByteSource {
+    let base: any ByteSource
+    let onFirstBytes: @Sendable () -> Void
+
+    var size: Int64 { base.size }
+
+    func read(offset: Int64, count: Int) throws -> [UInt8] {
+        let bytes = try base.read(offset: offset, count: count)
+        if !bytes.isEmpty { onFirstBytes() }
+        return bytes
+    }
+
+    func stream(_ range: Range<Int64>, _ consume: (UnsafeRawBufferPointer) throws -> Void) throws {
+        try base.stream(range) { chunk in
+            onFirstBytes()
+            try consume(chunk)
+        }
+    }
+}
