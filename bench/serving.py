@@ -174,6 +174,7 @@ async def fetch(host, port, path, keep=False, read_size=65536, read_delay=None, 
             reader, writer = await asyncio.open_connection(host, port, limit=1 << 20)
         writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
         head = await reader.readuntil(b"\r\n\r\n")
+        result["head"] = time.perf_counter() - t0
         lines = head.decode("latin-1").split("\r\n")
         result["status"] = int(lines[0].split(" ")[1])
         headers = {}
@@ -185,6 +186,8 @@ async def fetch(host, port, path, keep=False, read_size=65536, read_delay=None, 
         result["length"] = length
         result["tier"] = headers.get("x-clip-tier")
         body = [] if keep else None
+        first = b""  # the body's first bytes, until the first MP3 frame's length is known
+        audio_from = None  # where the audio starts: after the Info frame, for audio/mpeg
         while length is None or result["bytes"] < length:
             data = await reader.read(read_size)
             if not data:
@@ -192,6 +195,12 @@ async def fetch(host, port, path, keep=False, read_size=65536, read_delay=None, 
             if result["ttfb"] is None:
                 result["ttfb"] = time.perf_counter() - t0
             result["bytes"] += len(data)
+            if audio_from is None and len(first) < 4:
+                first += data[:4 - len(first)]
+                if len(first) == 4:
+                    audio_from = mp3_frame_length(first) or 0
+            if "ttfa" not in result and audio_from is not None and result["bytes"] > audio_from:
+                result["ttfa"] = time.perf_counter() - t0
             if keep:
                 body.append(data)
             if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
@@ -210,6 +219,21 @@ async def fetch(host, port, path, keep=False, read_size=65536, read_delay=None, 
         if writer is not None:
             writer.close()
     return result
+
+
+def mp3_frame_length(header):
+    """Bytes of the MPEG audio frame that starts with these 4 bytes (Layer III), or None."""
+    if len(header) < 4 or header[0] != 0xFF or header[1] & 0xE0 != 0xE0:
+        return None
+    version = (header[1] >> 3) & 3          # 3: MPEG-1, 2: MPEG-2, 0: MPEG-2.5
+    bitrate_index, rate_index, padding = header[2] >> 4, (header[2] >> 2) & 3, (header[2] >> 1) & 1
+    if version == 1 or bitrate_index in (0, 15) or rate_index == 3:
+        return None
+    mpeg1 = version == 3
+    bitrates = ([0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320] if mpeg1
+                else [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160])
+    rate = [44100, 48000, 32000][rate_index] // {3: 1, 2: 2, 0: 4}[version]
+    return (144 if mpeg1 else 72) * bitrates[bitrate_index] * 1000 // rate + padding
 
 
 def get(host, port, path, **kw):
@@ -465,7 +489,8 @@ http {{
                     reads = self.source_reads(since, e["source_key"])
                     # Where a miss waits: the S3 requests made while the client was being served.
                     window = [x for x in self.proxy_log()[since:] if x["t0"] <= r["t_end"]]
-                    row["clipproxy"] = {"status": r["status"], "ttfb": r["ttfb"], "total": r["total"],
+                    row["clipproxy"] = {"status": r["status"], "head": r.get("head"), "ttfb": r["ttfb"], "ttfa": r.get("ttfa"),
+                                        "total": r["total"],
                                         "bytes": r["bytes"], "error": r["error"],
                                         "source_gets": len(reads), "source_bytes": sum(x["body_bytes"] for x in reads),
                                         "s3_requests": [f"{x['method']} {x['path'].split('?')[0][:60]} "
@@ -490,7 +515,9 @@ http {{
         ratios = [r["clipproxy"]["source_bytes"] / r["clipproxy"]["bytes"] for r in ok if r["clipproxy"]["bytes"]]
         summary = {
             "clips": len(rows), "ok": len(ok),
-            "clipproxy": {"ttfb_p50_ms": ms(pct([r["clipproxy"]["ttfb"] for r in ok], 50)),
+            "clipproxy": {"head_p50_ms": ms(pct([r["clipproxy"]["head"] for r in ok], 50)),
+                          "first_audio_byte_p50_ms": ms(pct([r["clipproxy"]["ttfa"] for r in ok if r["clipproxy"]["ttfa"]], 50)),
+                          "ttfb_p50_ms": ms(pct([r["clipproxy"]["ttfb"] for r in ok], 50)),
                           "ttfb_p99_ms": ms(pct([r["clipproxy"]["ttfb"] for r in ok], 99)),
                           "total_p50_ms": ms(pct(cp_total, 50)), "total_p99_ms": ms(pct(cp_total, 99)),
                           "source_bytes_per_miss_p50": round(pct([r["clipproxy"]["source_bytes"] for r in ok], 50) or 0),
@@ -510,7 +537,7 @@ http {{
             summary["speedup_total_p50"] = round(summary["old"]["total_p50_ms"] / summary["clipproxy"]["total_p50_ms"], 1)
             summary["speedup_ttfb_p50"] = round(summary["old"]["ttfb_p50_ms"] / summary["clipproxy"]["ttfb_p50_ms"], 1)
             summary["speedup_total_min"] = round(min(o / c for o, c in zip(old_total, cp_total)), 1)
-        summary["rows"] = [{k: ({kk: (ms(vv) if kk in ("ttfb", "total", "api_s") else vv) for kk, vv in v.items()}
+        summary["rows"] = [{k: ({kk: (ms(vv) if kk in ("head", "ttfb", "ttfa", "total", "api_s") else vv) for kk, vv in v.items()}
                                 if isinstance(v, dict) else v) for k, v in r.items()} for r in rows]
         self.results["scenarios"]["misses"] = summary
 

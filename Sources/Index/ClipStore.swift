@@ -58,7 +58,8 @@ public final class ClipStore: @unchecked Sendable {
         var report = try reconcile()
         // A crash between a commit and its eviction, or a smaller budget than last run, leaves the
         // store over budget: enforce it before serving.
-        report.evicted = try evictToBudget().count
+        // Best effort: a store on a full disk still opens (and serves; its writes are bypassed).
+        report.evicted = (try? evictToBudget().count) ?? 0
         openingReport = report
     }
 
@@ -230,7 +231,8 @@ public final class ClipStore: @unchecked Sendable {
             throw error
         }
         state.withLock { $0.storedBytes += record.byteCount - (replaced?.byteCount ?? 0) }
-        try evictToBudget()
+        // The clip is stored whatever happens next; a failed eviction (a full disk) is retried by the next commit.
+        _ = try? evictToBudget()
         return record
     }
 
@@ -347,28 +349,38 @@ public final class ClipStore: @unchecked Sendable {
         }
         var known = Set<String>()
         var total: Int64 = 0
-        try environment.write { txn in
-            var drop: [[UInt8]] = []
-            var dropLRU: [[UInt8]] = []
-            try txn.forEach(clips) { keyBytes, value in
-                let hex = String(decoding: keyBytes, as: UTF8.self)
-                guard let key = ClipKey(hex: hex), let record = try? ClipRecord(decoding: Array(value)) else {
-                    drop.append(Array(keyBytes))
+        var scanned = false
+        do {
+            try environment.write { txn in
+                known = []  // the body runs again when the map grows
+                total = 0
+                var drop: [[UInt8]] = []
+                var dropLRU: [[UInt8]] = []
+                try txn.forEach(clips) { keyBytes, value in
+                    let hex = String(decoding: keyBytes, as: UTF8.self)
+                    guard let key = ClipKey(hex: hex), let record = try? ClipRecord(decoding: Array(value)) else {
+                        drop.append(Array(keyBytes))
+                        return true
+                    }
+                    var info = stat()
+                    if stat(blobPath(key), &info) != 0 || Int64(info.st_size) != record.byteCount {
+                        drop.append(Array(keyBytes))
+                        dropLRU.append(Self.lruKey(record.lastAccessMs, key))
+                    } else {
+                        known.insert(hex)
+                        total += record.byteCount
+                    }
                     return true
                 }
-                var info = stat()
-                if stat(blobPath(key), &info) != 0 || Int64(info.st_size) != record.byteCount {
-                    drop.append(Array(keyBytes))
-                    dropLRU.append(Self.lruKey(record.lastAccessMs, key))
-                } else {
-                    known.insert(hex)
-                    total += record.byteCount
-                }
-                return true
+                scanned = true
+                for key in drop { try txn.delete(clips, key: key) }
+                for key in dropLRU { try txn.delete(lru, key: key) }
+                report.recordsDropped = drop.count
             }
-            for key in drop { try txn.delete(clips, key: key) }
-            for key in dropLRU { try txn.delete(lru, key: key) }
-            report.recordsDropped = drop.count
+        } catch where scanned {
+            // Only dropping stale records failed (a full disk): they stay, and read as misses
+            // (their file cannot be opened). The scan is complete, so orphans can still go.
+            report.recordsDropped = 0
         }
         if let walker = fm.enumerator(atPath: blobRoot) {
             while let relative = walker.nextObject() as? String {

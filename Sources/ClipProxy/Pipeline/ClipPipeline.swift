@@ -32,8 +32,9 @@ final class ClipPipeline: Sendable {
     private let indexLoads = SingleFlight<String, FrameIndex>()
     /// Catalog lookups in progress, by episode id: a burst for one episode asks once.
     private let resolutions = SingleFlight<String, ResolvedEpisode>()
-    /// Episodes served from a resolution past its TTL because the catalog could not answer.
-    private let staleEpisodes = Mutex<Set<String>>([])
+    /// Episodes served from a resolution past its TTL because the catalog could not answer,
+    /// with the time of the last attempt to refresh them (at most one a second each).
+    private let staleEpisodes = Mutex<[String: ContinuousClock.Instant]>([:])
     /// Second-tier uploads in progress, so one clip is uploaded once however many ask.
     private let uploads = SingleFlight<ClipKey, Void>()
     let threads: NIOThreadPool
@@ -169,9 +170,15 @@ final class ClipPipeline: Sendable {
         // An LMDB read transaction (microseconds, no I/O once mapped): cheaper inline than a thread hop.
         let cached = try store.episode(episodeId)
         if let cached, cached.expiresMs > ClipStore.nowMs() { return cached.resolved(episodeId) }
-        if let cached, staleEpisodes.withLock({ $0.contains(episodeId) }) {
+        if let cached, let retryNow = staleEpisodes.withLock({ stale -> Bool? in
+            guard let last = stale[episodeId] else { return nil }
+            let now = ContinuousClock.now
+            guard now - last >= .seconds(1) else { return false }
+            stale[episodeId] = now
+            return true
+        }) {
             metrics.catalogStale.increment()
-            Task.detached { [self] in _ = try? await refreshResolution(episodeId) }
+            if retryNow { Task.detached { [self] in _ = try? await refreshResolution(episodeId) } }
             return cached.resolved(episodeId)
         }
         do {
@@ -198,12 +205,12 @@ final class ClipPipeline: Sendable {
             let record = EpisodeRecord(guid: resolved.guid, feedSlug: resolved.feedSlug, sourceKey: resolved.sourceKey, etag: resolved.etag,
                                        size: resolved.size, expiresMs: ClipStore.nowMs() + Int64(configuration.catalogTTLs) * 1000)
             _ = try? await blocking { [storeWrites, store] in storeWrites.attempt("episode") { try store.putEpisode(episodeId, record) } }
-            if staleEpisodes.withLock({ $0.remove(episodeId) }) != nil {
+            if staleEpisodes.withLock({ $0.removeValue(forKey: episodeId) }) != nil {
                 logger.info("catalog answered again; resolution refreshed", metadata: ["episode.id": "\(episodeId)"])
             }
             return resolved
         } catch where Self.isOutage(error) {
-            staleEpisodes.withLock { _ = $0.insert(episodeId) }
+            staleEpisodes.withLock { $0[episodeId] = ContinuousClock.now }
             throw error
         }
     }

@@ -30,7 +30,7 @@ struct UnroutedAsJSON<Context: RequestContext>: RouterMiddleware {
     static var routes: [(pattern: [Substring], methods: String)] {
         [
             (["clips", "*", "*"], "GET, HEAD, OPTIONS"), (["api", "v1", "audio_clips", "*"], "GET"),
-            (["healthz"], "GET"), (["readyz"], "GET"), (["metrics"], "GET"), ([], "GET"),
+            (["healthz"], "GET"), (["readyz"], "GET"), (["metrics"], "GET"), ([], "GET"), (["admin", "purge", "*"], "POST"),
         ]
     }
 
