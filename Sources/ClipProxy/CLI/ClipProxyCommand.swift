@@ -6,7 +6,7 @@ struct ClipProxyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "clipproxy",
         abstract: "A content-addressed caching proxy that serves exact podcast clips from S3.",
-        discussion: "Design and contract: DESIGN.md. Configuration keys: conf/clipproxy.yaml.",
+        discussion: "Design and contract: docs/ARCHITECTURE.md. Configuration keys: docs/CONFIGURATION.md and conf/clipproxy.yaml. Operations: docs/OPERATIONS.md.",
         version: ClipProxyVersion.string,
         subcommands: [
             ServeCommand.self, TrimCommand.self, ProbeCommand.self, ResolveCommand.self,

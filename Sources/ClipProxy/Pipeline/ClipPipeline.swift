@@ -310,8 +310,8 @@ final class ClipPipeline: Sendable {
     /// The slot is released when the fill ends (`runFill`).
     private func claim(_ clip: PreparedClip) async throws -> (LocalCopy, Fill)? {
         let local: LocalCopy
-        do { local = LocalCopy(try await blocking { [store] in try store.beginFill(clip.key) }) } catch {
-            local = LocalCopy(failedWith: error)  // served all the same; counted when the fill ends
+        do { local = LocalCopy(try await blocking { [store] in try store.beginFill(clip.key) }, store: store) } catch {
+            local = LocalCopy(failedWith: error, store: store)  // served all the same; counted when the fill ends
         }
         let fill = Fill(key: clip.key, length: clip.plan.byteCount, createdMs: local.blob?.startedMs ?? ClipStore.nowMs())
         switch await fills.claim(fill, isStored: { [store] in (try? store.contains(clip.key)) ?? false }) {
@@ -351,7 +351,7 @@ final class ClipPipeline: Sendable {
                 try await blocking { [self] in
                     try produce(clip, from: stored, fill: fill) { bytes in
                         try fill.append(bytes)
-                        local.write(bytes)
+                        local.write(bytes, of: fill)
                     }
                 }
                 guard fill.bytesWritten == clip.plan.byteCount else {
@@ -489,15 +489,24 @@ final class ClipPipeline: Sendable {
     }
 
     /// Forgets an episode now: its resolution, frame index and prepared clips, its clips in the
-    /// local store, and with `secondTier` its clips in the clip bucket or directory too.
+    /// local store, and with `secondTier` its clips and shared frame index in the clip bucket or
+    /// directory too, whichever node cut them (the episode's folder there is listed). An episode
+    /// the catalog does not know throws `CatalogError.notFound`.
     func purge(_ episodeId: String, secondTier includeSecondTier: Bool) async throws -> PurgeReport {
+        let episode = try await resolve(episodeId)
         await forget(episodeId)
         let removed = try await blocking { [store] in try store.purge(episodeId: episodeId) }
         var report = PurgeReport(clipsRemoved: removed.count)
         if includeSecondTier, let secondTier {
-            let locations = Set(removed.compactMap(\.s3Key))
+            let template = configuration.s3ClipKeyTemplate
+            let identity = sources.identity(of: episode)
             report.secondTierRemoved = try await blocking {
-                try locations.reduce(0) { count, location in count + (try secondTier.remove(location) ? 1 : 0) }
+                var locations = Set(removed.compactMap(\.s3Key))
+                if let prefix = ClipKeyTemplate.episodePrefix(template, episode: episode) {
+                    locations.formUnion(try secondTier.locations(under: prefix))
+                }
+                try secondTier.removeFrameIndex(source: identity)
+                return try locations.reduce(0) { count, location in count + (try secondTier.remove(location) ? 1 : 0) }
             }
         }
         logger.notice("episode purged", metadata: ["episode.id": "\(episodeId)", "purge.clips": "\(report.clipsRemoved)",

@@ -85,25 +85,47 @@ final class StoreWrites: Sendable {
 }
 
 /// A fill's copy into the local store, written beside the copy in memory that clients read.
-/// The first failed write gives the copy up (file removed); the fill goes on, and the cause is
-/// counted as a bypass when the fill ends. `@unchecked Sendable`: one fill is written by one
-/// task at a time.
+/// On a full disk it makes room once (evicting least recently used clips) and starts over from
+/// the fill's memory, so the clip being cut is cached too; any other failure, or a second one,
+/// gives the copy up (file removed) and the fill goes on, the cause counted as a bypass when the
+/// fill ends. `@unchecked Sendable`: one fill is written by one task at a time.
 final class LocalCopy: @unchecked Sendable {
     /// nil when not even the temporary file could be created.
-    let blob: BlobFill?
+    private(set) var blob: BlobFill?
     private(set) var failure: (any Error)?
+    private let store: ClipStore
+    private var madeRoom = false
 
-    init(_ blob: BlobFill) { self.blob = blob }
-    init(failedWith error: any Error) {
-        blob = nil
-        failure = error
+    init(_ blob: BlobFill, store: ClipStore) {
+        self.blob = blob
+        self.store = store
     }
 
-    func write(_ bytes: UnsafeRawBufferPointer) {
+    init(failedWith error: any Error, store: ClipStore) {
+        blob = nil
+        failure = error
+        self.store = store
+    }
+
+    /// Appends `bytes`, which `fill` (whose memory holds the clip so far) has just appended too.
+    func write(_ bytes: UnsafeRawBufferPointer, of fill: Fill) {
         guard failure == nil, let blob else { return }
         do { try blob.write(bytes) } catch {
-            failure = error
             blob.abort()
+            guard !madeRoom, StoreWrites.reason(error) == .diskFull else {
+                failure = error
+                return
+            }
+            madeRoom = true
+            do {
+                try store.makeRoom(bytes: 2 * fill.length)
+                let fresh = try store.beginFill(fill.key, createdMs: blob.startedMs)
+                self.blob = fresh
+                try fill.bytes(0..<fill.bytesWritten).withUnsafeReadableBytes { try fresh.write($0) }
+            } catch {
+                self.blob?.abort()
+                failure = error
+            }
         }
     }
 

@@ -52,6 +52,9 @@ protocol ClipTier: Sendable {
     func storeFrameIndex(_ bytes: [UInt8], source identity: String) throws
     /// Removes the clip stored at `location` (purge); true when there was one.
     func remove(_ location: String) throws -> Bool
+    /// The locations of the clips stored under `prefix` (a path relative to the tier's root).
+    func locations(under prefix: String) throws -> [String]
+    func removeFrameIndex(source identity: String) throws
 }
 
 /// A clip found in the second tier, with the time it was first cut: every copy of a clip keeps
@@ -129,6 +132,24 @@ struct ClipDirectoryTier: ClipTier {
         return unlink(location) == 0
     }
 
+    func locations(under prefix: String) throws -> [String] {
+        let directory = "\(root)/\(prefix)"
+        guard let walker = FileManager.default.enumerator(atPath: directory) else { return [] }
+        var found: [String] = []
+        while let relative = walker.nextObject() as? String {
+            let path = "\(directory)/\(relative)"
+            var info = stat()
+            guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, !relative.hasSuffix(".key"),
+                  !relative.contains(".partial-") else { continue }
+            found.append(path)
+        }
+        return found
+    }
+
+    func removeFrameIndex(source identity: String) throws {
+        unlink("\(root)/\(SharedFrameIndex.name(identity))")
+    }
+
     func frameIndex(source identity: String) throws -> [UInt8]? {
         FileManager.default.contents(atPath: "\(root)/\(SharedFrameIndex.name(identity))").map { [UInt8]($0) }
     }
@@ -173,6 +194,14 @@ struct S3ClipTier: ClipTier {
 
     func remove(_ location: String) throws -> Bool { try client.deleteObject(bucket: bucket, key: location) }
 
+    func locations(under prefix: String) throws -> [String] {
+        try client.listObjectsV2(bucket: bucket, prefix: prefix).map(\.key)
+    }
+
+    func removeFrameIndex(source identity: String) throws {
+        try client.deleteObject(bucket: bucket, key: SharedFrameIndex.name(identity))
+    }
+
     func frameIndex(source identity: String) throws -> [UInt8]? {
         var bytes: [UInt8] = []
         do {
@@ -190,6 +219,17 @@ struct S3ClipTier: ClipTier {
 
 /// `{feed_slug}/{guid}/{start_ms}-{end_ms}.mp3`, the old system's clip layout.
 enum ClipKeyTemplate {
+    /// The folder every clip of `episode` is stored under: the template up to the last `/` before
+    /// its first per-clip placeholder. nil when that folder does not name the episode (a template
+    /// such as `{start_ms}/{guid}.mp3`), since listing it would find other episodes' clips.
+    static func episodePrefix(_ template: String, episode: ResolvedEpisode) -> String? {
+        let firstPerClip = ["{start_ms}", "{end_ms}"].compactMap { template.range(of: $0)?.lowerBound }.min() ?? template.endIndex
+        guard let slash = template[..<firstPerClip].lastIndex(of: "/") else { return nil }
+        let folder = String(template[...slash])
+        guard folder.contains("{guid}") || folder.contains("{episode_id}") else { return nil }
+        return expand(folder, episode: episode, startMs: 0, endMs: 0)
+    }
+
     static func expand(_ template: String, episode: ResolvedEpisode, startMs: Int64, endMs: Int64) -> String {
         template
             .replacingOccurrences(of: "{feed_slug}", with: episode.feedSlug)

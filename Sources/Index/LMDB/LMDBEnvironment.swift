@@ -53,6 +53,7 @@ public final class LMDBEnvironment: @unchecked Sendable {
             // A process killed while reading leaves its reader slot behind; free such slots.
             var dead: Int32 = 0
             mdb_reader_check(env, &dead)
+            Self.allocateLockFile(path + "/lock.mdb")
         } catch {
             mdb_env_close(env)
             throw error
@@ -64,6 +65,18 @@ public final class LMDBEnvironment: @unchecked Sendable {
         self.mapSize = max(initialMapSize, info.me_mapsize)
         resizeLock = .allocate(capacity: 1)
         pthread_rwlock_init(resizeLock, nil)
+    }
+
+    /// The reader table lives in a shared mapping of `lock.mdb`, created sparse. On a full file
+    /// system (a small tmpfs above all) the first touch of a new page of it would kill the
+    /// process with SIGBUS; allocating its blocks now turns that into nothing worse than a
+    /// failed allocation here (ignored: the file may still fit as it is used).
+    private static func allocateLockFile(_ path: String) {
+        let fd = open(path, O_RDWR | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        var info = stat()
+        if fstat(fd, &info) == 0, info.st_size > 0 { _ = posix_fallocate(fd, 0, info.st_size) }
     }
 
     deinit {
