@@ -16,10 +16,15 @@ public final class ClipStore: @unchecked Sendable {
         /// Byte budget for clip files; the least recently used clips are evicted beyond it.
         public var maxBytes: Int64
         public var initialMapSize: Int
-        public init(directory: String, maxBytes: Int64, initialMapSize: Int = 64 << 20) {
+        /// Reconcile index and disk and enforce the budget when opening (the server, `index gc`).
+        /// Off for tools that only read (`index stats|verify`), which may run beside a live server
+        /// whose temporary files and just-renamed clips reconciliation would take for debris.
+        public var reconcileOnOpen: Bool
+        public init(directory: String, maxBytes: Int64, initialMapSize: Int = 64 << 20, reconcileOnOpen: Bool = true) {
             self.directory = directory
             self.maxBytes = maxBytes
             self.initialMapSize = initialMapSize
+            self.reconcileOnOpen = reconcileOnOpen
         }
     }
 
@@ -55,6 +60,18 @@ public final class ClipStore: @unchecked Sendable {
         lru = try environment.database(named: "lru")
         episodes = try environment.database(named: "episodes")
         frames = try environment.database(named: "frames")
+        guard configuration.reconcileOnOpen else {
+            let total = try environment.read { txn in
+                var sum: Int64 = 0
+                try txn.forEach(clips) { _, value in
+                    sum += (try? ClipRecord(decoding: Array(value)))?.byteCount ?? 0
+                    return true
+                }
+                return sum
+            }
+            state.withLock { $0.storedBytes = total }
+            return
+        }
         var report = try reconcile()
         // A crash between a commit and its eviction, or a smaller budget than last run, leaves the
         // store over budget: enforce it before serving.
@@ -125,13 +142,49 @@ public final class ClipStore: @unchecked Sendable {
         // above and this open leaves no file (a miss, cut again); one after it cannot hurt.
         let path = blobPath(key)
         let descriptor = Posix.openForReading(path)
-        guard descriptor >= 0 else { unpin(key); return nil }
+        var info = stat()
+        guard descriptor >= 0, fstat(descriptor, &info) == 0, Int64(info.st_size) == record.byteCount else {
+            // No file, or not this clip's length (deleted by hand, a record a full disk kept from
+            // being dropped): a miss. The record goes, so the clip is cut and stored again.
+            if descriptor >= 0 { close(descriptor) }
+            unpin(key)
+            staleRecords.withLock { _ = $0.insert(key) }
+            return nil
+        }
         touch(key, flush: !deferFlush)
         return Lease(key: key, record: record, path: path, descriptor: descriptor, store: self)
     }
 
     public func contains(_ key: ClipKey) throws -> Bool {
         try environment.read { try $0.withValue(clips, key: key.bytes) { $0 != nil } }
+            && !staleRecords.withLock({ $0.contains(key) })
+    }
+
+    /// Records found without their file by `lookup`, dropped by `dropStaleRecords` (a write,
+    /// kept off the lookup path). Until then they count as absent.
+    private let staleRecords = Mutex<Set<ClipKey>>([])
+
+    public var hasStaleRecords: Bool { staleRecords.withLock { !$0.isEmpty } }
+
+    /// Drops the records `lookup` found without a whole file.
+    public func dropStaleRecords() throws {
+        let keys = staleRecords.withLock { $0 }
+        guard !keys.isEmpty else { return }
+        let dropped = try environment.write { txn -> [ClipRecord] in
+            var dropped: [ClipRecord] = []
+            for key in keys {
+                guard let bytes = try txn.get(clips, key: key.bytes), let record = try? ClipRecord(decoding: bytes) else { continue }
+                var info = stat()
+                // Checked again under the write lock: a fill may have stored the clip meanwhile.
+                if stat(blobPath(key), &info) == 0, Int64(info.st_size) == record.byteCount { continue }
+                try txn.delete(clips, key: key.bytes)
+                try txn.delete(lru, key: Self.lruKey(record.lastAccessMs, key))
+                dropped.append(record)
+            }
+            return dropped
+        }
+        state.withLock { s in for record in dropped { s.storedBytes -= record.byteCount } }
+        staleRecords.withLock { $0.subtract(keys) }
     }
 
     private func pin(_ key: ClipKey) { state.withLock { $0.pins[key, default: 0] += 1 } }

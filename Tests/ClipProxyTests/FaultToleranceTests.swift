@@ -96,6 +96,50 @@ struct FaultToleranceTests {
         #expect(verify.status == 0, "index verify after the disk-full run: \(verify.stdout) \(verify.stderr)")
     }
 
+    @Test("A stored clip whose file was deleted or truncated behind the index is cut again, exact: never a 500, never a short hit")
+    func clipFileGoneBehindTheIndex() throws {
+        let work = try TemporaryDirectory("file-gone")
+        defer { work.remove() }
+        let environment = EmbeddedServer(work: work).environment
+        let cacheDir = environment["CLIPPROXY_CACHE_DIR"]!
+        let server = try ClipProxyProcess(environment: environment)
+        let source = Self.sourcePath(Self.sourceKeyA)
+        for (start, damage) in [(3_000, "deleted"), (6_000, "truncated")] {
+            let expected = try trimFile(source, startMs: start)
+            let url = "\(server.baseURL)/clips/\(Self.episodeA)/\(start)"
+            let before = server.log.components(separatedBy: "fill finished").count - 1
+            #expect(sameBytes(fetchRecording(url, "clip \(start)")?.body ?? [], expected))
+            #expect(server.waitForLog("fill finished", count: before + 1, timeout: 15))
+            #expect(fetchRecording(url, "clip \(start) stored")?.headers["x-clip-tier"] == "l1_hit")
+            let blobs = try FileManager.default.subpathsOfDirectory(atPath: cacheDir + "/blobs")
+                .map { cacheDir + "/blobs/" + $0 }.filter { path in
+                    var isDirectory: ObjCBool = false
+                    return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && !isDirectory.boolValue
+                }
+            // The newest blob is this clip's.
+            let blob = try #require(blobs.max { (try? FileManager.default.attributesOfItem(atPath: $0)[.modificationDate] as? Date) ?? .distantPast
+                                                 < (try? FileManager.default.attributesOfItem(atPath: $1)[.modificationDate] as? Date) ?? .distantPast })
+            if damage == "deleted" { try FileManager.default.removeItem(atPath: blob) } else { truncate(blob, 1000) }
+            // Cut again, or copied from the clip directory (the second tier has it by now).
+            let again = fetchRecording(url, "clip \(start) after its file was \(damage)")
+            #expect(again?.status == 200 && ["fill", "l2_hit"].contains(again?.headers["x-clip-tier"] ?? "-"),
+                    "clip \(start), file \(damage): \(again?.status ?? 0) \(again?.headers["x-clip-tier"] ?? "-")")
+            #expect(sameBytes(again?.body ?? [], expected), "clip \(start), file \(damage): not the clip's bytes")
+            // And stored again: an l1_hit within a few seconds (the copy commits after the response).
+            var healed: (status: Int, headers: [String: String], body: [UInt8])?
+            for _ in 0..<50 {
+                healed = fetchRecording(url, "clip \(start) after the refill")
+                if healed?.headers["x-clip-tier"] == "l1_hit" { break }
+                usleep(100_000)
+            }
+            #expect(healed?.headers["x-clip-tier"] == "l1_hit" && sameBytes(healed?.body ?? [], expected),
+                    "clip \(start), file \(damage): not stored again (\(healed?.headers["x-clip-tier"] ?? "-"))")
+        }
+        #expect(server.stop() == 0)
+        let verify = try runClipProxy(["index", "verify"], environment: ProcessInfo.processInfo.environment.merging(environment) { $1 })
+        #expect(verify.status == 0, "index verify after the refills: \(verify.stdout) \(verify.stderr)")
+    }
+
     /// Temporary clip files of the store (`<cache>/tmp/*.partial`) that outlived their fill.
     static func partialFiles(_ cacheDir: String) -> [String] {
         ((try? FileManager.default.contentsOfDirectory(atPath: cacheDir + "/tmp")) ?? []).filter { $0.hasSuffix(".partial") }

@@ -4,8 +4,9 @@ import Index
 
 /// `clipproxy index stats|verify|gc`: the local store as an operator sees it. Output is JSON.
 enum IndexTool {
-    static func open(_ configuration: Configuration) throws -> ClipStore {
-        try ClipStore(.init(directory: configuration.cacheDir, maxBytes: configuration.cacheMaxBytes))
+    /// `reconcile`: only for gc; stats and verify only read, and may run beside a live server.
+    static func open(_ configuration: Configuration, reconcile: Bool = false) throws -> ClipStore {
+        try ClipStore(.init(directory: configuration.cacheDir, maxBytes: configuration.cacheMaxBytes, reconcileOnOpen: reconcile))
     }
 
     static func stats(_ configuration: Configuration) throws {
@@ -28,7 +29,7 @@ enum IndexTool {
 
     /// Opening the store reconciles it and enforces the budget; gc reports what that did.
     static func gc(_ configuration: Configuration) throws {
-        let store = try open(configuration)
+        let store = try open(configuration, reconcile: true)
         let report = store.openingReport
         try TrimTool.printJSON([
             "clips": try store.stats().clips, "bytes": store.storedBytes, "records_dropped": report.recordsDropped,

@@ -153,6 +153,9 @@ final class ClipPipeline: Sendable {
             }
             return .stored(lease, tier: .l1)
         }
+        if store.hasStaleRecords {
+            Task.detached { [self] in _ = try? await blocking { [storeWrites, store] in storeWrites.attempt("index") { try store.dropStaleRecords() } } }
+        }
         if let running = await fills.join(clip.key) {
             try await running.waitUntilStarted()
             return .filling(running, tier: .coalesced)
@@ -493,7 +496,10 @@ final class ClipPipeline: Sendable {
     /// directory too, whichever node cut them (the episode's folder there is listed). An episode
     /// the catalog does not know throws `CatalogError.notFound`.
     func purge(_ episodeId: String, secondTier includeSecondTier: Bool) async throws -> PurgeReport {
-        let episode = try await resolve(episodeId)
+        // The resolution this node has, however old (a takedown may already have removed the
+        // episode from the catalog); else the catalog's.
+        let episode: ResolvedEpisode
+        if let known = try store.episode(episodeId) { episode = known.resolved(episodeId) } else { episode = try await resolve(episodeId) }
         await forget(episodeId)
         let removed = try await blocking { [store] in try store.purge(episodeId: episodeId) }
         var report = PurgeReport(clipsRemoved: removed.count)
