@@ -1,6 +1,6 @@
 // swift-tools-version:6.1
 // clipproxy: a content-addressed caching reverse proxy for podcast clips in front of S3.
-// See ../shared/DESIGN.md for the architecture. C libraries come from Debian's -dev packages
+// See docs/ARCHITECTURE.md for the architecture. C libraries come from Debian's -dev packages
 // (installed by `make deps`); each is a system-library target found through pkg-config.
 import PackageDescription
 

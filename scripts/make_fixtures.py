@@ -130,7 +130,7 @@ HOUR = fixture("hour_cbr64_44k_mono", "1", 44100, 1, ["-b", "64", "-q", "7", "-m
 BAD_INPUTS = ["not_mp3.wav", "not_mp3.ogg", "empty.mp3", "random.mp3", "truncated.mp3",
               "huge_id3.mp3", "garbage_between.mp3"]
 
-# Episodes of the demo catalog.  _id values are fixed; the first is the example in DESIGN.md.
+# Episodes of the demo catalog.  _id values are fixed; the first is the example in README.md.
 EPISODES = [
     {"oid": "685ba776e4f9ec2f0756267a", "guid": "0e983347-7815-4b33-8a7e-2b1c9f0e1a11",
      "feed": "the-daily-tones", "podcast": "The Daily Tones",

@@ -12,7 +12,7 @@ struct ConfigurationTests {
         return (dir, path)
     }
 
-    @Test("Defaults follow DESIGN.md")
+    @Test("Defaults follow docs/CONFIGURATION.md")
     func defaults() throws {
         let c = try Configuration.load(file: nil, environment: [:])
         #expect(c.httpHost == "127.0.0.1" && c.httpPort == 8080)
