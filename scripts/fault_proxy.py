@@ -16,6 +16,9 @@ the plan, or the default mode once the plan is used up. Modes:
                   gives up, or --stall-seconds pass)
     close         read the request and close without answering
 
+A mode may name the requests it is for: `503@/clip-bucket/` applies only to requests whose path
+starts with `/clip-bucket/`; others pass, and a plan entry waits for a request it applies to.
+
 Control requests, answered by the proxy itself:
     POST /__proxy/plan   body {"plan": [MODE, ...], "default": MODE} replaces the plan
     GET  /__proxy/log    JSON list of the requests seen: method, path, range, if_match, mode
@@ -51,9 +54,21 @@ class Proxy:
         self.lock = threading.Lock()
         self.counter = 0
 
-    def next_mode(self):
+    @staticmethod
+    def applies(entry, path):
+        """The mode of a plan entry for this path, or None when the entry is for other paths."""
+        mode, _, prefix = entry.partition("@")
+        return mode if not prefix or path.startswith(prefix) else None
+
+    def next_mode(self, path):
         with self.lock:
-            return self.plan.pop(0) if self.plan else self.default
+            if self.plan:
+                mode = self.applies(self.plan[0], path)
+                if mode is None:
+                    return "pass"
+                self.plan.pop(0)
+                return mode
+            return self.applies(self.default, path) or "pass"
 
     def handle(self, client):
         try:
@@ -65,7 +80,7 @@ class Proxy:
             if path.startswith("/__proxy/"):
                 self.control(client, method, path, body)
                 return
-            mode = self.next_mode()
+            mode = self.next_mode(path)
             with self.lock:
                 self.counter += 1
                 self.log.append({"n": self.counter, "method": method, "path": path, "mode": mode,

@@ -64,21 +64,37 @@ extension ClipPlan {
 
     /// Plans the clip `request` of the source described by `index`.
     /// Windows running past the end are cut at the end; a start at or beyond the end is an error.
+    ///
+    /// A partial index plans a clip exactly as the complete index would, or throws
+    /// `FrameIndexTooShort`: every step below that looks at the end of the audio (the start past
+    /// the end, the window cut at the end, the last frame, the trailer) would, on a partial
+    /// index, see the end of the prefix instead, so reaching any of them means "extend first".
+    /// When none is reached with the prefix's (lower-bound) length, none is reached with the
+    /// complete length either, and every other input (frames before the end of the window, gaps
+    /// among them, the tag) is the same in the prefix.
     public static func plan(_ index: FrameIndex, _ request: Request) throws -> ClipPlan {
         guard request.startMs >= 0, request.durationMs > 0 else {
             throw TrimError.windowOutsideAudio(startMs: request.startMs, durationMs: request.durationMs)
+        }
+        let outside = TrimError.windowOutsideAudio(startMs: request.startMs, durationMs: request.durationMs)
+        // Where a complete index says "past the end", a partial one says "extend to the window's end".
+        func endReached() -> any Error {
+            guard !index.isComplete else { return outside }
+            let (end, overflow) = request.startMs.addingReportingOverflow(request.durationMs)
+            return FrameIndexTooShort(neededMs: overflow ? .max : end, coveredMs: index.coveredMs)
         }
         let rate = Int64(index.sampleRate)
         let spf = Int64(index.samplesPerFrame)
         let total = index.decodedSampleCount
         // Clamp before multiplying: a client may send any 64-bit number.
-        guard request.startMs <= index.durationMs else {
-            throw TrimError.windowOutsideAudio(startMs: request.startMs, durationMs: request.durationMs)
-        }
+        guard request.startMs <= index.durationMs else { throw endReached() }
         let t0 = (request.startMs * rate + 500) / 1000
-        guard t0 < total else { throw TrimError.windowOutsideAudio(startMs: request.startMs, durationMs: request.durationMs) }
-        var n = min((min(request.durationMs, index.durationMs + 1) * rate + 500) / 1000, total - t0)
-        guard n > 0 else { throw TrimError.windowOutsideAudio(startMs: request.startMs, durationMs: request.durationMs) }
+        guard t0 < total else { throw endReached() }
+        let wanted = (min(request.durationMs, index.durationMs + 1) * rate + 500) / 1000
+        // A partial index must hold the whole window, uncut by its own (provisional) end.
+        if !index.isComplete && (request.durationMs > index.durationMs + 1 || wanted > total - t0) { throw endReached() }
+        var n = min(wanted, total - t0)
+        guard n > 0 else { throw outside }
 
         // Position of the first wanted sample in the source decoder's output.
         let position = t0 + Int64(index.leadingSkip)
@@ -90,9 +106,10 @@ extension ClipPlan {
 
         var outputFrames = Int((delay + 529 + n + spf - 1) / spf)       // carrier included
         if first + outputFrames - 1 > index.frameCount {                 // the source ends sooner
+            guard index.isComplete else { throw endReached() }
             outputFrames = index.frameCount - first + 1
             n = min(n, Int64(outputFrames) * spf - delay - 529)
-            guard n > 0 else { throw TrimError.windowOutsideAudio(startMs: request.startMs, durationMs: request.durationMs) }
+            guard n > 0 else { throw outside }
         }
         let copied = outputFrames - 1
         // ffmpeg replaces a pending start skip with the next packet's skip/discard side data, so the

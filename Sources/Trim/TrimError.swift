@@ -26,3 +26,21 @@ public enum TrimError: Error, CustomStringConvertible, Sendable, Equatable {
         }
     }
 }
+
+/// A clip reaches past what a partial frame index covers. Not a fault of the source or the
+/// request (so not a `TrimError`, which ClipProxy maps to statuses): extend the index to cover
+/// `neededMs` (`FrameIndexBuilder.extend(_:source:coveringMs:)`) and plan again, which then succeeds
+/// or, if the index turned out complete, gives the complete index's answer.
+public struct FrameIndexTooShort: Error, Sendable, Equatable, CustomStringConvertible {
+    /// Decoded audio, in ms from the start, the index must cover: the end of the requested window.
+    public let neededMs: Int64
+    /// What the index covers now.
+    public let coveredMs: Int64
+
+    public init(neededMs: Int64, coveredMs: Int64) {
+        self.neededMs = neededMs
+        self.coveredMs = coveredMs
+    }
+
+    public var description: String { "the frame index covers \(coveredMs) ms; this clip needs it to reach \(neededMs) ms" }
+}

@@ -50,12 +50,20 @@ public struct SourceDescription: Sendable, Codable, Equatable {
     /// Identifies the source with libavformat, then indexes its frames. The head and tail of the
     /// source are read once and shared by both steps.
     public static func probe(_ source: any ByteSource) throws -> (SourceDescription, FrameIndex) {
+        try probe(source, coveringMs: nil)
+    }
+
+    /// As `probe(_:)`, but a source that needs a scan is indexed only as far as `coveringMs`
+    /// (`FrameIndexBuilder.build(_:coveringMs:)`), so a cold clip near the start reads about its
+    /// own bytes. With a partial index, `frames` and `durationMs` say how far it reaches (lower
+    /// bounds of the episode's); check `index.isComplete`.
+    public static func probe(_ source: any ByteSource, coveringMs: Int64?) throws -> (SourceDescription, FrameIndex) {
         let source = HeadTailCachedSource(source, headBytes: FrameIndexBuilder.headBytes, tailBytes: FrameIndexBuilder.tailBytes)
         let format = try FormatProbe.probe(source, probeBytes: FrameIndexBuilder.headBytes)
         guard format.codec == "mp3" else {
             throw TrimError.unsupportedFormat("\(format.container)/\(format.codec): only MP3 sources can be cut without re-encoding")
         }
-        let index = try FrameIndexBuilder.build(source)
+        let index = try FrameIndexBuilder.build(source, coveringMs: coveringMs)
         let description = SourceDescription(
             container: format.container, codec: format.codec, version: index.header.version.description,
             sampleRate: index.sampleRate, channels: index.header.channels, frames: index.frameCount,

@@ -79,18 +79,23 @@ struct ColdRangeTests {
 
 @Suite("A second tier that cannot answer costs a cut, not a failed request")
 struct SecondTierOutageTests {
-    @Test("The clip bucket's HEAD keeps failing: the clip is cut from the source and served whole")
+    @Test("The clip bucket keeps failing (its listing, the per-clip HEAD, the upload): the clip is cut from the source and served whole")
     func clipBucketDown() async throws {
         try await withProxiedStack("l2-down") { server, proxy, _, _ in
-            #expect(try fetch("\(server.baseURL)/clips/\(ServerTests.episode)/0").status == 200)
-            #expect(server.waitForLog("fill finished"))
-            // Every attempt of the next request (the clip-bucket HEAD and its retries) gets 503.
-            try setProxyPlan(proxy, #"{"plan": ["503", "503", "503", "503"], "default": "pass"}"#)
-            let expected = try trimmed(ServerTests.sourceKey, startMs: 44_000)
-            let response = try fetch("\(server.baseURL)/clips/\(ServerTests.episode)/44000")
-            #expect(response.status == 200 && response.headers["x-clip-tier"] == "fill")
-            #expect(sameBytes(response.body, expected))
+            // Every request to the clip bucket gets 503, from the first one on; the source passes.
+            try setProxyPlan(proxy, #"{"plan": [], "default": "503@/\#(ClipBucketTests.clipBucket)"}"#)
+            for startMs in [0, 44_000] {
+                let expected = try trimmed(ServerTests.sourceKey, startMs: Int64(startMs))
+                let response = try fetch("\(server.baseURL)/clips/\(ServerTests.episode)/\(startMs)")
+                #expect(response.status == 200 && response.headers["x-clip-tier"] == "fill", "clip \(startMs): \(response.status)")
+                #expect(sameBytes(response.body, expected))
+            }
+            // The listing failed, so each miss asked for its clip, and that failed too.
+            #expect(server.log.contains("second tier listing failed"))
             #expect(server.log.contains("second tier lookup failed"))
+            let clipBucketRequests = try FaultProxyRequest.decodeLog(try fetch(proxy.endpoint + "/__proxy/log").body)
+                .filter { $0.path.hasPrefix("/\(ClipBucketTests.clipBucket)/") || $0.path.hasPrefix("/\(ClipBucketTests.clipBucket)?") }
+            #expect(!clipBucketRequests.isEmpty && clipBucketRequests.allSatisfy { $0.mode == "503" })
         }
     }
 }

@@ -11,6 +11,7 @@ struct ClipProxyCommand: AsyncParsableCommand {
         subcommands: [
             ServeCommand.self, TrimCommand.self, ProbeCommand.self, ResolveCommand.self,
             S3Command.self, IndexCommand.self, WarmCommand.self, PurgeCommand.self, SignCommand.self,
+            IndexSourcesCommand.self,
         ])
 
     static func main() async {
@@ -115,6 +116,26 @@ struct WarmCommand: AsyncParsableCommand {
     @OptionGroup var options: ConfigOption
     func run() async throws {
         try ClipURLTools.warm(episodeId: episodeId, starts: startMs, durationMs: durationMs, server: server, try options.load())
+    }
+}
+
+struct IndexSourcesCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "index-sources", abstract: "Index every source not yet indexed and share the index through the second tier.",
+        discussion: """
+        Walks the source bucket (or source directory), and for each episode's source whose frame \
+        index the clip bucket (or clip directory) does not hold yet, builds it and stores it where \
+        nodes look for it, so the first clip of a new episode never waits for a scan. Run it after \
+        ingest. Interrupt it with Ctrl-C (it finishes what is in flight); run it again to resume. \
+        Exits 1 when any source failed, 130 when interrupted.
+        """)
+    @Option(name: .long, help: "Only this feed's sources (the folder <feed>/ of the source bucket or directory).") var feed: String?
+    @Option(name: .long, help: "Sources indexed at once (1 to 64).") var concurrency: Int = 4
+    @Option(name: .long, help: ArgumentHelp("Seconds between progress lines when standard output is not a terminal.", visibility: .hidden))
+    var progressInterval: Double = 5
+    @OptionGroup var options: ConfigOption
+    func run() async throws {
+        try IndexSourcesTool.run(feed: feed, concurrency: concurrency, progressInterval: progressInterval, try options.load())
     }
 }
 

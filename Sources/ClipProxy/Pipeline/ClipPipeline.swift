@@ -37,6 +37,11 @@ final class ClipPipeline: Sendable {
     private let staleEpisodes = Mutex<[String: ContinuousClock.Instant]>([:])
     /// Second-tier uploads in progress, so one clip is uploaded once however many ask.
     private let uploads = SingleFlight<ClipKey, Void>()
+    /// What the second tier holds under each episode's folder, listed once per `catalog.ttl_s`
+    /// (plus this node's own uploads), so a miss does not ask the clip bucket before it cuts.
+    /// A listing that failed is an empty entry with `failed` set: not retried for a few seconds.
+    private let secondTierListings = Mutex<[String: (locations: Set<String>, until: ContinuousClock.Instant, failed: Bool)]>([:])
+    private let listingLoads = SingleFlight<String, Set<String>>()
     let threads: NIOThreadPool
     let logger: Logger
     let metrics: ClipMetrics
@@ -86,6 +91,7 @@ final class ClipPipeline: Sendable {
         let now = ContinuousClock.now
         if let recent = preparedClips.withLock({ $0[request] }), now < recent.until { return recent.clip }
         let episode = try await resolve(request.episodeId)
+        listSecondTierAhead(episode)
         let sourceIdentity = sources.identity(of: episode)
         let index = try await frameIndex(of: episode, identity: sourceIdentity)
         let plan = try ClipPlan.plan(index, .init(startMs: request.startMs, durationMs: request.durationMs))
@@ -131,9 +137,15 @@ final class ClipPipeline: Sendable {
 
     /// The clip's copy in the second tier. A second tier that cannot answer is logged and treated
     /// as not having it: the source can always make the clip, so an S3 clip-bucket outage costs
-    /// cuts, not failed requests.
+    /// cuts, not failed requests. A clip missing from the episode's listing is absent without
+    /// a request (a copy another node stored since the listing is cut once more: rare behind
+    /// consistent hashing, and it costs one clip's source bytes).
     private func findInSecondTier(_ clip: PreparedClip) async -> StoredClip? {
         guard let secondTier else { return nil }
+        if let prefix = ClipKeyTemplate.episodePrefix(configuration.s3ClipKeyTemplate, episode: clip.episode),
+           let listed = await secondTierListing(prefix), !listed.contains(secondTier.location(clip)) {
+            return nil
+        }
         do {
             return try await blocking { try secondTier.find(clip) }
         } catch {
@@ -161,6 +173,48 @@ final class ClipPipeline: Sendable {
             return .filling(running, tier: .coalesced)
         }
         return nil
+    }
+
+    /// Starts listing the episode's folder in the second tier, if no listing is current, while
+    /// the rest of `prepare` runs: a first miss then waits on it only if it takes longer.
+    private func listSecondTierAhead(_ episode: ResolvedEpisode) {
+        guard secondTier != nil, let prefix = ClipKeyTemplate.episodePrefix(configuration.s3ClipKeyTemplate, episode: episode),
+              secondTierListings.withLock({ $0[prefix].map { ContinuousClock.now >= $0.until } ?? true }) else { return }
+        Task.detached { [self] in _ = await secondTierListing(prefix) }
+    }
+
+    /// The locations under `prefix` in the second tier, listed at most once per `catalog.ttl_s`
+    /// however many ask; nil when the listing failed (then each miss asks for its clip).
+    private func secondTierListing(_ prefix: String) async -> Set<String>? {
+        if let current = secondTierListings.withLock({ $0[prefix] }), ContinuousClock.now < current.until {
+            return current.failed ? nil : current.locations
+        }
+        guard let secondTier else { return nil }
+        do {
+            let locations = try await listingLoads.run(prefix) { [self] in
+                let listed = Set(try await blocking { try secondTier.locations(under: prefix) })
+                secondTierListings.withLock { listings in
+                    listings[prefix] = (listed, ContinuousClock.now + .seconds(configuration.catalogTTLs), false)
+                }
+                return listed
+            }
+            return locations
+        } catch {
+            secondTierListings.withLock { $0[prefix] = ([], ContinuousClock.now + .seconds(5), true) }
+            metrics.upstreamErrors["clip_tier"]?.increment()
+            logger.warning("second tier listing failed; asking it per clip", metadata: ["clip_tier.prefix": "\(prefix)", "error": "\(error)"])
+            return nil
+        }
+    }
+
+    /// Keeps a current listing true after this node stored a clip in the second tier (or purged it).
+    private func noteSecondTier(_ clip: PreparedClip, stored: Bool) {
+        guard let secondTier, let prefix = ClipKeyTemplate.episodePrefix(configuration.s3ClipKeyTemplate, episode: clip.episode) else { return }
+        let location = secondTier.location(clip)
+        secondTierListings.withLock { listings in
+            guard listings[prefix]?.failed == false else { return }
+            if stored { listings[prefix]?.locations.insert(location) } else { listings[prefix]?.locations.remove(location) }
+        }
     }
 
     // MARK: - Resolution and indexing (cached in LMDB)
@@ -456,6 +510,7 @@ final class ClipPipeline: Sendable {
                 try secondTier.store(clip, contents: .file("/proc/self/fd/\(lease.descriptor)"), createdMs: lease.record.createdMs)
                 storeWrites.attempt("second tier location") { try store.setS3Key(clip.key, secondTier.location(clip)) }
             }
+            noteSecondTier(clip, stored: true)
         }
     }
 
@@ -504,13 +559,12 @@ final class ClipPipeline: Sendable {
         let removed = try await blocking { [store] in try store.purge(episodeId: episodeId) }
         var report = PurgeReport(clipsRemoved: removed.count)
         if includeSecondTier, let secondTier {
-            let template = configuration.s3ClipKeyTemplate
+            let prefix = ClipKeyTemplate.episodePrefix(configuration.s3ClipKeyTemplate, episode: episode)
+            if let prefix { secondTierListings.withLock { _ = $0.removeValue(forKey: prefix) } }
             let identity = sources.identity(of: episode)
             report.secondTierRemoved = try await blocking {
                 var locations = Set(removed.compactMap(\.s3Key))
-                if let prefix = ClipKeyTemplate.episodePrefix(template, episode: episode) {
-                    locations.formUnion(try secondTier.locations(under: prefix))
-                }
+                if let prefix { locations.formUnion(try secondTier.locations(under: prefix)) }
                 try secondTier.removeFrameIndex(source: identity)
                 return try locations.reduce(0) { count, location in count + (try secondTier.remove(location) ? 1 : 0) }
             }

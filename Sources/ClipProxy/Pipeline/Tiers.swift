@@ -133,11 +133,13 @@ struct ClipDirectoryTier: ClipTier {
     }
 
     func locations(under prefix: String) throws -> [String] {
-        let directory = "\(root)/\(prefix)"
+        // Paths spelled exactly as `location(_:)` spells them, so listings and lookups compare equal.
+        let folder = prefix.hasSuffix("/") ? prefix : prefix + "/"
+        let directory = "\(root)/\(folder)"
         guard let walker = FileManager.default.enumerator(atPath: directory) else { return [] }
         var found: [String] = []
         while let relative = walker.nextObject() as? String {
-            let path = "\(directory)/\(relative)"
+            let path = directory + relative
             var info = stat()
             guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, !relative.hasSuffix(".key"),
                   !relative.contains(".partial-") else { continue }

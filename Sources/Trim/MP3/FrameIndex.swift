@@ -5,9 +5,15 @@ import Support
 /// Constant-bitrate sources are described by a model (frame length plus a rational padding
 /// pattern), verified against the file at build time; others by a table of frame sizes. Either
 /// way `offset(of:)` is O(1) and planning a clip needs no I/O.
+///
+/// A table index may be partial (`isComplete == false`): a VBR source scanned only as far as the
+/// clips asked for so far. It is then an exact prefix of the complete index (same header, tag,
+/// audioStart and audioEnd, the first `frameCount` frames with the same sizes and gaps), so a clip
+/// inside it plans exactly as with the complete one; `FrameIndexBuilder.extend` continues it.
 public struct FrameIndex: Sendable, Equatable {
     /// Version of the binary form; bump when the layout or the meaning of a field changes.
-    public static let formatVersion: UInt16 = 1
+    /// 2: adds the completeness flag (version 1 records are complete indexes).
+    public static let formatVersion: UInt16 = 2
 
     public let sourceSize: Int64
     /// Header of the first audio frame: the stream's version, rate and channel layout.
@@ -19,6 +25,10 @@ public struct FrameIndex: Sendable, Equatable {
     public let audioEnd: Int64
     public let frameCount: Int
     public let layout: Layout
+    /// False when the frames stop before the end of the audio (a progressive scan's prefix):
+    /// then `frameCount`, `decodedSampleCount` and `durationMs` are lower bounds, not the audio's
+    /// length. Constant-bitrate models are always complete.
+    public let isComplete: Bool
 
     public enum Layout: Sendable, Equatable {
         /// offset(i) = audioStart + i·length + ⌊(i·fraction + phase) / rate⌋ (the padding pattern).
@@ -36,7 +46,7 @@ public struct FrameIndex: Sendable, Equatable {
     private let tableOffsets: [Int64]
 
     init(sourceSize: Int64, header: FrameHeader, vbrTag: VBRTag?, tagFrameOffset: Int64?, audioStart: Int64,
-         audioEnd: Int64, frameCount: Int, layout: Layout) {
+         audioEnd: Int64, frameCount: Int, layout: Layout, isComplete: Bool = true) {
         self.sourceSize = sourceSize
         self.header = header
         self.vbrTag = vbrTag
@@ -45,6 +55,7 @@ public struct FrameIndex: Sendable, Equatable {
         self.audioEnd = audioEnd
         self.frameCount = frameCount
         self.layout = layout
+        self.isComplete = isComplete
         if case .table(let sizes, let gaps) = layout {
             var offsets = [Int64](repeating: 0, count: sizes.count + 1)
             var position = audioStart
@@ -91,14 +102,26 @@ public struct FrameIndex: Sendable, Equatable {
     }
 
     /// Length of the decoded audio in samples, as ffmpeg (and so the browsers) decode it.
-    public var decodedSampleCount: Int64 {
-        let all = Int64(frameCount) * Int64(samplesPerFrame)
-        guard let tag = vbrTag, tag.declaresGapless, let delay = tag.encoderDelay, let padding = tag.encoderPadding else { return all }
-        let declaredFrames = Int64(min(tag.frames ?? frameCount, frameCount))
-        return max(0, min(all - Int64(leadingSkip), declaredFrames * Int64(samplesPerFrame) - Int64(delay) - Int64(padding)))
+    /// For a partial index: the samples its frames are sure to yield (a lower bound of the length).
+    public var decodedSampleCount: Int64 { Self.decodedSamples(frames: frameCount, header: header, tag: vbrTag) }
+
+    /// Decoded samples of a stream of `frames` frames. Never decreases as frames are added, so
+    /// for a prefix it is a lower bound of the complete stream's count: the progressive scan
+    /// stops on it and `ClipPlan` accepts a partial index on it, the same rule on both sides.
+    static func decodedSamples(frames: Int, header: FrameHeader, tag: VBRTag?) -> Int64 {
+        let spf = Int64(header.samplesPerFrame)
+        let all = Int64(frames) * spf
+        guard let tag, tag.declaresGapless, let delay = tag.encoderDelay, let padding = tag.encoderPadding else { return all }
+        let declaredFrames = Int64(min(tag.frames ?? frames, frames))
+        return max(0, min(all - Int64(delay + 529), declaredFrames * spf - Int64(delay) - Int64(padding)))
     }
 
+    /// Length of the decoded audio in ms; for a partial index, how far it reaches (a lower bound).
     public var durationMs: Int64 { decodedSampleCount * 1000 / Int64(sampleRate) }
+
+    /// Decoded audio the indexed frames cover, in ms: any clip ending by then plans from this
+    /// index exactly as from the complete one. The whole audio for a complete index.
+    public var coveredMs: Int64 { durationMs }
 
     /// The first byte after the audio frames actually indexed.
     public var audioFramesEnd: Int64 { offset(of: frameCount) }
@@ -119,6 +142,7 @@ extension FrameIndex {
         w.i64(audioEnd)
         w.i64(tagFrameOffset ?? -1)
         w.u32(UInt32(frameCount))
+        w.u8(isComplete ? 1 : 0)  // version 2; placed before the tag so version-1 field offsets stay put
         // VBR tag
         if let tag = vbrTag {
             w.u8(tag.kind == .xing ? 1 : tag.kind == .info ? 2 : 3)
@@ -157,7 +181,10 @@ extension FrameIndex {
         var r = ByteReader(data)
         guard try r.bytes(4) == Array("CPFI".utf8) else { throw TrimError.badFrameIndex("not a frame index") }
         let version = try r.u16()
-        guard version == Self.formatVersion else { throw TrimError.badFrameIndex("format version \(version), expected \(Self.formatVersion)") }
+        // Version 1 predates partial indexes: every version-1 record is complete.
+        guard version == 1 || version == Self.formatVersion else {
+            throw TrimError.badFrameIndex("format version \(version), expected 1 or \(Self.formatVersion)")
+        }
         let sourceSize = try r.i64()
         let raw = try r.u32()
         guard let header = FrameHeader(UInt8(raw >> 24), UInt8((raw >> 16) & 0xFF), UInt8((raw >> 8) & 0xFF), UInt8(raw & 0xFF)) else {
@@ -165,6 +192,12 @@ extension FrameIndex {
         }
         let audioStart = try r.i64(), audioEnd = try r.i64(), tagOffset = try r.i64()
         let frameCount = Int(try r.u32())
+        var isComplete = true
+        if version >= 2 {
+            let flag = try r.u8()
+            guard flag <= 1 else { throw TrimError.badFrameIndex("completeness flag \(flag)") }
+            isComplete = flag == 1
+        }
         var tag: VBRTag?
         let tagKind = try r.u8()
         if tagKind != 0 {
@@ -187,6 +220,8 @@ extension FrameIndex {
             // Real Layer III frames are 24...2881 bytes at 8...48 kHz; anything else is damage.
             guard (24...4096).contains(length), (8000...48000).contains(rate), fraction < rate, phase < rate,
                   Int64(frameCount) * Int64(length) <= sourceSize else { throw TrimError.badFrameIndex("bad constant layout") }
+            // A constant model describes the whole stream; it is never partial.
+            guard isComplete else { throw TrimError.badFrameIndex("a partial constant layout") }
             layout = .constant(length: length, fraction: fraction, rate: rate, phase: phase)
         case 2:
             let gapCount = Int(try r.u32())
@@ -209,7 +244,7 @@ extension FrameIndex {
             throw TrimError.badFrameIndex("inconsistent offsets")
         }
         self.init(sourceSize: sourceSize, header: header, vbrTag: tag, tagFrameOffset: tagOffset >= 0 ? tagOffset : nil,
-                  audioStart: audioStart, audioEnd: audioEnd, frameCount: frameCount, layout: layout)
+                  audioStart: audioStart, audioEnd: audioEnd, frameCount: frameCount, layout: layout, isComplete: isComplete)
         guard audioFramesEnd <= audioEnd else { throw TrimError.badFrameIndex("frames run past the audio") }
     }
 }

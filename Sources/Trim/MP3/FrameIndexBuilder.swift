@@ -10,7 +10,23 @@ public enum FrameIndexBuilder {
     static let syncChain = 3
     static let maxJunkBeforeFirstFrame = 256 << 10
 
-    public static func build(_ source: any ByteSource) throws -> FrameIndex {
+    /// Frames indexed past the requested coverage. `ClipPlan` accepts a partial index when the
+    /// prefix's decoded length (the same lower bound the scan stops on) holds the window's last
+    /// sample; rounding start and duration to samples can ask for 1 sample more than `coveringMs`
+    /// converts to. Two frames (~50 ms, ~1 kB) cover that with room to spare; preroll and
+    /// reservoir lie before the clip, and the last-frame and trailer rules only look at the end
+    /// of the audio, which a partial index never claims to know.
+    public static let coverageMarginFrames = 2
+    /// Read-ahead of a partial scan: about as far as the estimate of the frames still needed
+    /// (+1/8), but at least 1 MiB (one request covers a clip in the first minutes, ~2 min of a
+    /// 64 kb/s episode) and at most the full scan's 4 MiB (the requests of a far target stay few).
+    public static let progressiveReadAhead = 1 << 20
+
+    /// Indexes the whole source (`coveringMs == nil`), or, for sources that need a scan (VBR,
+    /// irregular), only as far as the first `coveringMs` ms of decoded audio plus
+    /// `coverageMarginFrames`: a partial index, unless the scan reached the end anyway.
+    /// Constant-bitrate sources are always indexed whole (two small reads do it).
+    public static func build(_ source: any ByteSource, coveringMs: Int64? = nil) throws -> FrameIndex {
         let size = source.size
         guard size > 0 else { throw TrimError.corrupt("the source is empty") }
 
@@ -61,9 +77,31 @@ public enum FrameIndexBuilder {
             return FrameIndex(sourceSize: size, header: audioHeader, vbrTag: vbrTag, tagFrameOffset: tagOffset, audioStart: audioStart,
                               audioEnd: audioEnd, frameCount: model.frameCount, layout: model.layout)
         }
-        let table = try scan(&window, from: audioStart, audioEnd: audioEnd, header: audioHeader)
+        var scan = TableScan(position: audioStart, audioEnd: audioEnd, header: audioHeader, tag: vbrTag, coveringMs: coveringMs)
+        let complete = try scan.run(&window)
         return FrameIndex(sourceSize: size, header: audioHeader, vbrTag: vbrTag, tagFrameOffset: tagOffset, audioStart: audioStart,
-                          audioEnd: audioEnd, frameCount: table.sizes.count, layout: .table(sizes: table.sizes, gaps: table.gaps))
+                          audioEnd: audioEnd, frameCount: scan.sizes.count, layout: .table(sizes: scan.sizes, gaps: scan.gaps),
+                          isComplete: complete)
+    }
+
+    /// Continues a partial index's scan from its last frame until it covers `coveringMs` (nil:
+    /// to the end). The prefix is not read again (a partial scan stops right after a frame, never
+    /// inside junk, so resuming there is exactly where the scan was), and the result equals
+    /// `build(source, coveringMs:)`. A complete index, or one that already covers
+    /// `coveringMs`, is returned as it is.
+    public static func extend(_ index: FrameIndex, source: any ByteSource, coveringMs: Int64?) throws -> FrameIndex {
+        guard !index.isComplete, case .table(let sizes, let gaps) = index.layout else { return index }
+        guard source.size == index.sourceSize else {
+            throw TrimError.badFrameIndex("the index was built for \(index.sourceSize) bytes; the source has \(source.size)")
+        }
+        var scan = TableScan(position: index.audioFramesEnd, audioEnd: index.audioEnd, header: index.header, tag: index.vbrTag,
+                             coveringMs: coveringMs, sizes: sizes, gaps: gaps)
+        if scan.covered { return index }
+        var window = SourceWindow(source: source, limit: index.audioEnd, initial: [], initialOffset: index.audioFramesEnd)
+        let complete = try scan.run(&window)
+        return FrameIndex(sourceSize: index.sourceSize, header: index.header, vbrTag: index.vbrTag, tagFrameOffset: index.tagFrameOffset,
+                          audioStart: index.audioStart, audioEnd: index.audioEnd, frameCount: scan.sizes.count,
+                          layout: .table(sizes: scan.sizes, gaps: scan.gaps), isComplete: complete)
     }
 
     // MARK: - Sync
@@ -161,34 +199,92 @@ public enum FrameIndexBuilder {
     // MARK: - Sequential scan
 
     /// One pass over the audio: every frame's size, resynchronising over junk between frames.
-    static func scan(_ window: inout SourceWindow, from audioStart: Int64, audioEnd: Int64,
-                     header: FrameHeader) throws -> (sizes: [UInt16], gaps: [FrameIndex.Gap]) {
-        var sizes: [UInt16] = []
-        sizes.reserveCapacity(Int((audioEnd - audioStart) / 100))
-        var gaps: [FrameIndex.Gap] = []
-        var p = audioStart
-        var gapStart: Int64?
-        while p + 4 <= audioEnd {
-            if let h = try window.header(at: p, readAhead: SourceWindow.chunk), h.isCompatible(with: header) {
-                let end = p + Int64(h.frameLength)
-                // Inside a run of good frames one valid header suffices; after junk, require a chain.
-                let accepted = gapStart == nil ? end <= audioEnd : try chains(in: &window, at: p, header: h, audioEnd: audioEnd)
-                if accepted && end <= audioEnd {
-                    if let start = gapStart {
-                        gaps.append(FrameIndex.Gap(beforeFrame: sizes.count, bytes: Int(p - start)))
-                        gapStart = nil
-                    }
-                    sizes.append(UInt16(h.frameLength))
-                    p = end
-                    continue
-                }
-                if end > audioEnd && gapStart == nil { break }  // a truncated last frame
+    /// Resumable: its whole state is the frames so far and the position after the last one, so
+    /// a scan stopped at a frame boundary and continued later gives the same frames as one pass.
+    struct TableScan {
+        private(set) var sizes: [UInt16]
+        private(set) var gaps: [FrameIndex.Gap]
+        private(set) var position: Int64
+        let audioEnd: Int64
+        let header: FrameHeader
+        let tag: VBRTag?
+        /// Decoded samples to reach before stopping (nil: scan to the end).
+        let targetSamples: Int64?
+
+        init(position: Int64, audioEnd: Int64, header: FrameHeader, tag: VBRTag?, coveringMs: Int64?,
+             sizes: [UInt16] = [], gaps: [FrameIndex.Gap] = []) {
+            self.position = position
+            self.audioEnd = audioEnd
+            self.header = header
+            self.tag = tag
+            self.sizes = sizes
+            self.gaps = gaps
+            // Clamped so the products cannot overflow; 2^40 ms is 34 years of audio.
+            targetSamples = coveringMs.map { ms in
+                (min(max(ms, 0), 1 << 40) * Int64(header.sampleRate) + 999) / 1000
+                    + Int64(FrameIndexBuilder.coverageMarginFrames * header.samplesPerFrame)
             }
-            if gapStart == nil { gapStart = p }
-            p += 1
         }
-        guard !sizes.isEmpty else { throw TrimError.corrupt("no complete audio frames") }
-        return (sizes, gaps)
+
+        /// True when the frames so far decode to the target (the rule `ClipPlan` accepts them on).
+        var covered: Bool {
+            guard let targetSamples else { return false }
+            return FrameIndex.decodedSamples(frames: sizes.count, header: header, tag: tag) >= targetSamples
+        }
+
+        /// Scans until the target is covered (stopping only right after an accepted frame, with
+        /// audio left after it) or the audio ends. Returns true when it reached the end.
+        mutating func run(_ window: inout SourceWindow) throws -> Bool {
+            if targetSamples == nil { sizes.reserveCapacity(sizes.count + Int((audioEnd - position) / 100)) }
+            var p = position
+            var gapStart: Int64?
+            defer { position = p }
+            while p + 4 <= audioEnd {
+                // The read-ahead only matters on a miss; size it only then.
+                let ahead = window.holds(p, count: 4) ? 0 : readAhead(at: p)
+                if let h = try window.header(at: p, readAhead: ahead), h.isCompatible(with: header) {
+                    let end = p + Int64(h.frameLength)
+                    // Inside a run of good frames one valid header suffices; after junk, require a chain.
+                    let accepted = gapStart == nil ? end <= audioEnd : try chains(in: &window, at: p, header: h, audioEnd: audioEnd)
+                    if accepted && end <= audioEnd {
+                        if let start = gapStart {
+                            gaps.append(FrameIndex.Gap(beforeFrame: sizes.count, bytes: Int(p - start)))
+                            gapStart = nil
+                        }
+                        sizes.append(UInt16(h.frameLength))
+                        p = end
+                        // Partial only with audio left after this frame: otherwise it is the end.
+                        if targetSamples != nil && p + 4 <= audioEnd && covered { return false }
+                        continue
+                    }
+                    if end > audioEnd && gapStart == nil { break }  // a truncated last frame
+                }
+                if gapStart == nil { gapStart = p }
+                p += 1
+            }
+            guard !sizes.isEmpty else { throw TrimError.corrupt("no complete audio frames") }
+            return true
+        }
+
+        /// Bytes to read at a miss at `p`: the full scan's chunk, or for a partial scan an
+        /// estimate of what the frames still needed take (+1/8), within
+        /// [progressiveReadAhead, chunk]. The average frame is the VBR tag's (bytes/frames, the
+        /// whole stream's) when it has one, else the prefix's own.
+        func readAhead(at p: Int64) -> Int {
+            guard let targetSamples else { return SourceWindow.chunk }
+            let spf = Int64(header.samplesPerFrame)
+            // Frames the target needs, counting the encoder delay and padding the lower bound subtracts.
+            let framesNeeded = (targetSamples + Int64(tag?.encoderDelay ?? 0) + 529 + Int64(tag?.encoderPadding ?? 0)) / spf + 1
+            let remaining = max(0, framesNeeded - Int64(sizes.count))
+            var average: Int64 = 0
+            if let frames = tag?.frames, let bytes = tag?.bytes, frames > 0, bytes > 0 {
+                average = Int64(bytes / frames)
+            } else if !sizes.isEmpty {
+                average = Int64(sizes.reduce(0) { $0 + Int($1) }) / Int64(sizes.count)
+            }
+            let estimate = min(Int64(SourceWindow.chunk), remaining * min(average, 4096))
+            return Int(min(Int64(SourceWindow.chunk), max(Int64(FrameIndexBuilder.progressiveReadAhead), estimate + estimate / 8)))
+        }
     }
 }
 
@@ -210,6 +306,9 @@ struct SourceWindow {
     }
 
     var bufferedEnd: Int64 { bufferStart + Int64(buffer.count) }
+
+    /// True when `count` bytes at `offset` are in the buffer (no read needed).
+    func holds(_ offset: Int64, count: Int) -> Bool { offset >= bufferStart && offset + Int64(count) <= bufferedEnd }
 
     /// `count` bytes at `offset` (fewer at the end of the source).
     /// `count` bytes at `offset` (fewer at the end of the source). A miss reads `readAhead` bytes
