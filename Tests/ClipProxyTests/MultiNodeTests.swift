@@ -30,7 +30,8 @@ struct MultiNodeTests {
     /// Starts one node the way conf/multinode/README.md says (`serve --config clipproxy-node.yaml`
     /// with the node's env file), with only what the test machine needs changed: loopback and a
     /// free port, a cache directory under `work`, the local S3 (through `proxy`) and MongoDB.
-    static func startNode(_ name: String, s3Proxy proxy: TestServer, mongo: TestServer, work: TemporaryDirectory) throws -> ClipProxyProcess {
+    static func startNode(_ name: String, s3Proxy proxy: TestServer, mongo: TestServer, work: TemporaryDirectory,
+                          extra: [String: String] = [:]) throws -> ClipProxyProcess {
         var environment = try nodeEnvironment(name)
         #expect(environment["CLIPPROXY_CACHE_DIR"]?.hasSuffix("node-\(name)") == true, "each node has its own cache directory")
         environment.merge([
@@ -40,7 +41,7 @@ struct MultiNodeTests {
             "CLIPPROXY_S3_ENDPOINT": proxy.endpoint, "CLIPPROXY_S3_PATH_STYLE": "true",
             "AWS_ACCESS_KEY_ID": "AKIDTEST", "AWS_SECRET_ACCESS_KEY": FullStackTests.secret,
             "AWS_SESSION_TOKEN": FullStackTests.token, "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
-        ]) { $1 }
+        ].merging(extra) { $1 }) { $1 }
         return try ClipProxyProcess(environment: environment,
                                     arguments: ["serve", "--config", directory.appendingPathComponent("clipproxy-node.yaml").path])
     }
@@ -95,6 +96,59 @@ struct MultiNodeTests {
     static func upstreams<S: StringProtocol>(_ line: S) -> String? {
         guard let start = line.range(of: " upstream="), let end = line.range(of: " upstream_status=") else { return nil }
         return String(line[start.upperBound..<end.lowerBound])
+    }
+
+    @Test("Signed URLs find their node: differently signed URLs of one clip all go to one node, l1_hit after the first; every node still checks the signature")
+    func signedURLsFindOneNode() async throws {
+        let work = try TemporaryDirectory("multinode-signed")
+        defer { work.remove() }
+        let key = "multinode-signing-key-0123456789abcdef"
+        try await withTestServer(try TestServer.s3()) { s3 in
+            try await withTestServer(try TestServer.mongo(dataDirectory: Fixtures.directory.appendingPathComponent("catalog"))) { mongo in
+                let episodes = Dictionary(uniqueKeysWithValues: try FullStackTests.seedBucket(s3).map { ($0._id, $0) })
+                _ = try ClipBucketTests().clipBucketClient(s3).createBucket(ClipBucketTests.clipBucket)
+                try await withTestServer(try TestServer.faultProxy(target: s3)) { proxy in
+                    let nodes = try Self.nodeNames.map {
+                        try Self.startNode($0, s3Proxy: proxy, mongo: mongo, work: work, extra: ["CLIPPROXY_SIGNING_KEY": key])
+                    }
+                    defer { for node in nodes { node.stop() } }
+                    let balancer = try NginxLoadBalancer.start(nodes: nodes.map { String($0.baseURL.dropFirst("http://".count)) })
+                    defer { balancer.stop() }
+                    let episode = try #require(episodes[Self.cbr])
+                    for (startMs, query) in [(12_000, ""), (31_000, "?duration_ms=15000")] {
+                        let path = "/clips/\(Self.cbr)/\(startMs)"
+                        let expected = try trimmed(try #require(episode.source_key), startMs: Int64(startMs),
+                                                   durationMs: query.isEmpty ? 30_000 : 15_000)
+                        // Five users' URLs of one clip: each signed with its own expiry, so each differs.
+                        var urls: [String] = []
+                        for expiresIn in [600, 1200, 1800, 2400, 3000] {
+                            let signed = try runClipProxy(["sign", path + query, "--expires-in", String(expiresIn)],
+                                                          environment: ProcessInfo.processInfo.environment.merging(["CLIPPROXY_SIGNING_KEY": key]) { $1 })
+                            #expect(signed.status == 0, "clipproxy sign: \(signed.stderr)")
+                            urls.append(signed.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+                        }
+                        #expect(Set(urls).count == urls.count, "the signed URLs differ")
+                        let logBefore = balancer.accessLog().split(separator: "\n").count
+                        var tiers: [String] = []
+                        for (i, url) in urls.enumerated() {
+                            let response = try fetch(balancer.endpoint + url)
+                            #expect(response.status == 200 && sameBytes(response.body, expected), "\(url): \(response.status)")
+                            tiers.append(response.headers["x-clip-tier"] ?? "none")
+                            // The first cut is stored before the next user asks.
+                            if i == 0 { _ = nodes.map { $0.waitForLog("fill finished", timeout: 2) } }
+                        }
+                        let lines = balancer.accessLog().split(separator: "\n").dropFirst(logBefore)
+                        let servedBy = Set(lines.compactMap { Self.upstreams($0) })
+                        #expect(servedBy.count == 1, "\(path)\(query): answered by \(servedBy)")
+                        #expect(tiers.first == "fill" && tiers.dropFirst().allSatisfy { $0 == "l1_hit" }, "\(path)\(query): \(tiers)")
+                        // The node still checks: a changed signature is refused there.
+                        var forged = urls[0]
+                        forged.replaceSubrange(forged.index(before: forged.endIndex)..., with: forged.hasSuffix("0") ? "1" : "0")
+                        #expect(try fetch(balancer.endpoint + forged).status == 403)
+                    }
+                }
+            }
+        }
     }
 
     @Test("A clip filled on one node is served by the others (even ones new to the episode) from the clip bucket with no source read; with a node killed, nginx still serves every clip")
