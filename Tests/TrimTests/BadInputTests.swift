@@ -366,7 +366,7 @@ extension TrimError {
     }
 }
 
-/// Field offsets of the version-1 stored index record (see `FrameIndex.serialized()`), for
+/// Field offsets of the stored index record, the same in versions 1 and 2 (see `FrameIndex.serialized()`), for
 /// targeted damage. Little-endian.
 enum StoredIndexLayout {
     static let sourceSize = 6, audioStart = 18, audioEnd = 26, frameCount = 42
@@ -758,6 +758,9 @@ enum MutationFuzz {
                 write(n, plan, source, stage: "write with damaged index", tally: &tally)
             } catch let error as TrimError {
                 tally.note("plan with damaged index", error)
+            } catch is FrameIndexTooShort {
+                // The damage marked the index partial: planning asks for it to be extended.
+                tally.note("plan with damaged index: extend first")
             } catch {
                 unexpected(n, "ClipPlan.plan with a damaged index threw \(type(of: error)): \(error)")
             }

@@ -1,6 +1,7 @@
 /// Builds a `FrameIndex` from a source with as few bytes read as the source allows:
 /// the head (tags, first frames), the last bytes (trailing tags), and then either two small
-/// verification reads (constant bitrate) or one sequential pass (everything else).
+/// verification reads (constant bitrate) or one sequential pass (everything else), which may stop
+/// once the audio asked for is covered and be continued later (`build(_:coveringMs:)`, `extend`).
 public enum FrameIndexBuilder {
     /// Bytes read from the start: enough for typical ID3 tags and ~50 frames, which pins down a
     /// constant-bitrate padding pattern (its period is at most 49 frames at every MPEG rate).
