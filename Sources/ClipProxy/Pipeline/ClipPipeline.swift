@@ -28,7 +28,7 @@ final class ClipPipeline: Sendable {
     /// Recently prepared clips (see `prepare`); bounded like the decoded indexes.
     private let preparedClips = Mutex<[ClipRequest: (clip: PreparedClip, until: ContinuousClock.Instant)]>([:])
     static let preparedClipLimit = 1024  // a plan holds its frame sizes: about 10 kB per 30 s clip
-    /// Frame indexes being loaded or built, by source identity.
+    /// Frame indexes being loaded, built or extended, by source identity: one at a time per source.
     private let indexLoads = SingleFlight<String, FrameIndex>()
     /// Catalog lookups in progress, by episode id: a burst for one episode asks once.
     private let resolutions = SingleFlight<String, ResolvedEpisode>()
@@ -42,6 +42,8 @@ final class ClipPipeline: Sendable {
     /// A listing that failed is an empty entry with `failed` set: not retried for a few seconds.
     private let secondTierListings = Mutex<[String: (locations: Set<String>, until: ContinuousClock.Instant, failed: Bool)]>([:])
     private let listingLoads = SingleFlight<String, Set<String>>()
+    /// What index scans read last, so the clip a scan was for is cut without reading it again.
+    private let recentSourceBytes = RecentSourceBytes()
     let threads: NIOThreadPool
     let logger: Logger
     let metrics: ClipMetrics
@@ -93,8 +95,20 @@ final class ClipPipeline: Sendable {
         let episode = try await resolve(request.episodeId)
         listSecondTierAhead(episode)
         let sourceIdentity = sources.identity(of: episode)
-        let index = try await frameIndex(of: episode, identity: sourceIdentity)
-        let plan = try ClipPlan.plan(index, .init(startMs: request.startMs, durationMs: request.durationMs))
+        let window = ClipPlan.Request(startMs: request.startMs, durationMs: request.durationMs)
+        // A VBR source is indexed only as far as the clips asked for so far; a clip beyond that
+        // extends the index first (bounded: an index extended to the end plans or says 422).
+        let coveringMs = request.startMs.addingReportingOverflow(request.durationMs).overflow ? Int64.max : request.startMs + request.durationMs
+        var index = try await frameIndex(of: episode, identity: sourceIdentity, coveringMs: coveringMs)
+        let plan: ClipPlan
+        while true {
+            do {
+                plan = try ClipPlan.plan(index, window)
+                break
+            } catch let short as FrameIndexTooShort where !index.isComplete {
+                index = try await extendFrameIndex(index, of: episode, identity: sourceIdentity, coveringMs: short.neededMs)
+            }
+        }
         let key = ClipKey(identity: "clipproxy|\(sourceIdentity)|\(plan.identity)")
         let clip = PreparedClip(request: request, episode: episode, plan: plan, key: key, sourceIdentity: sourceIdentity)
         preparedClips.withLock { cache in
@@ -132,7 +146,7 @@ final class ClipPipeline: Sendable {
         if let stored = await findInSecondTier(clip) {
             return .part(PartSource(plan: clip.plan, bytes: .stored(stored), createdMs: stored.createdMs ?? ClipStore.nowMs()))
         }
-        return .part(PartSource(plan: clip.plan, bytes: .source(try sources.open(clip.episode)), createdMs: ClipStore.nowMs()))
+        return .part(PartSource(plan: clip.plan, bytes: .source(try openSource(clip)), createdMs: ClipStore.nowMs()))
     }
 
     /// The clip's copy in the second tier. A second tier that cannot answer is logged and treated
@@ -296,40 +310,81 @@ final class ClipPipeline: Sendable {
     }
 
     /// The source's frame index: from memory, the local index, the second tier (indexed by
-    /// another node), or by probing the source, in that order of cost.
-    /// Concurrent first requests for one episode share one load (a VBR probe reads the whole source).
-    func frameIndex(of episode: ResolvedEpisode, identity: String) async throws -> FrameIndex {
+    /// another node), or by probing the source, in that order of cost. A probe of a VBR source
+    /// scans only as far as `coveringMs` (a partial index, extended when a later clip needs more).
+    /// Concurrent first requests for one episode share one load.
+    func frameIndex(of episode: ResolvedEpisode, identity: String, coveringMs: Int64? = nil) async throws -> FrameIndex {
         if let cached = decodedIndexes.withLock({ $0[identity] }) { return cached }
-        return try await indexLoads.run(identity) { [self] in try await loadFrameIndex(of: episode, identity: identity) }
+        return try await indexLoads.run(identity) { [self] in
+            if let cached = decodedIndexes.withLock({ $0[identity] }) { return cached }  // loaded while this waited
+            return try await loadFrameIndex(of: episode, identity: identity, coveringMs: coveringMs)
+        }
     }
 
-    private func loadFrameIndex(of episode: ResolvedEpisode, identity: String) async throws -> FrameIndex {
-        let index: FrameIndex
-        if let bytes = try await blocking({ [store] in try store.frameIndex(source: identity) }),
-           let stored = try? FrameIndex(serialized: bytes) {
-            index = stored
-        } else if let shared = await sharedFrameIndex(identity) {
-            index = shared
-            keepFrameIndex(index.serialized(), identity: identity)
-        } else {
-            let source = try sources.open(episode)
-            index = try await blocking { try SourceDescription.probe(source) }.1
-            let bytes = index.serialized()
-            keepFrameIndex(bytes, identity: identity)
-            shareFrameIndex(bytes, identity: identity)
+    private func loadFrameIndex(of episode: ResolvedEpisode, identity: String, coveringMs: Int64?) async throws -> FrameIndex {
+        let stored = try await blocking { [store] in try store.frameIndex(source: identity) }.flatMap { try? FrameIndex(serialized: $0) }
+        if let stored, stored.isComplete { return remember(stored, identity: identity, keep: false, share: false) }
+        // Another node's index may reach further than this node's partial one.
+        if let shared = await sharedFrameIndex(identity), Self.reachesFurther(shared, than: stored) {
+            return remember(shared, identity: identity, keep: true, share: false)
         }
+        if let stored { return remember(stored, identity: identity, keep: false, share: false) }
+        let source = recentSourceBytes.recording(try sources.open(episode))
+        let index = try await blocking { try SourceDescription.probe(source, coveringMs: coveringMs) }.1
+        // Only a scan ends on the clip's bytes; a constant-bitrate model reads a few scattered kB.
+        if !index.isConstantBitrate { recentSourceBytes.keep(source, identity: identity) }
+        return remember(index, identity: identity, keep: true, share: true)
+    }
+
+    /// Extends a partial index to cover `coveringMs` (nil: to the end), one extension per source
+    /// at a time; a request whose clip a concurrent extension already covers waits for it.
+    private func extendFrameIndex(_ index: FrameIndex, of episode: ResolvedEpisode, identity: String, coveringMs: Int64) async throws -> FrameIndex {
+        try await indexLoads.run(identity) { [self] in
+            let current = decodedIndexes.withLock({ $0[identity] }).flatMap { Self.reachesFurther($0, than: index) ? $0 : nil } ?? index
+            if current.isComplete || current.coveredMs >= coveringMs { return current }
+            let source = recentSourceBytes.recording(try sources.open(episode))
+            let extended = try await blocking { try FrameIndexBuilder.extend(current, source: source, coveringMs: coveringMs) }
+            recentSourceBytes.keep(source, identity: identity)
+            logger.info("frame index extended", metadata: ["source": "\(identity)", "index.covered_ms": "\(extended.coveredMs)",
+                                                           "index.complete": "\(extended.isComplete)"])
+            return remember(extended, identity: identity, keep: true, share: true)
+        }
+    }
+
+    /// True when `index` covers more of the source than `other` (or `other` is nil).
+    static func reachesFurther(_ index: FrameIndex, than other: FrameIndex?) -> Bool {
+        guard let other else { return true }
+        return !other.isComplete && (index.isComplete || index.frameCount > other.frameCount)
+    }
+
+    /// Makes `index` the one in use for `identity`; `keep` stores it in the local index and
+    /// `share` publishes it to the second tier (both in the background, best effort). Partial
+    /// indexes are shared too, so a node new to an episode plans its early clips without a scan.
+    private func remember(_ index: FrameIndex, identity: String, keep: Bool, share: Bool) -> FrameIndex {
         decodedIndexes.withLock { cache in
             // Bounded: dropping everything now and then is cheaper than tracking recency here.
             if cache.count >= Self.decodedIndexLimit { cache.removeAll(keepingCapacity: true) }
-            cache[identity] = index
+            if Self.reachesFurther(index, than: cache[identity]) { cache[identity] = index }
+        }
+        if keep || share {
+            let bytes = index.serialized()
+            if keep { keepFrameIndex(bytes, identity: identity) }
+            if share { shareFrameIndex(bytes, identity: identity) }
         }
         return index
     }
 
     /// Stores a frame index in the local index, best effort (a full disk costs a re-index later).
+    /// Never over a longer one: extensions are stored in the background and may land out of order.
     private func keepFrameIndex(_ bytes: [UInt8], identity: String) {
         Task.detached { [self] in
-            _ = try? await blocking { [storeWrites, store] in storeWrites.attempt("frame index") { try store.putFrameIndex(source: identity, bytes) } }
+            _ = try? await blocking { [storeWrites, store] in
+                storeWrites.attempt("frame index") {
+                    let new = try FrameIndex(serialized: bytes)
+                    let old = try store.frameIndex(source: identity).flatMap { try? FrameIndex(serialized: $0) }
+                    if Self.reachesFurther(new, than: old) { try store.putFrameIndex(source: identity, bytes) }
+                }
+            }
         }
     }
 
@@ -458,12 +513,17 @@ final class ClipPipeline: Sendable {
                 logger.warning("second tier copy failed; cutting the rest from the source",
                                metadata: ["clip.key": "\(clip.key)", "clip.offset": "\(fill.bytesWritten)", "error": "\(error)"])
             }
-            let source = AnnouncingSource(base: try sources.open(clip.episode), onFirstBytes: answered)
+            let source = AnnouncingSource(base: try openSource(clip), onFirstBytes: answered)
             try Trimmer.write(clip.plan, range: fill.bytesWritten..<clip.plan.byteCount, from: source, emit: emit)
         } else {
-            let source = AnnouncingSource(base: try sources.open(clip.episode), onFirstBytes: answered)
+            let source = AnnouncingSource(base: try openSource(clip), onFirstBytes: answered)
             try Trimmer.write(clip.plan, from: source, emit: emit)
         }
+    }
+
+    /// The clip's source, its bytes taken from a scan that just read them where it can.
+    private func openSource(_ clip: PreparedClip) throws -> any ByteSource {
+        recentSourceBytes.source(try sources.open(clip.episode), identity: clip.sourceIdentity)
     }
 
     /// Commits a finished fill's local copy, or counts why it could not be kept. True when stored.
