@@ -41,6 +41,7 @@ enum IndexSourcesTool {
             chosen[folder] = (object, feedSlug, guid)
         }
         let episodes = chosen.values
+            // The catalog's episode id is not needed: the identity and the reads use only the object.
             .map { ResolvedEpisode(episodeId: $0.guid, guid: $0.guid, feedSlug: $0.feedSlug, sourceKey: $0.0.key, etag: $0.0.etag, size: $0.0.size) }
             .sorted { $0.sourceKey < $1.sourceKey }
         return (episodes, matching - episodes.count)
@@ -51,12 +52,14 @@ enum IndexSourcesTool {
             throw ToolError("--feed takes one feed slug (the first folder of a source key, no '/'), got '\(feed)'")
         }
         guard (1...64).contains(concurrency) else { throw ToolError("--concurrency must be 1 to 64, got \(concurrency)") }
+        guard progressInterval > 0 else { throw ToolError("--progress-interval must be more than 0 seconds, got \(progressInterval)") }
         let prefix = feed.map { "\($0)/" } ?? ""
         let (lister, opener) = try Upstreams.sources(configuration)
         let tier = try Upstreams.clipTier(configuration)
-        let (sourceName, tierName) = configuration.sourceKind == "s3"
-            ? ("s3://\(configuration.s3SourceBucket)/\(prefix)", "s3://\(configuration.s3ClipBucket)/\(SharedFrameIndex.prefix)")
-            : ("\(configuration.sourceDir)/\(prefix)", "\(configuration.clipstoreDir)/\(SharedFrameIndex.prefix)")
+        let (sourceRoot, tierName) = configuration.sourceKind == "s3"
+            ? ("s3://\(configuration.s3SourceBucket)", "s3://\(configuration.s3ClipBucket)/\(SharedFrameIndex.prefix)")
+            : (configuration.sourceDir, "\(configuration.clipstoreDir)/\(SharedFrameIndex.prefix)")
+        let sourceName = "\(sourceRoot)/\(prefix)"
 
         // A missing clip bucket would fail every item after its source was read: check it first.
         if configuration.sourceKind == "s3" {
@@ -73,7 +76,7 @@ enum IndexSourcesTool {
             throw ToolError("cannot list \(sourceName): \(error)")
         }
         guard !objects.isEmpty else {
-            throw ToolError(feed == nil ? "no source objects in \(sourceName)" : "no source objects under \(prefix) (in \(sourceName))")
+            throw ToolError(feed == nil ? "no source objects in \(sourceRoot)" : "no source objects under \(prefix) in \(sourceRoot)")
         }
         let (episodes, superseded) = sources(in: objects)
         guard !episodes.isEmpty else {
@@ -256,7 +259,7 @@ final class IndexRun: @unchecked Sendable {
             FileHandle.standardError.write(Data("\nindex-sources: stopping after the \(inFlight) sources in flight; interrupt again to quit now\n".utf8))
         } else {
             FileHandle.standardError.write(Data("\nindex-sources: quitting now; run the same command again to resume\n".utf8))
-            exit(130)
+            _exit(130)  // at once: no atexit work while workers are inside libcurl
         }
     }
 
@@ -273,6 +276,8 @@ final class IndexRun: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         return Snapshot(total: episodes.count, alreadyIndexed: alreadyIndexed, indexedNow: indexedNow, failures: failures,
-                        notStarted: episodes.count - next, bytesRead: bytesRead.load(ordering: .relaxed), interrupted: interruptions > 0)
+                        notStarted: episodes.count - next, bytesRead: bytesRead.load(ordering: .relaxed),
+                        // A signal after the last source was taken changed nothing: the run finished.
+                        interrupted: interruptions > 0 && next < episodes.count)
     }
 }
