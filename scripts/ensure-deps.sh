@@ -16,9 +16,11 @@ client_packages=(curl)
 browser_packages=(chromium)
 # nginx is the oracle for HTTP Range and conditional semantics (RangeSemanticsTests).
 oracle_packages=(nginx)
+# prometheus (with promtool) and systemd-analyze check conf/prometheus and conf/systemd (OperationsConfigTests).
+ops_packages=(prometheus systemd)
 case "$purpose" in
   build) wanted=("${build_packages[@]}") ;;
-  test) wanted=("${build_packages[@]}" "${media_packages[@]}" "${client_packages[@]}" "${browser_packages[@]}" "${oracle_packages[@]}") ;;
+  test) wanted=("${build_packages[@]}" "${media_packages[@]}" "${client_packages[@]}" "${browser_packages[@]}" "${oracle_packages[@]}" "${ops_packages[@]}") ;;
   demo) wanted=("${build_packages[@]}" "${media_packages[@]}") ;;
   bench) wanted=("${build_packages[@]}" "${media_packages[@]}" nginx wrk) ;;
   *) echo "usage: $0 [build|test|demo|bench]" >&2; exit 2 ;;
