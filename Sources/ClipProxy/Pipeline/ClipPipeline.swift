@@ -106,7 +106,13 @@ final class ClipPipeline: Sendable {
                 plan = try ClipPlan.plan(index, window)
                 break
             } catch let short as FrameIndexTooShort where !index.isComplete {
+                let before = index.frameCount
                 index = try await extendFrameIndex(index, of: episode, identity: sourceIdentity, coveringMs: short.neededMs)
+                if !index.isComplete && index.frameCount == before && index.coveredMs >= short.neededMs {
+                    // It covers what the plan asked for, did not grow, and the plan still wants
+                    // more: never loop on that; index to the end (then it plans or says 422).
+                    index = try await extendFrameIndex(index, of: episode, identity: sourceIdentity, coveringMs: nil)
+                }
             }
         }
         let key = ClipKey(identity: "clipproxy|\(sourceIdentity)|\(plan.identity)")
@@ -338,10 +344,10 @@ final class ClipPipeline: Sendable {
 
     /// Extends a partial index to cover `coveringMs` (nil: to the end), one extension per source
     /// at a time; a request whose clip a concurrent extension already covers waits for it.
-    private func extendFrameIndex(_ index: FrameIndex, of episode: ResolvedEpisode, identity: String, coveringMs: Int64) async throws -> FrameIndex {
+    private func extendFrameIndex(_ index: FrameIndex, of episode: ResolvedEpisode, identity: String, coveringMs: Int64?) async throws -> FrameIndex {
         try await indexLoads.run(identity) { [self] in
             let current = decodedIndexes.withLock({ $0[identity] }).flatMap { Self.reachesFurther($0, than: index) ? $0 : nil } ?? index
-            if current.isComplete || current.coveredMs >= coveringMs { return current }
+            if current.isComplete || coveringMs.map({ current.coveredMs >= $0 }) == true { return current }
             let source = recentSourceBytes.recording(try sources.open(episode))
             let extended = try await blocking { try FrameIndexBuilder.extend(current, source: source, coveringMs: coveringMs) }
             recentSourceBytes.keep(source, identity: identity)
