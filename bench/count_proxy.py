@@ -10,7 +10,13 @@ bytes minus the first response head). moto answers one request per connection
 (`Connection: close`), so a connection is a request.
 
     GET /__count/log     JSON list of connections: n, method, path, range, body_bytes (so far),
-                         t0, t1 (monotonic seconds; t1 is null while the relay is open)
+                         t0, t_first, t1 (monotonic seconds: request seen, first response byte
+                         relayed, relay closed; null until they happen)
+    GET /__count/delay?ms=N   from now on, hold every response's first byte N ms (0: off): the
+                         first-byte latency of S3 in a region, which loopback does not have
+
+With a delay the relay models S3 as seen from the same region: each request pays it once, the
+bytes that follow stream as fast as moto sends them.
 
 Exits on SIGTERM/SIGINT, and when the process that started it dies (it polls its parent).
 """
@@ -28,6 +34,7 @@ HEAD_LIMIT = 1 << 20
 class Counter:
     def __init__(self, target):
         self.target = target
+        self.delay = 0.0  # seconds each response's first byte is held
         self.log = []
         self.serial = 0
         self.tasks = set()  # strong references: a pending relay is never garbage-collected
@@ -46,7 +53,7 @@ class Counter:
             return
         self.serial += 1
         entry = {"n": self.serial, "method": method, "path": path, "range": headers.get("range"),
-                 "body_bytes": 0, "t0": time.monotonic(), "t1": None}
+                 "body_bytes": 0, "t0": time.monotonic(), "t_first": None, "t1": None}
         # Logged at once and counted as bytes go through, so a relay that never ends still counts.
         self.log.append(entry)
         task = asyncio.current_task()
@@ -65,6 +72,10 @@ class Counter:
                 chunk = await up_reader.read(65536)
                 if not chunk:
                     break
+                if entry["t_first"] is None:
+                    if self.delay:
+                        await asyncio.sleep(max(0.0, entry["t0"] + self.delay - time.monotonic()))
+                    entry["t_first"] = time.monotonic()
                 total += len(chunk)
                 if head_length is None:
                     buffered += chunk
@@ -93,6 +104,9 @@ class Counter:
         if path.startswith("/__count/log"):
             body = json.dumps(self.log).encode()
             status = b"200 OK"
+        elif path.startswith("/__count/delay?ms="):
+            self.delay = float(path.split("=", 1)[1]) / 1000
+            body, status = json.dumps({"delay_ms": self.delay * 1000}).encode(), b"200 OK"
         else:
             body, status = b'{"error": "not_found"}', b"404 Not Found"
         writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\nConnection: close\r\n"

@@ -38,6 +38,9 @@ from botocore.config import Config
 HERE = os.path.dirname(os.path.realpath(__file__))
 REPO = os.path.dirname(HERE)
 PY = os.path.join(REPO, ".venv", "bin", "python")
+# First-byte latency of S3 in the same region (typical GET/HEAD/LIST figures are 10-20 ms; we take
+# 15 ms): the second misses run holds every S3 response of both systems that long.
+S3_FIRST_BYTE_MS = 15
 SOURCE_BUCKET = "pod-insights-sources"
 CLIP_BUCKET = "pod-insights-clips"
 OLD_CLIP_BUCKET = "old-system-clips"  # the old system's own cache bucket, so neither sees the other's clips
@@ -161,7 +164,8 @@ class Usage:
 
 async def fetch(host, port, path, keep=False, read_size=65536, read_delay=None, max_seconds=None, rcvbuf=None):
     t0 = time.perf_counter()
-    result = {"status": None, "ttfb": None, "total": None, "bytes": 0, "error": None}
+    t_start = time.monotonic()  # the byte counter's clock, to line its log up with this request
+    result = {"status": None, "ttfb": None, "total": None, "bytes": 0, "error": None, "t_start": t_start}
     writer = None
     try:
         if rcvbuf:
@@ -296,6 +300,7 @@ class Bench:
         self.procs = []
         self.results = {"scenarios": {}, "notes": []}
         self.clip_bodies = {}  # path -> bytes of clips clipproxy served (they become the hit set)
+        self.s3_delay_ms = 0
 
     # --- set-up ---------------------------------------------------------------------------
 
@@ -340,7 +345,9 @@ class Bench:
         self.clipproxy = self.start("clipproxy", [self.args.clipproxy, "serve"], env=env,
                                     ready=r"listening on http://[0-9.]+:(\d+)")
         self.old = self.start("old_system", [PY, os.path.join(HERE, "old_system.py"),
-                                             "--s3", f"http://127.0.0.1:{self.moto.port}",
+                                             # All its S3 requests through the byte counter, like
+                                             # clipproxy's: both pay the same S3 latency when it is set.
+                                             "--s3", f"http://127.0.0.1:{self.counter.port}",
                                              "--s3-source", f"http://127.0.0.1:{self.counter.port}",
                                              "--mongo", f"mongodb://127.0.0.1:{self.mongo.port}/",
                                              "--source-bucket", SOURCE_BUCKET, "--clip-bucket", OLD_CLIP_BUCKET])
@@ -469,8 +476,8 @@ http {{
         self.wait_fills(fills + n)
         log(f"  indexed {n} episodes through clipproxy (one clip each) in {time.time() - t0:.1f} s")
 
-    def misses(self):
-        rng = random.Random(20261126)
+    def misses(self, key="misses", seed=20261126):
+        rng = random.Random(seed)
         eps = [e for e in self.episodes if not e["name"].startswith("hour_")]
         if self.quick:
             eps = eps[:3] + [e for e in eps if e["name"].startswith("ten_")][:3]
@@ -488,9 +495,17 @@ http {{
                     self.wait_fills(fills + 1)
                     reads = self.source_reads(since, e["source_key"])
                     # Where a miss waits: the S3 requests made while the client was being served.
-                    window = [x for x in self.proxy_log()[since:] if x["t0"] <= r["t_end"]]
+                    log_now = self.proxy_log()[since:]
+                    window = [x for x in log_now if x["t0"] <= r["t_end"]]
+                    # What its first byte waited on: the S3 requests begun before it arrived (a
+                    # miss of an indexed episode should make exactly one, the source GET), and our
+                    # own overhead on top of that GET's time to its first byte.
+                    first_byte_at = r["t_start"] + (r["ttfb"] or 0)
+                    waited = [x for x in log_now if x["t0"] <= first_byte_at]
+                    source_ttfb = (reads[0]["t_first"] - reads[0]["t0"]) if reads and reads[0].get("t_first") else None
                     row["clipproxy"] = {"status": r["status"], "head": r.get("head"), "ttfb": r["ttfb"], "ttfa": r.get("ttfa"),
-                                        "total": r["total"],
+                                        "total": r["total"], "s3_waited": len(waited),
+                                        "overhead": (r["ttfb"] - source_ttfb) if source_ttfb is not None and r["ttfb"] else None,
                                         "bytes": r["bytes"], "error": r["error"],
                                         "source_gets": len(reads), "source_bytes": sum(x["body_bytes"] for x in reads),
                                         "s3_requests": [f"{x['method']} {x['path'].split('?')[0][:60]} "
@@ -524,6 +539,8 @@ http {{
                           "source_over_clip_max": round(max(ratios), 3) if ratios else None,
                           "source_over_clip_p50": round(pct(ratios, 50), 3) if ratios else None,
                           "source_gets_max": max((r["clipproxy"]["source_gets"] for r in ok), default=None),
+                          "s3_waited_max": max((r["clipproxy"]["s3_waited"] for r in ok), default=None),
+                          "overhead_p50_ms": ms(pct([r["clipproxy"]["overhead"] for r in ok if r["clipproxy"]["overhead"] is not None], 50)),
                           "cpu_ms_per_miss": round(1000 * cpu["clipproxy"] / len(rows), 1)},
             "old": {"ttfb_p50_ms": ms(pct([r["old"]["ttfb"] for r in ok], 50)),
                     "ttfb_p99_ms": ms(pct([r["old"]["ttfb"] for r in ok], 99)),
@@ -537,9 +554,15 @@ http {{
             summary["speedup_total_p50"] = round(summary["old"]["total_p50_ms"] / summary["clipproxy"]["total_p50_ms"], 1)
             summary["speedup_ttfb_p50"] = round(summary["old"]["ttfb_p50_ms"] / summary["clipproxy"]["ttfb_p50_ms"], 1)
             summary["speedup_total_min"] = round(min(o / c for o, c in zip(old_total, cp_total)), 1)
-        summary["rows"] = [{k: ({kk: (ms(vv) if kk in ("head", "ttfb", "ttfa", "total", "api_s") else vv) for kk, vv in v.items()}
+        summary["rows"] = [{k: ({kk: (ms(vv) if kk in ("head", "ttfb", "ttfa", "total", "api_s", "overhead") else vv) for kk, vv in v.items()}
                                 if isinstance(v, dict) else v) for k, v in r.items()} for r in rows]
-        self.results["scenarios"]["misses"] = summary
+        summary["s3_first_byte_delay_ms"] = self.s3_delay_ms
+        self.results["scenarios"][key] = summary
+
+    def set_s3_delay(self, milliseconds):
+        """Holds the first byte of every S3 response (both systems') for `milliseconds`."""
+        get("127.0.0.1", self.counter.port, f"/__count/delay?ms={milliseconds}", keep=True)
+        self.s3_delay_ms = milliseconds
 
     @staticmethod
     def burst(port, path, n):
@@ -602,7 +625,9 @@ http {{
 
     def cold_episodes(self):
         out = {}
-        start = 1800000
+        # A search result at minute 1 of a never-seen hour-long episode: a VBR source is indexed
+        # only as far as that clip needs.
+        start = 60000
         for name in ("hour_cbr64_44k_mono", "hour_vbr_v5_44k_mono"):
             e = self.by_name[name]
             since = len(self.proxy_log())
@@ -816,6 +841,10 @@ http {{
         log("==> 2/3 misses and source bytes (clipproxy vs old path)")
         self.misses()
         self.memory_mark("misses")
+        log(f"==> 2b misses again, every S3 response's first byte held {S3_FIRST_BYTE_MS} ms (in-region S3)")
+        self.set_s3_delay(S3_FIRST_BYTE_MS)
+        self.misses(key="misses_s3_latency", seed=20261129)
+        self.set_s3_delay(0)
         log("==> 4 coalescing")
         self.coalescing()
         self.memory_mark("coalescing")
