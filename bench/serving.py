@@ -342,6 +342,7 @@ class Bench:
             "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
         })
         env.pop("AWS_SESSION_TOKEN", None)
+        self.clipproxy_env = env
         self.clipproxy = self.start("clipproxy", [self.args.clipproxy, "serve"], env=env,
                                     ready=r"listening on http://[0-9.]+:(\d+)")
         self.old = self.start("old_system", [PY, os.path.join(HERE, "old_system.py"),
@@ -462,8 +463,17 @@ http {{
     # --- scenarios ---------------------------------------------------------------------------
 
     def warm_index(self):
-        """Index every episode but the two one-hour ones (kept never-seen for scenario 5)."""
+        """Index every episode but the two one-hour ones (kept never-seen for scenario 5), as an
+        operator does after ingest: `clipproxy index-sources` per feed (their feed, bench-hour, is
+        left out), then one clip per episode through the server."""
         t0 = time.time()
+        feeds = sorted({e["feed_slug"] for e in self.episodes if not e["name"].startswith("hour_")})
+        for feed in feeds:
+            done = subprocess.run([self.args.clipproxy, "index-sources", "--feed", feed], env=self.clipproxy_env,
+                                  capture_output=True, text=True, timeout=600)
+            if done.returncode != 0:
+                raise RuntimeError(f"clipproxy index-sources --feed {feed} failed: {done.stdout[-500:]} {done.stderr[-500:]}")
+        log(f"  clipproxy index-sources: {len(feeds)} feeds in {time.time() - t0:.1f} s")
         fills = self.fills_finished()
         n = 0
         for e in self.episodes:

@@ -103,6 +103,7 @@ struct FaultToleranceTests {
         let environment = EmbeddedServer(work: work).environment
         let cacheDir = environment["CLIPPROXY_CACHE_DIR"]!
         let server = try ClipProxyProcess(environment: environment)
+        defer { server.stop() }  // also when a #require below throws
         let source = Self.sourcePath(Self.sourceKeyA)
         for (start, damage) in [(3_000, "deleted"), (6_000, "truncated")] {
             let expected = try trimFile(source, startMs: start)

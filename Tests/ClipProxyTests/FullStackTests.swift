@@ -199,9 +199,10 @@ struct StreamingFillTests {
             // Resolve and index the episode first, so the next S3 requests are the clip's own.
             #expect(try fetch("\(server.baseURL)/clips/\(ServerTests.episode)/0").status == 200)
             #expect(server.waitForLog("fill finished"))
-            // Next: the source GET (a miss asks nothing of the clip bucket, whose listing is
-            // current) stalls after 100 kB, until the client's stall detector retries and resumes.
-            try setProxyPlan(proxy, #"{"plan": ["stall:100000"], "default": "pass"}"#)
+            // Next: the source GET stalls after 100 kB, until the client's stall detector retries
+            // and resumes (only a source request takes the stall: the previous clip's upload to
+            // the clip bucket may still be under way).
+            try setProxyPlan(proxy, #"{"plan": ["stall:100000@/\#(FullStackTests.sourceBucket)/"], "default": "pass"}"#)
             let url = "\(server.baseURL)/clips/\(ServerTests.episode)/20000"
             let early = try FFmpegOracle.run("/usr/bin/curl", ["--silent", "--max-time", "1", "-D", "-", "-o", work.path + "/early.mp3", url])
             let output = String(decoding: early.stdout, as: UTF8.self)

@@ -35,8 +35,10 @@ struct LimitsTests {
             // Index the episode while S3 behaves.
             #expect(try fetch("\(server.baseURL)/clips/\(ServerTests.episode)/0").status == 200)
             #expect(server.waitForLog("fill finished"))
-            // The next clip's source read stalls after 100 kB, so its fill holds the only slot for a while.
-            try setProxyPlan(proxy, #"{"plan": ["pass", "stall:100000"], "default": "pass"}"#)
+            // The next source read stalls after 100 kB (only a source request takes the stall: the
+            // previous clip's upload to the clip bucket may still be under way), so its fill holds
+            // the only slot for a while.
+            try setProxyPlan(proxy, #"{"plan": ["stall:100000@/\#(FullStackTests.sourceBucket)/"], "default": "pass"}"#)
             let first = try BackgroundCurl("\(server.baseURL)/clips/\(ServerTests.episode)/20000", output: work.path + "/first.mp3")
             #expect(server.waitForLog("fill started", count: 2))
             let second = try BackgroundCurl("\(server.baseURL)/clips/\(ServerTests.episode)/40000", output: work.path + "/second.mp3")
@@ -67,7 +69,7 @@ struct LimitsTests {
         try await withProxiedStack("no-queue", environment: limits) { server, proxy, _, work in
             #expect(try fetch("\(server.baseURL)/clips/\(ServerTests.episode)/0").status == 200)
             #expect(server.waitForLog("fill finished"))
-            try setProxyPlan(proxy, #"{"plan": ["pass", "stall:100000"], "default": "pass"}"#)
+            try setProxyPlan(proxy, #"{"plan": ["stall:100000@/\#(FullStackTests.sourceBucket)/"], "default": "pass"}"#)
             let first = try BackgroundCurl("\(server.baseURL)/clips/\(ServerTests.episode)/20000", output: work.path + "/first.mp3")
             #expect(server.waitForLog("fill started", count: 2))
             let started = Date()

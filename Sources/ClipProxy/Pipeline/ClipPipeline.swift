@@ -133,11 +133,11 @@ final class ClipPipeline: Sendable {
         // turn finds it. Bounded, so a record whose file vanished cannot spin.
         for _ in 0..<3 {
             if let warm = try await openWarm(clip) { return warm }
-            guard let (local, fill) = try await claim(clip) else { continue }
+            guard let fill = try await claim(clip) else { continue }
             // The fill is registered before the second tier is asked, so concurrent requests for
             // a cold clip make one second-tier lookup, not one each.
             let stored = knownAbsentFromSecondTier ? nil : await findInSecondTier(clip)
-            startFill(clip, local, fill, from: stored)
+            startFill(clip, fill, from: stored)
             try await fill.waitUntilStarted()
             return .filling(fill, tier: stored == nil ? .fill : .l2)
         }
@@ -422,44 +422,36 @@ final class ClipPipeline: Sendable {
 
     // MARK: - Fills
 
-    /// A new temporary file and fill for `clip`, registered (so every other request for the key
-    /// joins it from now on), then a fill slot, waiting in the queue if all are busy. nil when
-    /// another request's fill is running or has just been stored (the caller looks again).
-    /// The slot is released when the fill ends (`runFill`).
-    private func claim(_ clip: PreparedClip) async throws -> (LocalCopy, Fill)? {
-        let local: LocalCopy
-        do { local = LocalCopy(try await blocking { [store] in try store.beginFill(clip.key) }, store: store) } catch {
-            local = LocalCopy(failedWith: error, store: store)  // served all the same; counted when the fill ends
-        }
-        let fill = Fill(key: clip.key, length: clip.plan.byteCount, createdMs: local.blob?.startedMs ?? ClipStore.nowMs())
+    /// A new fill for `clip`, registered (so every other request for the key joins it from now
+    /// on), then a fill slot, waiting in the queue if all are busy. nil when another request's
+    /// fill is running or has just been stored (the caller looks again). The slot is released
+    /// when the fill ends (`startFill`).
+    private func claim(_ clip: PreparedClip) async throws -> Fill? {
+        let fill = Fill(key: clip.key, length: clip.plan.byteCount, createdMs: ClipStore.nowMs())
         switch await fills.claim(fill, isStored: { [store] in (try? store.contains(clip.key)) ?? false }) {
         case .mine:
             break
         case .running, .stored:
-            local.abort()
             return nil
         }
         do { try await slots.acquire() } catch {
             metrics.overloaded.increment()
             logger.warning("fill refused: all fill slots busy and the queue full or too slow",
                            metadata: ["clip.key": "\(clip.key)", "limits.max_fills": "\(configuration.limitsMaxFills)"])
-            local.abort()
             fill.finish(error)
             await fills.remove(fill)
             throw error
         }
-        return (local, fill)
+        return fill
     }
 
     /// Makes the clip in the background: from the second tier's copy when there is one (and, if
     /// that read fails, the rest from the source), else from the source. Clients read the fill
     /// from memory as it grows; the local store gets its copy when the clip is whole. The fill
     /// belongs to the cache, not to a request: it finishes even if every client leaves.
-    private func startFill(_ clip: PreparedClip, _ local: LocalCopy, _ fill: Fill, from stored: StoredClip?) {
-        if let createdMs = stored?.createdMs {
-            local.blob?.startedMs = createdMs
-            fill.createdMs = createdMs
-        }
+    private func startFill(_ clip: PreparedClip, _ fill: Fill, from stored: StoredClip?) {
+        if let createdMs = stored?.createdMs { fill.createdMs = createdMs }
+        let local = LocalCopy(store: store, key: clip.key, createdMs: fill.createdMs)
         logger.info(stored == nil ? "fill started" : "local copy from the second tier started",
                     metadata: ["clip.key": "\(clip.key)", "episode.id": "\(clip.request.episodeId)",
                                "source.range": "\(clip.plan.readRange)", "clip.bytes": "\(clip.plan.byteCount)"])

@@ -100,7 +100,7 @@ struct AnnouncingSource: ByteSource {
 
     func stream(_ range: Range<Int64>, _ consume: (UnsafeRawBufferPointer) throws -> Void) throws {
         try base.stream(range) { chunk in
-            onFirstBytes()
+            if !chunk.isEmpty { onFirstBytes() }  // an empty callback is no answer
             try consume(chunk)
         }
     }

@@ -85,33 +85,34 @@ final class StoreWrites: Sendable {
 }
 
 /// A fill's copy into the local store, written beside the copy in memory that clients read.
-/// On a full disk it makes room once (evicting least recently used clips) and starts over from
-/// the fill's memory, so the clip being cut is cached too; any other failure, or a second one,
-/// gives the copy up (file removed) and the fill goes on, the cause counted as a bypass when the
-/// fill ends. `@unchecked Sendable`: one fill is written by one task at a time.
+/// Its temporary file is created with the first bytes, after the fill has them (never on the
+/// client's path). On a full disk it makes room once (evicting least recently used clips) and
+/// starts over from the fill's memory, so the clip being cut is cached too; any other failure,
+/// or a second one, gives the copy up (file removed) and the fill goes on, the cause counted as
+/// a bypass when the fill ends. `@unchecked Sendable`: one fill is written by one task at a time.
 final class LocalCopy: @unchecked Sendable {
-    /// nil when not even the temporary file could be created.
     private(set) var blob: BlobFill?
     private(set) var failure: (any Error)?
     private let store: ClipStore
+    private let key: ClipKey
+    /// The clip's creation time, recorded with it (a copy keeps its original's).
+    var createdMs: Int64
     private var madeRoom = false
 
-    init(_ blob: BlobFill, store: ClipStore) {
-        self.blob = blob
+    init(store: ClipStore, key: ClipKey, createdMs: Int64) {
         self.store = store
-    }
-
-    init(failedWith error: any Error, store: ClipStore) {
-        blob = nil
-        failure = error
-        self.store = store
+        self.key = key
+        self.createdMs = createdMs
     }
 
     /// Appends `bytes`, which `fill` (whose memory holds the clip so far) has just appended too.
     func write(_ bytes: UnsafeRawBufferPointer, of fill: Fill) {
-        guard failure == nil, let blob else { return }
-        do { try blob.write(bytes) } catch {
-            blob.abort()
+        guard failure == nil else { return }
+        do {
+            if blob == nil { blob = try store.beginFill(key, createdMs: createdMs) }
+            try blob!.write(bytes)
+        } catch {
+            blob?.abort()
             guard !madeRoom, StoreWrites.reason(error) == .diskFull else {
                 failure = error
                 return
@@ -119,11 +120,11 @@ final class LocalCopy: @unchecked Sendable {
             madeRoom = true
             do {
                 try store.makeRoom(bytes: 2 * fill.length)
-                let fresh = try store.beginFill(fill.key, createdMs: blob.startedMs)
-                self.blob = fresh
+                let fresh = try store.beginFill(key, createdMs: createdMs)
+                blob = fresh
                 try fill.bytes(0..<fill.bytesWritten).withUnsafeReadableBytes { try fresh.write($0) }
             } catch {
-                self.blob?.abort()
+                blob?.abort()
                 failure = error
             }
         }

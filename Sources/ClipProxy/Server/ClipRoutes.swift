@@ -193,19 +193,21 @@ struct ClipRoutes: Sendable {
         }
     }
 
-    /// Streams `range` of a fill from memory as its bytes arrive. A fill that fails after its
-    /// headers went out (a source that died mid-transfer after every retry) throws here, which
-    /// aborts the transfer: the client sees a broken connection, never a short success.
+    /// Streams `range` of a fill from memory as its bytes arrive: whatever is there (up to a
+    /// chunk) goes out at once, so the client has every byte the fill got, and gets it as soon as
+    /// it can. A fill that fails after its headers went out (a source that died mid-transfer
+    /// after every retry) throws here, which aborts the transfer: the client sees a broken
+    /// connection, never a short success.
     static func streamFill(_ fill: Fill, range: Range<Int64>, pipeline: ClipPipeline, into writer: inout any ResponseBodyWriter) async throws {
         var offset = range.lowerBound
         while offset < range.upperBound {
-            let end = min(range.upperBound, offset + chunkSize)
-            do { try await fill.waitForBytes(end) } catch {
+            do { try await fill.waitForBytes(offset + 1) } catch {
                 pipeline.metrics.responsesAborted.increment()
                 pipeline.logger.error("response aborted after its headers: the fill failed",
                                       metadata: ["clip.key": "\(fill.key)", "clip.offset": "\(offset)", "error": "\(error)"])
                 throw error
             }
+            let end = min(range.upperBound, offset + chunkSize, fill.bytesWritten)
             try await writer.write(fill.bytes(offset..<end))
             offset = end
         }
