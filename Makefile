@@ -4,7 +4,7 @@ SHELL := /bin/bash
 FIXTURES := Tests/Fixtures/generated
 PYTHON := .venv/bin/python
 
-.PHONY: all deps build fixtures test demo bench clean
+.PHONY: all deps build fixtures test demo bench chaos clean
 
 all: build
 
@@ -43,6 +43,19 @@ bench: deps fixtures
 	bench/trim.sh
 	bench/index.sh
 	bench/serving.sh
+
+# Chaos soak and eviction-pressure stress (issue 12; results: bench/RELIABILITY.md), release build:
+# faults injected at random for CHAOS_SOAK_S seconds (default 180), then CHAOS_EVICTION_S (default
+# 120) of 16 clients against an 8 MB cache. Both run; fails if either saw a broken response.
+# JSON summaries: bench/results/chaos-{soak,eviction}-<date>.json.
+chaos: deps fixtures
+	swift build -c release --product clipproxy --scratch-path .build-release
+	@bin=$$(swift build -c release --scratch-path .build-release --show-bin-path)/clipproxy; day=$$(date +%F); status=0; \
+	$(PYTHON) scripts/chaos.py --mode soak --seconds $${CHAOS_SOAK_S:-180} --binary $$bin \
+	  --json-out bench/results/chaos-soak-$$day.json || status=1; \
+	$(PYTHON) scripts/chaos.py --mode eviction --seconds $${CHAOS_EVICTION_S:-120} --binary $$bin \
+	  --json-out bench/results/chaos-eviction-$$day.json || status=1; \
+	exit $$status
 
 clean:
 	rm -rf .build $(FIXTURES) demo
