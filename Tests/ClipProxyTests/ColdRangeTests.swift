@@ -77,6 +77,33 @@ struct ColdRangeTests {
     }
 }
 
+@Suite("A miss of an indexed episode waits on one S3 request")
+struct OneRoundTripMissTests {
+    @Test("After an episode's first clip, each new clip makes exactly one S3 request before its first byte, the source GET: no clip-bucket request per miss")
+    func missesMakeNoClipBucketRequest() async throws {
+        try await withProxiedStack("one-round-trip") { server, proxy, _, _ in
+            // The first clip resolves, indexes and lists the episode's folder in the clip bucket.
+            #expect(try fetch("\(server.baseURL)/clips/\(ServerTests.episode)/0").status == 200)
+            #expect(server.waitForLog("second tier copy finished"))
+            for startMs in [7_000, 19_000, 33_000, 41_000] {
+                let seen = try FaultProxyRequest.decodeLog(try fetch(proxy.endpoint + "/__proxy/log").body).count
+                let expected = try trimmed(ServerTests.sourceKey, startMs: Int64(startMs))
+                let response = try fetch("\(server.baseURL)/clips/\(ServerTests.episode)/\(startMs)")
+                #expect(response.status == 200 && response.headers["x-clip-tier"] == "fill" && sameBytes(response.body, expected))
+                // Everything S3 saw for this miss, up to its response (its upload comes after).
+                let requests = try FaultProxyRequest.decodeLog(try fetch(proxy.endpoint + "/__proxy/log").body).dropFirst(seen)
+                let beforeUpload = requests.prefix { $0.method != "PUT" }
+                #expect(beforeUpload.count == 1 && beforeUpload.first?.method == "GET"
+                        && beforeUpload.first?.path.hasPrefix("/\(FullStackTests.sourceBucket)/") == true,
+                        "clip \(startMs): \(beforeUpload.map { "\($0.method) \($0.path)" })")
+                #expect(!requests.contains { $0.method != "PUT" && $0.path.hasPrefix("/\(ClipBucketTests.clipBucket)") },
+                        "clip \(startMs) asked the clip bucket: \(requests.map { "\($0.method) \($0.path)" })")
+                #expect(server.waitForLog("second tier copy finished", count: 1 + [7_000, 19_000, 33_000, 41_000].firstIndex(of: startMs)! + 1))
+            }
+        }
+    }
+}
+
 @Suite("A second tier that cannot answer costs a cut, not a failed request")
 struct SecondTierOutageTests {
     @Test("The clip bucket keeps failing (its listing, the per-clip HEAD, the upload): the clip is cut from the source and served whole")
