@@ -497,26 +497,35 @@ final class ClipPipeline: Sendable {
     }
 
     /// Emits the whole clip into `emit`, announcing the fill started when its upstream answers.
-    /// Blocking.
+    /// The clip writer emits a frame at a time (a few hundred bytes); they are handed on in
+    /// batches, once per source chunk or 64 KiB, so the local copy, the readers' wake-ups and
+    /// their socket writes come per batch, not per frame. Blocking.
     private func produce(_ clip: PreparedClip, from stored: StoredClip?, fill: Fill,
-                         emit: (UnsafeRawBufferPointer) throws -> Void) throws {
+                         emit: @escaping (UnsafeRawBufferPointer) throws -> Void) throws {
         let answered: @Sendable () -> Void = { fill.markStarted() }
+        let batch = EmitBatch(emit)
+        defer { batch.discard() }
         if let stored {
             do {
-                try AnnouncingSource(base: stored.bytes, onFirstBytes: answered).stream(0..<clip.plan.byteCount, emit)
+                try AnnouncingSource(base: stored.bytes, onFirstBytes: answered).stream(0..<clip.plan.byteCount) { chunk in
+                    try batch.add(chunk)
+                    try batch.flush()
+                }
                 return
             } catch {
+                try batch.flush()  // the bytes before the failure are the clip's: keep them
                 // The copy is the same bytes the source makes: carry on from where it stopped.
                 metrics.upstreamErrors["clip_tier"]?.increment()
                 logger.warning("second tier copy failed; cutting the rest from the source",
                                metadata: ["clip.key": "\(clip.key)", "clip.offset": "\(fill.bytesWritten)", "error": "\(error)"])
             }
             let source = AnnouncingSource(base: try openSource(clip), onFirstBytes: answered)
-            try Trimmer.write(clip.plan, range: fill.bytesWritten..<clip.plan.byteCount, from: source, emit: emit)
+            try Trimmer.write(clip.plan, range: fill.bytesWritten..<clip.plan.byteCount, from: batch.flushingAfterEachChunk(source), emit: batch.add)
         } else {
             let source = AnnouncingSource(base: try openSource(clip), onFirstBytes: answered)
-            try Trimmer.write(clip.plan, from: source, emit: emit)
+            try Trimmer.write(clip.plan, from: batch.flushingAfterEachChunk(source), emit: batch.add)
         }
+        try batch.flush()
     }
 
     /// The clip's source, its bytes taken from a scan that just read them where it can.

@@ -105,3 +105,47 @@ struct AnnouncingSource: ByteSource {
         }
     }
 }
+
+/// Collects the clip writer's small emits (a frame each) and passes them on in batches: when 64
+/// KiB have gathered, after each source chunk has been consumed (so bytes never wait for the next
+/// read), and at the end. `@unchecked Sendable`: used by the one thread that produces a fill.
+final class EmitBatch: @unchecked Sendable {
+    static let limit = 64 << 10
+    private let emit: (UnsafeRawBufferPointer) throws -> Void
+    private var buffer: [UInt8] = []
+
+    init(_ emit: @escaping (UnsafeRawBufferPointer) throws -> Void) {
+        self.emit = emit
+        buffer.reserveCapacity(Self.limit)
+    }
+
+    func add(_ bytes: UnsafeRawBufferPointer) throws {
+        buffer.append(contentsOf: bytes)
+        if buffer.count >= Self.limit { try flush() }
+    }
+
+    func flush() throws {
+        guard !buffer.isEmpty else { return }
+        defer { buffer.removeAll(keepingCapacity: true) }
+        try buffer.withUnsafeBytes(emit)
+    }
+
+    /// Drops what was not flushed (the fill failed; those bytes go nowhere).
+    func discard() { buffer.removeAll() }
+
+    /// `source`, flushing this batch after each chunk it delivers has been consumed.
+    func flushingAfterEachChunk(_ source: any ByteSource) -> any ByteSource { FlushingSource(base: source, batch: self) }
+
+    private struct FlushingSource: ByteSource {
+        let base: any ByteSource
+        let batch: EmitBatch
+        var size: Int64 { base.size }
+        func read(offset: Int64, count: Int) throws -> [UInt8] { try base.read(offset: offset, count: count) }
+        func stream(_ range: Range<Int64>, _ consume: (UnsafeRawBufferPointer) throws -> Void) throws {
+            try base.stream(range) { chunk in
+                try consume(chunk)
+                try batch.flush()
+            }
+        }
+    }
+}
