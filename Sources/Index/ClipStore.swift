@@ -176,9 +176,11 @@ public final class ClipStore: @unchecked Sendable {
                 guard let bytes = try txn.get(clips, key: key.bytes), let record = try? ClipRecord(decoding: bytes) else { continue }
                 var info = stat()
                 // Checked again under the write lock: a fill may have stored the clip meanwhile.
-                if stat(blobPath(key), &info) == 0, Int64(info.st_size) == record.byteCount { continue }
+                let present = stat(blobPath(key), &info) == 0
+                if present, Int64(info.st_size) == record.byteCount { continue }
                 try txn.delete(clips, key: key.bytes)
                 try txn.delete(lru, key: Self.lruKey(record.lastAccessMs, key))
+                if present { unlink(blobPath(key)) }  // a wrong-size file: not this clip, and uncounted
                 dropped.append(record)
             }
             return dropped
@@ -284,6 +286,7 @@ public final class ClipStore: @unchecked Sendable {
             throw error
         }
         state.withLock { $0.storedBytes += record.byteCount - (replaced?.byteCount ?? 0) }
+        staleRecords.withLock { _ = $0.remove(fill.key) }  // stored again: no longer a record without its file
         // The clip is stored whatever happens next; a failed eviction (a full disk) is retried by the next commit.
         _ = try? evictToBudget()
         return record
