@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import Testing
 
 // Small tools for the in-process concurrency tests: they let a test await a state (a gate
 // opened, a count reached, an order of events) instead of sleeping or reading log lines.
@@ -53,4 +54,12 @@ func probeBytes(_ count: Int, seed: UInt64) -> [UInt8] {
 /// An error a test raises on purpose, recognisable by its id wherever it arrives.
 struct ProbeFailure: Error, Equatable {
     let id: Int
+}
+
+extension Trait where Self == TimeLimitTrait {
+    /// The time limit of the in-process concurrency suites. In `make test` they run beside suites
+    /// that wait synchronously (subprocess servers, curl), which can hold both threads of the
+    /// cooperative pool for minutes; these tests then wait that long before they run (about 2 s
+    /// in all). The limit is there to stop a hung implementation, not to time them.
+    static var queuedBehindBlockingSuites: Self { .timeLimit(.minutes(10)) }
 }

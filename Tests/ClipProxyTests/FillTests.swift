@@ -6,7 +6,7 @@ import TestSupport
 @testable import ClipProxy
 
 /// `Fill` and `FillCoordinator` in process: readers stream a clip while it is made, coalescing.
-@Suite("Fill: one clip made in memory while readers stream it", .timeLimit(.minutes(1)))
+@Suite("Fill: one clip made in memory while readers stream it", .queuedBehindBlockingSuites)
 struct FillTests {
     private func append(_ fill: Fill, _ bytes: ArraySlice<UInt8>) throws {
         try bytes.withUnsafeBytes { try fill.append($0) }
@@ -241,7 +241,7 @@ struct FillTests {
     }
 }
 
-@Suite("FillCoordinator: one fill per clip key", .timeLimit(.minutes(1)))
+@Suite("FillCoordinator: one fill per clip key", .queuedBehindBlockingSuites)
 struct FillCoordinatorTests {
     @Test("Concurrent claims of one key: exactly one .mine, every other .running with that same fill")
     func oneClaimWins() async throws {

@@ -132,7 +132,9 @@ struct IndexSourcesTests {
                                             environment: Self.environment(endpoint: slow.endpoint, work: work))
             #expect(impatient.waitForOutput(timeout: 60) { $0.contains("progress: ") }, "\(impatient.stdout)")
             kill(impatient.process.processIdentifier, SIGINT)
-            usleep(100_000)
+            // The second signal once the first took effect (two signals sent together may merge
+            // into one); the sources in flight take several slowed requests, so it is still busy.
+            #expect(impatient.waitForStderr("stopping after the", timeout: 30), "the first SIGINT was not acknowledged")
             let signalled = Date()
             kill(impatient.process.processIdentifier, SIGINT)
             let quit = impatient.finish(timeout: 30)
@@ -315,6 +317,16 @@ final class ToolProcess: @unchecked Sendable {
     }
 
     /// Waits for the exit (SIGKILL after `timeout`) and returns what it printed.
+    /// Polls the standard error file until it contains `text`.
+    func waitForStderr(_ text: String, timeout: TimeInterval) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if ((try? String(contentsOf: stderrFile, encoding: .utf8)) ?? "").contains(text) { return true }
+            usleep(20_000)
+        }
+        return false
+    }
+
     func finish(timeout: TimeInterval) -> (status: Int32, stdout: String, stderr: String) {
         _ = waitForOutput(timeout: timeout) { _ in false }
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }

@@ -3,7 +3,7 @@ import Testing
 @testable import ClipProxy
 
 /// `SingleFlight` in process: one execution per key at a time, its result shared.
-@Suite("SingleFlight: one piece of work per key at a time", .timeLimit(.minutes(1)))
+@Suite("SingleFlight: one piece of work per key at a time", .queuedBehindBlockingSuites)
 struct SingleFlightTests {
     /// Starts `callers` concurrent runs of `key` whose work stays in flight until every caller
     /// has arrived, then returns what each caller got.

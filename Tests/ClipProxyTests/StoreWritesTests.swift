@@ -226,7 +226,7 @@ struct SmallDisk {
     }
 }
 
-@Suite("LocalCopy: a fill's copy into the local store on a real full disk (tmpfs)", .timeLimit(.minutes(1)),
+@Suite("LocalCopy: a fill's copy into the local store on a real full disk (tmpfs)", .queuedBehindBlockingSuites,
        .enabled(if: SmallDisk.available, "mounting a tmpfs is not allowed here (needs root or CAP_SYS_ADMIN): the full-disk tests are skipped"))
 struct LocalCopyFullDiskTests {
     /// Produces `expected` into `fill` and `copy` as the pipeline does: the fill first, then the copy.
