@@ -522,7 +522,7 @@ public final class ClipStore: @unchecked Sendable {
 
     /// Forgets a resolution (the source changed, or an operator purged the episode).
     public func deleteEpisode(_ id: String) throws {
-        try environment.write { try $0.delete(episodes, key: Array(id.utf8)) }
+        _ = try environment.write { try $0.delete(episodes, key: Array(id.utf8)) }
     }
 
     /// The stored frame index of a source (opaque bytes owned by the Trim module).
@@ -535,6 +535,6 @@ public final class ClipStore: @unchecked Sendable {
     }
 
     public func deleteFrameIndex(source: String) throws {
-        try environment.write { try $0.delete(frames, key: Array(source.utf8)) }
+        _ = try environment.write { try $0.delete(frames, key: Array(source.utf8)) }
     }
 }

@@ -132,7 +132,7 @@ public func nonLoopbackIPv4() -> String? {
         var buffer = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
         var copy = ipv4
         guard inet_ntop(AF_INET, &copy, &buffer, socklen_t(buffer.count)) != nil else { continue }
-        return String(cString: buffer)
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
     return nil
 }
