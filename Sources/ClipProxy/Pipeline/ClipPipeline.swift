@@ -374,7 +374,7 @@ final class ClipPipeline: Sendable {
         }
         if keep || share {
             let bytes = index.serialized()
-            if keep { keepFrameIndex(bytes, identity: identity) }
+            if keep { keepFrameIndex(index, bytes, identity: identity) }
             if share { shareFrameIndex(bytes, identity: identity) }
         }
         return index
@@ -382,13 +382,12 @@ final class ClipPipeline: Sendable {
 
     /// Stores a frame index in the local index, best effort (a full disk costs a re-index later).
     /// Never over a longer one: extensions are stored in the background and may land out of order.
-    private func keepFrameIndex(_ bytes: [UInt8], identity: String) {
+    private func keepFrameIndex(_ index: FrameIndex, _ bytes: [UInt8], identity: String) {
         Task.detached { [self] in
             _ = try? await blocking { [storeWrites, store] in
                 storeWrites.attempt("frame index") {
-                    let new = try FrameIndex(serialized: bytes)
                     let old = try store.frameIndex(source: identity).flatMap { try? FrameIndex(serialized: $0) }
-                    if Self.reachesFurther(new, than: old) { try store.putFrameIndex(source: identity, bytes) }
+                    if Self.reachesFurther(index, than: old) { try store.putFrameIndex(source: identity, bytes) }
                 }
             }
         }
