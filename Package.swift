@@ -58,6 +58,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -73,7 +74,10 @@ let package = Package(
         .testTarget(name: "TrimTests", dependencies: ["Trim", "CFFmpeg", "TestSupport"]),
         .testTarget(name: "IndexTests", dependencies: ["Index", "CLMDB", "Support", "TestSupport"]),
         .testTarget(name: "UpstreamTests", dependencies: ["Upstream", "CCurl", "CMongoc", "Support", "TestSupport"]),
-        .testTarget(name: "ClipProxyTests", dependencies: ["ClipProxy", "Index", "Trim", "Upstream", "Support", "TestSupport"]),
+        .testTarget(name: "ClipProxyTests", dependencies: [
+            "ClipProxy", "Index", "Trim", "Upstream", "Support", "TestSupport",
+            .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+        ]),
         // Fills the clip store until killed; the crash-safety test SIGKILLs it at random moments.
         .executableTarget(name: "IndexCrashChild", dependencies: ["Index"], path: "Tests/IndexCrashChild"),
 

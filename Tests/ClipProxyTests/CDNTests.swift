@@ -307,22 +307,7 @@ private func firstIndex(of needle: [UInt8], in haystack: [UInt8], from start: In
 private func simultaneousGETs(_ path: String, port: Int, count: Int, timeout: TimeInterval = 30) throws -> [RawHTTPResponse] {
     var sockets: [Int32] = []
     defer { sockets.forEach { close($0) } }
-    var wait = timeval(tv_sec: Int(timeout), tv_usec: 0)
-    for _ in 0..<count {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw TestSetupError("socket() failed: errno \(errno)") }
-        sockets.append(fd)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { throw TestSetupError("connect to 127.0.0.1:\(port) failed: errno \(errno)") }
-    }
+    for _ in 0..<count { sockets.append(try RawHTTPClient.connect(port: port, timeout: timeout)) }
     let request = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nConnection: close\r\n\r\n".utf8)
     for fd in sockets {
         let n = request.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }

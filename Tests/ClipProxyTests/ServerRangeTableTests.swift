@@ -295,10 +295,10 @@ struct ServerRangeTableTests {
 
     /// Runs `body` with a `clipproxy serve` of its own (embedded default, fresh cache and clip
     /// directory) and its port; stops the server and removes its directories afterwards.
-    static func withServer(_ label: String, _ body: (ClipProxyProcess, Int) throws -> Void) throws {
+    static func withServer(_ label: String, environment: [String: String] = [:], _ body: (ClipProxyProcess, Int) throws -> Void) throws {
         let work = try TemporaryDirectory(label)
         defer { work.remove() }
-        let server = try EmbeddedServer(work: work).start()
+        let server = try ClipProxyProcess(environment: EmbeddedServer(work: work).environment.merging(environment) { $1 })
         defer { server.stop() }
         try body(server, try port(of: server.baseURL))
     }
@@ -310,9 +310,11 @@ struct ServerRangeTableTests {
         ])
     }
 
-    @Test("A cached clip: every shape answers as nginx serving the same bytes")
-    func cachedClip() throws {
-        try Self.withServer("range-table-cached") { server, port in
+    /// Run twice: answered by the stored-clip fast path (below the router), and with it switched
+    /// off (by the route). Each row checks which one answered, through the fast path's counter.
+    @Test("A cached clip: every shape answers as nginx serving the same bytes", arguments: [true, false])
+    func cachedClip(fastPath: Bool) throws {
+        try Self.withServer("range-table-cached", environment: ["CLIPPROXY_HTTP_FAST_PATH": String(fastPath)]) { server, port in
             let path = "/clips/\(Self.episode)/\(Self.cachedStart)"
             let expected = try trimmed(Self.sourceKey, startMs: Self.cachedStart)
             let first = try RawHTTPClient.send(method: "GET", path: path, port: port)
@@ -336,14 +338,17 @@ struct ServerRangeTableTests {
 
             var rows: [Row] = []
             for shape in ServerRangeTable.shapes {
+                let fastBefore = try fastPathResponses(server)
                 let ours = try RawHTTPClient.send(method: shape.method, path: path, headers: shape.fields(ourValidators), port: port)
+                let answeredFast = try fastPathResponses(server) > fastBefore
                 let theirs = try RawHTTPClient.send(method: shape.method, path: "/clip.mp3", headers: shape.fields(theirValidators),
                                                     port: nginx.port)
                 var row = Self.compare(shape, ours: ours, theirs: theirs)
                 if ours.header("X-Clip-Tier") != "l1_hit" { row.failures.append("served from \(ours.header("X-Clip-Tier") ?? "-"), not L1") }
+                if answeredFast != fastPath { row.failures.append(answeredFast ? "answered by the fast path" : "answered by the route, not the fast path") }
                 rows.append(row)
             }
-            Self.report("Cached clip (\(expected.count) bytes)", rows)
+            Self.report("Cached clip (\(expected.count) bytes, answered by \(fastPath ? "the fast path" : "the route"))", rows)
             for row in rows where !row.failures.isEmpty {
                 Issue.record(Comment(rawValue: "\(row.shape.method) \(row.shape.name): \(row.failures.joined(separator: "; "))"))
             }

@@ -39,24 +39,7 @@ final class CapturedLog: Sendable {
 func isolatedMetrics() -> ClipMetrics {
     let registry = PrometheusCollectorRegistry()
     let factory = PrometheusMetricsFactory(registry: registry)
-    func counter(_ label: String, _ dimensions: [(String, String)] = []) -> Metrics.Counter {
-        Metrics.Counter(label: label, dimensions: dimensions, factory: factory)
-    }
-    return ClipMetrics(
-        registry: registry,
-        tierCounters: Dictionary(uniqueKeysWithValues: ClipBody.Tier.allCases.map { ($0, counter("clipproxy_clip_requests_total", [("tier", $0.rawValue)])) }),
-        responses: [:],
-        bytesServed: counter("clipproxy_bytes_served_total"),
-        fillDuration: Metrics.Timer(label: "clipproxy_fill_duration_seconds", dimensions: [], factory: factory),
-        fillFailures: counter("clipproxy_fill_failures_total"),
-        overloaded: counter("clipproxy_fills_refused_total"),
-        upstreamErrors: [:],
-        cacheBypass: Dictionary(uniqueKeysWithValues: StoreWrites.Reason.allCases.map {
-            ($0, counter("clipproxy_cache_bypass_total", [("reason", $0.rawValue)]))
-        }),
-        responsesAborted: counter("clipproxy_responses_aborted_total"),
-        catalogStale: counter("clipproxy_catalog_stale_total"),
-        sourceChanged: counter("clipproxy_source_changed_total"))
+    return ClipMetrics(registry: registry, factory: factory)
 }
 
 /// The value of `clipproxy_cache_bypass_total{reason=...}` in `metrics`' exposition (0 when absent).

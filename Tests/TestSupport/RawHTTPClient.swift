@@ -9,6 +9,13 @@ public struct RawHTTPResponse: Sendable {
     /// The body after de-chunking; empty for HEAD, 1xx, 204 and 304.
     public let body: [UInt8]
 
+    public init(status: Int, reason: String, headers: [(name: String, value: String)], body: [UInt8]) {
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+    }
+
     /// The first field with this name (case-insensitive), nil when absent.
     public func header(_ name: String) -> String? {
         headers.first { $0.name.lowercased() == name.lowercased() }?.value
@@ -34,23 +41,33 @@ public enum RawHTTPClient {
         return try parse(raw, method: method)
     }
 
-    /// Writes `request` and reads until the server closes the connection.
-    public static func exchange(_ request: [UInt8], host: String, port: Int, timeout: TimeInterval) throws -> [UInt8] {
+    /// A TCP connection to `host:port` with read and write timeouts; `receiveBuffer` (bytes) makes
+    /// the kernel's receive buffer small, so a slow reader really holds the sender back.
+    public static func connect(host: String = "127.0.0.1", port: Int, timeout: TimeInterval = 10, receiveBuffer: Int32? = nil) throws -> Int32 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw TestSetupError("socket() failed: errno \(errno)") }
-        defer { close(fd) }
         var wait = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - floor(timeout)) * 1_000_000))
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
-
+        if var size = receiveBuffer { setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size)) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
         address.sin_addr.s_addr = inet_addr(host)
         let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard connected == 0 else { throw TestSetupError("connect to \(host):\(port) failed: errno \(errno)") }
+        guard connected == 0 else {
+            close(fd)
+            throw TestSetupError("connect to \(host):\(port) failed: errno \(errno)")
+        }
+        return fd
+    }
+
+    /// Writes `request` and reads until the server closes the connection.
+    public static func exchange(_ request: [UInt8], host: String, port: Int, timeout: TimeInterval) throws -> [UInt8] {
+        let fd = try connect(host: host, port: port, timeout: timeout)
+        defer { close(fd) }
 
         var sent = 0
         while sent < request.count {

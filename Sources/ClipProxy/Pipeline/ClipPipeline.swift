@@ -90,8 +90,8 @@ final class ClipPipeline: Sendable {
     /// a hash (well inside the staleness the catalog TTL already accepts; a changed source is
     /// noticed by the first read of it).
     func prepare(_ request: ClipRequest) async throws -> PreparedClip {
+        if let recent = recentlyPrepared(request) { return recent }
         let now = ContinuousClock.now
-        if let recent = preparedClips.withLock({ $0[request] }), now < recent.until { return recent.clip }
         let episode = try await resolve(request.episodeId)
         listSecondTierAhead(episode)
         let sourceIdentity = sources.identity(of: episode)
@@ -178,16 +178,31 @@ final class ClipPipeline: Sendable {
     /// The local store or a running fill, if either has the clip. The lookup is a read
     /// transaction and an open done inline (a thread hop per hit cost more than both); a due
     /// batch of access times is written on the blocking pool.
-    private func openWarm(_ clip: PreparedClip) async throws -> ClipBody? {
+    /// The clip `prepare` made for this request within the last minute, if any: no catalog,
+    /// index or hash work. (The fast path answers only from these.)
+    func recentlyPrepared(_ request: ClipRequest) -> PreparedClip? {
+        guard let recent = preparedClips.withLock({ $0[request] }), ContinuousClock.now < recent.until else { return nil }
+        return recent.clip
+    }
+
+    /// The clip's local copy, leased, if the store has it whole: a read transaction and an open,
+    /// never a wait. Writes it defers (access times, dropping a record without its file) run on
+    /// the blocking pool.
+    func storedLease(_ clip: PreparedClip) throws -> ClipStore.Lease? {
         if let lease = try store.lookup(clip.key, deferFlush: true) {
             if store.recencyFlushDue {
                 Task.detached { [self] in try? await blocking { [store] in try store.flushRecency() } }
             }
-            return .stored(lease, tier: .l1)
+            return lease
         }
         if store.hasStaleRecords {
             Task.detached { [self] in _ = try? await blocking { [storeWrites, store] in storeWrites.attempt("index") { try store.dropStaleRecords() } } }
         }
+        return nil
+    }
+
+    private func openWarm(_ clip: PreparedClip) async throws -> ClipBody? {
+        if let lease = try storedLease(clip) { return .stored(lease, tier: .l1) }
         if let running = await fills.join(clip.key) {
             try await running.waitUntilStarted()
             return .filling(running, tier: .coalesced)

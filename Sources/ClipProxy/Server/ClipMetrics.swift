@@ -21,29 +21,39 @@ struct ClipMetrics: Sendable {
     let catalogStale: Metrics.Counter
     /// Reads that found the source re-uploaded since it was indexed (resolved and indexed again).
     let sourceChanged: Metrics.Counter
+    /// Stored clips answered by `StoredClipFastPath` (also counted as l1_hit responses).
+    let fastPathAnswers: Metrics.Counter
 
     /// Routes swift-metrics to a Prometheus registry; call once per process.
     static func bootstrap() -> ClipMetrics {
         let registry = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
-        let tiers = ClipBody.Tier.allCases
-        return ClipMetrics(
-            registry: registry,
-            tierCounters: Dictionary(uniqueKeysWithValues: tiers.map { ($0, Metrics.Counter(label: "clipproxy_clip_requests_total", dimensions: [("tier", $0.rawValue)])) }),
-            responses: Dictionary(uniqueKeysWithValues: ["2xx", "3xx", "4xx", "5xx"].map { ($0, Metrics.Counter(label: "clipproxy_responses_total", dimensions: [("class", $0)])) }),
-            bytesServed: Metrics.Counter(label: "clipproxy_bytes_served_total"),
-            fillDuration: Metrics.Timer(label: "clipproxy_fill_duration_seconds"),
-            fillFailures: Metrics.Counter(label: "clipproxy_fill_failures_total"),
-            overloaded: Metrics.Counter(label: "clipproxy_fills_refused_total"),
-            upstreamErrors: Dictionary(uniqueKeysWithValues: ["catalog", "source", "clip_tier"].map {
-                ($0, Metrics.Counter(label: "clipproxy_upstream_errors_total", dimensions: [("upstream", $0)]))
-            }),
-            cacheBypass: Dictionary(uniqueKeysWithValues: StoreWrites.Reason.allCases.map {
-                ($0, Metrics.Counter(label: "clipproxy_cache_bypass_total", dimensions: [("reason", $0.rawValue)]))
-            }),
-            responsesAborted: Metrics.Counter(label: "clipproxy_responses_aborted_total"),
-            catalogStale: Metrics.Counter(label: "clipproxy_catalog_stale_total"),
-            sourceChanged: Metrics.Counter(label: "clipproxy_source_changed_total"))
+        let factory = PrometheusMetricsFactory(registry: registry)
+        MetricsSystem.bootstrap(factory)
+        return ClipMetrics(registry: registry, factory: factory)
+    }
+
+    /// Every metric, made by `factory` (which records into `registry`); tests pass their own.
+    init(registry: PrometheusCollectorRegistry, factory: any MetricsFactory) {
+        func counter(_ label: String, _ dimensions: [(String, String)] = []) -> Metrics.Counter {
+            Metrics.Counter(label: label, dimensions: dimensions, factory: factory)
+        }
+        self.registry = registry
+        tierCounters = Dictionary(uniqueKeysWithValues: ClipBody.Tier.allCases.map { ($0, counter("clipproxy_clip_requests_total", [("tier", $0.rawValue)])) })
+        responses = Dictionary(uniqueKeysWithValues: ["2xx", "3xx", "4xx", "5xx"].map { ($0, counter("clipproxy_responses_total", [("class", $0)])) })
+        bytesServed = counter("clipproxy_bytes_served_total")
+        fillDuration = Metrics.Timer(label: "clipproxy_fill_duration_seconds", dimensions: [], factory: factory)
+        fillFailures = counter("clipproxy_fill_failures_total")
+        overloaded = counter("clipproxy_fills_refused_total")
+        upstreamErrors = Dictionary(uniqueKeysWithValues: ["catalog", "source", "clip_tier"].map {
+            ($0, counter("clipproxy_upstream_errors_total", [("upstream", $0)]))
+        })
+        cacheBypass = Dictionary(uniqueKeysWithValues: StoreWrites.Reason.allCases.map {
+            ($0, counter("clipproxy_cache_bypass_total", [("reason", $0.rawValue)]))
+        })
+        responsesAborted = counter("clipproxy_responses_aborted_total")
+        catalogStale = counter("clipproxy_catalog_stale_total")
+        sourceChanged = counter("clipproxy_source_changed_total")
+        fastPathAnswers = counter("clipproxy_fast_path_responses_total")
     }
 
     func response(status: Int) {

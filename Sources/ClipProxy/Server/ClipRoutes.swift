@@ -27,10 +27,14 @@ struct ClipRoutes: Sendable {
 
     /// CORS: `*`, or the request's Origin when it is in `http.cors_origins` (then `Vary: Origin`).
     func corsHeaders(_ request: Request, into headers: inout HTTPFields) {
+        corsHeaders(origin: request.headers[.origin], into: &headers)
+    }
+
+    func corsHeaders(origin: String?, into headers: inout HTTPFields) {
         let allowed = pipeline.configuration.httpCorsOrigins
         if allowed == ["*"] {
             headers[.accessControlAllowOrigin] = "*"
-        } else if let origin = request.headers[.origin], allowed.contains(origin) {
+        } else if let origin, allowed.contains(origin) {
             headers[.accessControlAllowOrigin] = origin
             headers[.vary] = "Origin"
         } else if !allowed.isEmpty {
@@ -52,8 +56,9 @@ struct ClipRoutes: Sendable {
     func serve(_ request: Request, _ context: ClipRequestContext) async throws -> Response {
         let clipRequest: ClipRequest
         do {
-            try checkSignature(request)
-            clipRequest = try validate(request, context)
+            try checkSignature(path: request.uri.path, query: request.uri.query)
+            clipRequest = try validate(episode: context.parameters.get("episode") ?? "", start: context.parameters.get("start") ?? "",
+                                       query: request.uri.query)
         } catch let error as HTTPProblem {
             pipeline.metrics.response(status: Int(error.status.code))
             return error.response(cors: self, request)
@@ -80,19 +85,8 @@ struct ClipRoutes: Sendable {
             return problem.response(cors: self, request)
         }
         let (clip, body, decision) = (answer.clip, answer.body, answer.decision)
-        // Preconditions, Range, If-Range, multipart: RFC 9110 as nginx implements it.
-        var headers = HTTPFields()
-        for (name, value) in decision.headers {
-            if let field = HTTPField.Name(name) { headers.append(HTTPField(name: field, value: value)) }
-        }
-        headers[.cacheControl] = "public, max-age=31536000, immutable"
-        corsHeaders(request, into: &headers)
-        headers[HTTPField.Name("X-Clip-Tier")!] = body.tier.rawValue
-        pipeline.metrics.tierCounters[body.tier]?.increment()
-        pipeline.metrics.response(status: decision.status)
-        pipeline.logger.info("clip", metadata: ["episode.id": "\(clipRequest.episodeId)", "clip.start_ms": "\(clipRequest.startMs)",
-                                                 "clip.key": "\(clip.key)", "clip.tier": "\(body.tier.rawValue)",
-                                                 "http.status": "\(decision.status)"])
+        let headers = responseHeaders(decision, tier: body.tier, origin: request.headers[.origin])
+        recordAnswer(clip, tier: body.tier, status: decision.status)
         let status = HTTPResponse.Status(code: decision.status)
         guard !decision.parts.isEmpty else {
             release(body)
@@ -213,13 +207,37 @@ struct ClipRoutes: Sendable {
         }
     }
 
+    /// Preconditions, Range, If-Range, multipart (RFC 9110 as nginx implements it), then the
+    /// headers every clip response carries. The fast path sends exactly these too.
+    func responseHeaders(_ decision: ByteRangeResponse, tier: ClipBody.Tier, origin: String?) -> HTTPFields {
+        var headers = HTTPFields()
+        for (name, value) in decision.headers {
+            if let field = HTTPField.Name(name) { headers.append(HTTPField(name: field, value: value)) }
+        }
+        headers[.cacheControl] = "public, max-age=31536000, immutable"
+        corsHeaders(origin: origin, into: &headers)
+        headers[Self.clipTierField] = tier.rawValue
+        return headers
+    }
+
+    static let clipTierField = HTTPField.Name("X-Clip-Tier")!
+
+    /// Metrics and the access log line of an answered clip request.
+    func recordAnswer(_ clip: PreparedClip, tier: ClipBody.Tier, status: Int) {
+        pipeline.metrics.tierCounters[tier]?.increment()
+        pipeline.metrics.response(status: status)
+        pipeline.logger.info("clip", metadata: ["episode.id": "\(clip.request.episodeId)", "clip.start_ms": "\(clip.request.startMs)",
+                                                 "clip.key": "\(clip.key)", "clip.tier": "\(tier.rawValue)",
+                                                 "http.status": "\(status)"])
+    }
+
     private func release(_ body: ClipBody) { Self.release(body) }
     static func release(_ body: ClipBody) {
         if case .stored(let lease, _) = body { lease.release() }
     }
 
     /// Length, strong ETag (from the clip key), Last-Modified (the clip's first cut) and type.
-    private func representation(_ clip: PreparedClip, _ body: ClipBody) -> ByteRangeResponse.Representation {
+    func representation(_ clip: PreparedClip, _ body: ClipBody) -> ByteRangeResponse.Representation {
         let createdMs: Int64 = switch body {
         case .stored(let lease, _): lease.record.createdMs
         case .filling(let fill, _): fill.createdMs
@@ -232,9 +250,10 @@ struct ClipRoutes: Sendable {
     // MARK: - Validation
 
     /// Episode id (ObjectId or URL-encoded guid), start (digits, optional `.mp3`), `duration_ms`.
-    func validate(_ request: Request, _ context: ClipRequestContext) throws -> ClipRequest {
-        let episode = try Self.episodeId(context.parameters.get("episode") ?? "")
-        var start = context.parameters.get("start") ?? ""
+    /// `episode` and `start` are the path segments as they arrived, `query` the raw query string.
+    func validate(episode rawEpisode: String, start rawStart: String, query: String?) throws -> ClipRequest {
+        let episode = try Self.episodeId(rawEpisode)
+        var start = rawStart
         if start.hasSuffix(".mp3") { start.removeLast(4) }
         guard let startMs = Self.milliseconds(start) else {
             throw HTTPProblem(.badRequest, "invalid_start_ms", "start_ms must be a non-negative integer number of milliseconds, optionally followed by .mp3")
@@ -242,7 +261,7 @@ struct ClipRoutes: Sendable {
         var durationMs = pipeline.configuration.clipsDefaultDurationMs
         // Parameters decoded exactly as the URL signature reads them (names too), so what is
         // signed is what is served: `duration%5Fms` is `duration_ms` here as in the signature.
-        guard let parameters = URLSigner.parameters(request.uri.query ?? "") else {
+        guard let parameters = URLSigner.parameters(query ?? "") else {
             throw HTTPProblem(.badRequest, "invalid_query", "the query string has a bad percent-escape")
         }
         let durations = parameters.filter { $0.0 == "duration_ms" }
@@ -267,9 +286,9 @@ struct ClipRoutes: Sendable {
     }
 
     /// With URL signing on, the URL must carry a valid, unexpired `exp` + `sig`.
-    func checkSignature(_ request: Request) throws {
+    func checkSignature(path: String, query: String?) throws {
         guard let signer else { return }
-        switch signer.verify(path: request.uri.path, rawQuery: request.uri.query, now: Int64(Date().timeIntervalSince1970)) {
+        switch signer.verify(path: path, rawQuery: query, now: Int64(Date().timeIntervalSince1970)) {
         case .valid: return
         case .missing: throw HTTPProblem(.forbidden, "signature_required", "this server only serves signed clip URLs: add exp and sig (see `clipproxy sign`)")
         case .malformed(let why): throw HTTPProblem(.forbidden, "signature_invalid", why)

@@ -62,12 +62,12 @@ enum ClipServer {
         let app = Application(
             router: router,
             server: .http1(configuration: .init(
-                additionalChannelHandlers: [SendFileHandler(tickets: .shared)],
+                additionalChannelHandlers: connectionHandlers(clipRoutes, configuration),
                 idleTimeout: .seconds(Int64(configuration.httpIdleTimeoutS)),
                 // The decoder's hard limit protects memory; RequestLimits answers 414/431 below it.
                 httpDecoderConfiguration: .init(maxHeaderFieldSize: max(64 << 10, 2 * configuration.httpMaxHeaderBytes),
                                                 maxHeaderListSize: max(64 << 10, 2 * configuration.httpMaxHeaderBytes)))),
-            configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: "clipproxy"),
+            configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: serverName),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? configuration.httpPort
                 // Tests and scripts read this line to find the port when http.port is 0.
@@ -78,6 +78,22 @@ enum ClipServer {
         try store.flushRecency()
         try await threads.shutdownGracefully()
         logger.info("clipproxy stopped")
+    }
+
+    /// Sent as `Server` on every response.
+    static let serverName = "clipproxy"
+
+    /// Each connection's handlers between Hummingbird's HTTP/1 codec and its router: sendfile
+    /// for stored bytes, closes that let written responses finish, and the stored-clip fast path.
+    static func connectionHandlers(_ routes: ClipRoutes, _ configuration: Configuration) -> [any RemovableChannelHandler] {
+        var handlers: [any RemovableChannelHandler] = [
+            SendFileHandler(tickets: .shared),
+            CloseAfterWrites(limit: .seconds(Int64(configuration.httpIdleTimeoutS))),
+        ]
+        if configuration.httpFastPath {
+            handlers.append(StoredClipFastPath.Installer { StoredClipFastPath(routes: routes, tickets: .shared) })
+        }
+        return handlers
     }
 
     /// What `/readyz` checks: the index, the catalog, the source store and the second tier.

@@ -9,17 +9,26 @@ struct RequestLimits<Context: RequestContext>: RouterMiddleware {
     let maxHeaderBytes: Int
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        let target = request.head.path?.utf8.count ?? 0
-        if target > maxURIBytes {
-            return HTTPProblem(.uriTooLong, "uri_too_long", "the request target is \(target) bytes; at most \(maxURIBytes) are accepted").response()
-        }
-        // As on the wire: "name: value\r\n" per field.
-        let headerBytes = request.headers.reduce(0) { $0 + $1.name.rawName.utf8.count + $1.value.utf8.count + 4 }
-        if headerBytes > maxHeaderBytes {
-            return HTTPProblem(.init(code: 431), "headers_too_large",
-                               "the request headers are \(headerBytes) bytes; at most \(maxHeaderBytes) are accepted").response()
+        if let problem = Self.violation(target: request.head.path ?? "", headers: request.headers,
+                                        maxURIBytes: maxURIBytes, maxHeaderBytes: maxHeaderBytes) {
+            return problem.response()
         }
         return try await next(request, context)
+    }
+
+    /// The error for a request over either limit; nil within them.
+    static func violation(target: String, headers: HTTPFields, maxURIBytes: Int, maxHeaderBytes: Int) -> HTTPProblem? {
+        let targetBytes = target.utf8.count
+        if targetBytes > maxURIBytes {
+            return HTTPProblem(.uriTooLong, "uri_too_long", "the request target is \(targetBytes) bytes; at most \(maxURIBytes) are accepted")
+        }
+        // As on the wire: "name: value\r\n" per field.
+        let headerBytes = headers.reduce(0) { $0 + $1.name.rawName.utf8.count + $1.value.utf8.count + 4 }
+        if headerBytes > maxHeaderBytes {
+            return HTTPProblem(.init(code: 431), "headers_too_large",
+                               "the request headers are \(headerBytes) bytes; at most \(maxHeaderBytes) are accepted")
+        }
+        return nil
     }
 }
 

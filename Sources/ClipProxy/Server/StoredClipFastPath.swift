@@ -1,0 +1,222 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdCore
+import Index
+import NIOCore
+import NIOHTTPTypes
+import Synchronization
+
+/// Stored clips answered in one event-loop turn, as nginx answers a file.
+///
+/// A routed request goes from the event loop into a Swift task and back, for the head and again
+/// for the body; for the hottest case (a clip on the local disk, prepared within the last minute)
+/// that trip is most of the cost. `StoredClipFastPath` sits in each connection's pipeline just
+/// before the handler that feeds Hummingbird's router. For a GET or HEAD of `/clips/...` whose
+/// answer is already known it writes the head and a sendfile of the stored bytes right away, with
+/// the headers, metrics and access log of the route (the same code makes them); every other
+/// request passes to the router untouched, which answers it exactly as before.
+///
+/// Known means: the request is one the route would accept as it stands (limits, signature, ids),
+/// the clip was prepared within the last minute (`ClipPipeline.recentlyPrepared`), and the local
+/// store has it whole (a lease opens the file, so eviction cannot take the bytes mid-send). Range
+/// and conditional headers are decided by the route's own RFC 9110 code (`ByteRangeResponse`).
+/// Anything else (a miss, a clip not prepared lately, a bad URL, `Connection: close`, a body)
+/// goes to the router.
+///
+/// HTTP/1.1 pipelining: a request is answered here only when no earlier request of the connection
+/// is still with the router; responses then leave in request order. The connection-state handler
+/// in front (idle timeout, graceful shutdown) sees these requests and responses like any other.
+final class StoredClipFastPath: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    private let routes: ClipRoutes
+    private let tickets: SendFileTickets
+    /// Requests handed to the router whose responses have not ended yet.
+    private var routedInFlight = 0
+    /// Answers written here whose last byte has not reached the socket yet. Bounded, so a client
+    /// that pipelines without reading holds a few descriptors, not one per request.
+    private var answersInFlight = 0
+    static let maxAnswersInFlight = 8
+    /// The current request was answered here: its body parts (if any) are dropped.
+    private var droppingBody = false
+    private var needsFlush = false
+    /// A request answered here asked for `Connection: close`: nothing after it is read.
+    private var closing = false
+
+    init(routes: ClipRoutes, tickets: SendFileTickets) {
+        self.routes = routes
+        self.tickets = tickets
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !closing else { return }
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            if routedInFlight == 0, answersInFlight < Self.maxAnswersInFlight, let answer = routes.storedAnswer(head) {
+                droppingBody = true
+                send(answer, context: context)
+                // As Hummingbird does after a routed response: no more requests, output closed
+                // once the response is out (a half-close, so no reset can destroy its tail).
+                if head.headerFields[.connection] == "close" {
+                    closing = true
+                    context.flush()
+                    context.close(mode: .output, promise: nil)
+                }
+            } else {
+                droppingBody = false
+                routedInFlight += 1
+                context.fireChannelRead(data)
+            }
+        case .body:
+            if !droppingBody { context.fireChannelRead(data) }
+        case .end:
+            if droppingBody { droppingBody = false } else { context.fireChannelRead(data) }
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        // Answers to a burst of pipelined requests leave in one flush.
+        if needsFlush {
+            needsFlush = false
+            context.flush()
+        }
+        context.fireChannelReadComplete()
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .end = unwrapOutboundIn(data) { routedInFlight = max(0, routedInFlight - 1) }
+        context.write(data, promise: promise)
+    }
+
+    /// Head, body and end, written now. Stored bytes go as sendfile markers (`SendFileHandler`
+    /// swaps each for a `FileRegion` on its own duplicate of the lease's descriptor), so the lease
+    /// can be released at once: eviction or purge from here on cannot touch what is being sent.
+    private func send(_ answer: StoredClipAnswer, context: ChannelHandlerContext) {
+        defer { answer.lease.release() }
+        answersInFlight += 1
+        context.write(wrapOutboundOut(.head(answer.head)), promise: nil)
+        for part in answer.parts {
+            switch part {
+            case .literal(let bytes):
+                context.write(wrapOutboundOut(.body(ByteBuffer(bytes: bytes))), promise: nil)
+            case .bytes(let range):
+                let descriptor = dup(answer.lease.descriptor)
+                guard descriptor >= 0 else {
+                    // Out of descriptors after the head went out: the only honest end is a close.
+                    answersInFlight -= 1
+                    context.close(promise: nil)
+                    return
+                }
+                let (id, marker) = tickets.register(descriptor: descriptor, range: range)
+                let written = context.eventLoop.makePromise(of: Void.self)
+                written.futureResult.whenFailure { [tickets] _ in tickets.cancel(id) }
+                context.write(wrapOutboundOut(.body(marker)), promise: written)
+            }
+        }
+        let ended = context.eventLoop.makePromise(of: Void.self)
+        ended.futureResult.assumeIsolated().whenComplete { [self] _ in answersInFlight -= 1 }
+        context.write(wrapOutboundOut(.end(nil)), promise: ended)
+        needsFlush = true
+    }
+
+    /// Installs a `StoredClipFastPath` right after Hummingbird's connection-state handler, then
+    /// removes itself. Hummingbird adds its extra handlers in front of that handler; the fast path
+    /// belongs behind it, so idle timeouts and graceful shutdown count its requests too. The
+    /// connection is active only once its pipeline is complete, so that is when this runs.
+    final class Installer: ChannelInboundHandler, RemovableChannelHandler {
+        typealias InboundIn = HTTPRequestPart
+        let makeFastPath: () -> StoredClipFastPath
+
+        init(_ makeFastPath: @escaping () -> StoredClipFastPath) { self.makeFastPath = makeFastPath }
+
+        func channelActive(context: ChannelHandlerContext) {
+            let pipeline = context.pipeline.syncOperations
+            let fastPath = makeFastPath()
+            if let state = try? pipeline.handler(type: HTTPConnectionStateHandler.self) {
+                try? pipeline.addHandler(fastPath, position: .after(state))
+            } else {
+                try? pipeline.addHandler(fastPath, position: .after(self))
+            }
+            context.fireChannelActive()
+            pipeline.removeHandler(context: context, promise: nil)
+        }
+    }
+}
+
+/// What the fast path sends for one request.
+struct StoredClipAnswer {
+    let head: HTTPResponse
+    let parts: [ByteRangeResponse.Part]
+    let lease: ClipStore.Lease
+}
+
+extension ClipRoutes {
+    /// The answer to a request for a stored clip, decided without leaving the event loop, or nil
+    /// when the router should answer (then nothing here has had any effect).
+    func storedAnswer(_ request: HTTPRequest) -> StoredClipAnswer? {
+        guard request.method == .get || request.method == .head, let target = request.path,
+              let clipTarget = ClipTarget(target),
+              RequestLimits<ClipRequestContext>.violation(target: target, headers: request.headerFields, maxURIBytes: pipeline.configuration.httpMaxURIBytes,
+                                      maxHeaderBytes: pipeline.configuration.httpMaxHeaderBytes) == nil,
+              // A request with a body is left to the router, which reads it.
+              request.headerFields[.contentLength] == nil, request.headerFields[.transferEncoding] == nil,
+              (try? checkSignature(path: clipTarget.path, query: clipTarget.query)) != nil,
+              let clipRequest = try? validate(episode: clipTarget.episode, start: clipTarget.start, query: clipTarget.query),
+              let clip = pipeline.recentlyPrepared(clipRequest),
+              let lease = try? pipeline.storedLease(clip) else { return nil }
+        let conditions = ByteRangeResponse.RequestConditions(
+            method: request.method.rawValue, headers: request.headerFields.map { ($0.name.canonicalName, $0.value) })
+        let decision = ByteRangeResponse.decide(conditions, for: representation(clip, .stored(lease, tier: .l1)))
+        var headers = responseHeaders(decision, tier: .l1, origin: request.headerFields[.origin])
+        // What Hummingbird adds to every routed response.
+        headers[.date] = CurrentHTTPDate.shared.text
+        headers[.server] = ClipServer.serverName
+        recordAnswer(clip, tier: .l1, status: decision.status)
+        pipeline.metrics.fastPathAnswers.increment()
+        pipeline.metrics.bytesServed.increment(by: Int(decision.parts.reduce(0) { total, part in
+            if case .bytes(let range) = part { total + range.count } else { total }
+        }))
+        return StoredClipAnswer(head: HTTPResponse(status: .init(code: decision.status), headerFields: headers),
+                                parts: decision.parts, lease: lease)
+    }
+}
+
+/// `/clips/<episode>/<start>[?query]`, split as the router splits it. Any other shape (more or
+/// fewer segments, empty ones, a fragment, an absolute URI) is nil and goes to the router.
+struct ClipTarget {
+    let path: String
+    let episode: String
+    let start: String
+    let query: String?
+
+    init?(_ target: String) {
+        guard target.hasPrefix("/clips/"), !target.contains("#") else { return nil }
+        let pathAndQuery = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        let segments = pathAndQuery[0].split(separator: "/", omittingEmptySubsequences: false)
+        guard segments.count == 4, !segments[2].isEmpty, !segments[3].isEmpty else { return nil }
+        path = String(pathAndQuery[0])
+        episode = String(segments[2])
+        start = String(segments[3])
+        query = pathAndQuery.count > 1 ? String(pathAndQuery[1]) : nil
+    }
+}
+
+/// The `Date` header field of the current second, formatted once a second.
+final class CurrentHTTPDate: Sendable {
+    static let shared = CurrentHTTPDate()
+    private let cached = Mutex<(second: Int64, text: String)>((-1, ""))
+
+    var text: String {
+        let second = Int64(Date().timeIntervalSince1970)
+        return cached.withLock { cached in
+            if cached.second != second {
+                cached = (second, ByteRangeResponse.HTTPDate.format(Date(timeIntervalSince1970: Double(second))))
+            }
+            return cached.text
+        }
+    }
+}
