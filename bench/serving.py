@@ -702,10 +702,15 @@ http {{
             for who in ("nginx", "clipproxy"):
                 port = self.nginx_port if who == "nginx" else self.clipproxy.port
                 pids = self.nginx_pids() if who == "nginx" else [self.clipproxy.pid]
+                fast0 = self.fast_path_responses() if who == "clipproxy" else None
                 u = Usage(pids)
                 r = wrk(f"http://127.0.0.1:{port}", seconds, 64, 2, script)
                 r.update(u.done())
                 r.pop("raw")
+                # CPU milliseconds per hit; for clipproxy also the share its fast path answered.
+                r["cpu_ms_per_hit"] = round(1000 * r["cpu_s"] / (r["rps"] * r["wall_s"]), 4) if r["rps"] else None
+                if fast0 is not None and r["rps"]:
+                    r["fast_path_share"] = round((self.fast_path_responses() - fast0) / (r["rps"] * seconds), 3)
                 runs[who].append(r)
                 log(f"    {who:<9} {r['rps']:>9} req/s  p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms  "
                     f"CPU {r['cpu_pct']}%  peak {r['peak_mb']} MB  errors {r['non2xx'] + r['socket_errors']}")
@@ -716,8 +721,17 @@ http {{
         out = {"clips": len(paths), "mean_clip_bytes": round(avg), "connections": 64, "seconds": seconds,
                "rounds": rounds, "best": best, "all": runs,
                "rps_ratio": round(best["clipproxy"]["rps"] / best["nginx"]["rps"], 3),
-               "p99_ratio": round(best["clipproxy"]["p99_ms"] / best["nginx"]["p99_ms"], 3)}
+               "p99_ratio": round(best["clipproxy"]["p99_ms"] / best["nginx"]["p99_ms"], 3),
+               "cpu_per_hit_ratio": round(best["clipproxy"]["cpu_ms_per_hit"] / best["nginx"]["cpu_ms_per_hit"], 3)}
         self.results["scenarios"]["hits"] = out
+
+    def fast_path_responses(self):
+        """clipproxy's clipproxy_fast_path_responses_total (0 for a build without the fast path)."""
+        body = get("127.0.0.1", self.clipproxy.port, "/metrics", keep=True).get("body", b"").decode()
+        for line in body.splitlines():
+            if line.startswith("clipproxy_fast_path_responses_total "):
+                return float(line.split()[-1])
+        return 0.0
 
     def json_api(self):
         e = self.by_name["ten_cbr64_44k_mono"]
