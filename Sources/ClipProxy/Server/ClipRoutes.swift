@@ -50,6 +50,7 @@ struct ClipRoutes: Sendable {
     }
 
     func serve(_ request: Request, _ context: ClipRequestContext) async throws -> Response {
+        if CaptionRoutes.wantsCaptions(context.parameters.get("start")) { return try await CaptionRoutes(clips: self).serve(request, context) }
         let clipRequest: ClipRequest
         do {
             try checkSignature(request)
