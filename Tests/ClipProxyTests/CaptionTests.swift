@@ -120,13 +120,19 @@ func parseWebVTT(_ body: String) throws -> [ParsedCue] {
     }
 }
 
-/// An embedded server whose catalog is `CaptionCatalog` (written into the work directory).
-func captionServer(_ work: TemporaryDirectory, suffix: String = "", extra: [String: String] = [:]) throws -> ClipProxyProcess {
+/// Runs `body` against an embedded server of its own whose catalog is `CaptionCatalog` (with
+/// `suffix` on the fixture episode's texts) and whose environment adds `extra`.
+func withCaptionServer<T>(_ label: String, suffix: String = "", extra: [String: String] = [:],
+                          _ body: (ClipProxyProcess) throws -> T) throws -> T {
+    let work = try TemporaryDirectory(label)
+    defer { work.remove() }
     let catalog = work.url.appendingPathComponent("catalog")
     try CaptionCatalog.write(into: catalog, suffix: suffix)
     var environment = EmbeddedServer(work: work).environment
     environment["CLIPPROXY_CATALOG_DIR"] = catalog.path
-    return try ClipProxyProcess(environment: environment.merging(extra) { $1 })
+    let server = try ClipProxyProcess(environment: environment.merging(extra) { $1 })
+    defer { server.stop() }
+    return try body(server)
 }
 
 @Suite("Captions: pure cue timing and WebVTT writing")
@@ -171,53 +177,49 @@ struct CaptionServerTests {
     @Test("Cues match the fixture transcript on the clip's planned window (a window past the end ends with the audio)",
           arguments: [(Int64(0), Int64(30_000)), (12_345, 30_000), (50_000, 30_000), (25_000, 10_000)])
     func fixtureTranscript(startMs: Int64, durationMs: Int64) throws {
-        let work = try TemporaryDirectory("captions")
-        defer { work.remove() }
-        let server = try captionServer(work)
-        defer { server.stop() }
-        let (expected, plan) = try CaptionCatalog.expectedCues(guid: CaptionCatalog.guid, sourceKey: ServerTests.sourceKey,
-                                                               startMs: startMs, durationMs: durationMs)
-        #expect(expected.count >= 2)
-        let query = durationMs == 30_000 ? "" : "?duration_ms=\(durationMs)"
-        let url = "\(server.baseURL)/clips/\(CaptionCatalog.episode)/\(startMs).vtt\(query)"
-        let response = try fetch(url)
-        let body = String(decoding: response.body, as: UTF8.self)
-        #expect(response.status == 200, "\(body)")
-        #expect(response.headers["content-type"] == "text/vtt; charset=utf-8")
-        #expect(response.headers["content-length"] == String(response.body.count))
-        #expect(response.headers["cache-control"] == "public, max-age=31536000, immutable")
-        #expect(response.headers["access-control-allow-origin"] == "*")
-        #expect(try parseWebVTT(body) == expected)
-        if startMs == 50_000 {
-            // 22 s of audio are left from 50 s: the last cue ends with them, not at the 30 s asked for.
-            #expect(plan.sampleCount < Int64(plan.sampleRate) * 30)
-            #expect(expected.last?.endMs == Int64((Double(plan.sampleCount) * 1000 / Double(plan.sampleRate)).rounded()))
-        }
+        try withCaptionServer("captions") { server in
+            let (expected, plan) = try CaptionCatalog.expectedCues(guid: CaptionCatalog.guid, sourceKey: ServerTests.sourceKey,
+                                                                   startMs: startMs, durationMs: durationMs)
+            #expect(expected.count >= 2)
+            let query = durationMs == 30_000 ? "" : "?duration_ms=\(durationMs)"
+            let url = "\(server.baseURL)/clips/\(CaptionCatalog.episode)/\(startMs).vtt\(query)"
+            let response = try fetch(url)
+            let body = String(decoding: response.body, as: UTF8.self)
+            #expect(response.status == 200, "\(body)")
+            #expect(response.headers["content-type"] == "text/vtt; charset=utf-8")
+            #expect(response.headers["content-length"] == String(response.body.count))
+            #expect(response.headers["cache-control"] == "public, max-age=31536000, immutable")
+            #expect(response.headers["access-control-allow-origin"] == "*")
+            #expect(try parseWebVTT(body) == expected)
+            if startMs == 50_000 {
+                // 22 s of audio are left from 50 s: the last cue ends with them, not at the 30 s asked for.
+                #expect(plan.sampleCount < Int64(plan.sampleRate) * 30)
+                #expect(expected.last?.endMs == Int64((Double(plan.sampleCount) * 1000 / Double(plan.sampleRate)).rounded()))
+            }
 
-        // The ETag starts with the clip's; HEAD has GET's headers and no body.
-        let clip = try fetch(url.replacingOccurrences(of: ".vtt", with: ""), method: "HEAD")
-        let clipTag = try #require(clip.headers["etag"])
-        let etag = try #require(response.headers["etag"])
-        #expect(etag.wholeMatch(of: /"[0-9a-f]{16}-[0-9a-f]{16}"/) != nil, "\(etag)")
-        #expect(etag.prefix(17) == clipTag.prefix(17), "\(etag) is derived from the clip key of \(clipTag)")
-        let head = try fetch(url, method: "HEAD")
-        #expect(head.status == 200 && head.body.isEmpty)
-        #expect(head.headers["etag"] == etag && head.headers["content-length"] == String(response.body.count))
+            // The ETag starts with the clip's; HEAD has GET's headers and no body.
+            let clip = try fetch(url.replacingOccurrences(of: ".vtt", with: ""), method: "HEAD")
+            let clipTag = try #require(clip.headers["etag"])
+            let etag = try #require(response.headers["etag"])
+            #expect(etag.wholeMatch(of: /"[0-9a-f]{16}-[0-9a-f]{16}"/) != nil, "\(etag)")
+            #expect(etag.prefix(17) == clipTag.prefix(17), "\(etag) is derived from the clip key of \(clipTag)")
+            let head = try fetch(url, method: "HEAD")
+            #expect(head.status == 200 && head.body.isEmpty)
+            #expect(head.headers["etag"] == etag && head.headers["content-length"] == String(response.body.count))
+        }
     }
 
     @Test("Escaped odd text, null and missing end_time; an episode without a transcript gets a valid empty track")
     func oddTextAndNoTranscript() throws {
-        let work = try TemporaryDirectory("captions-odd")
-        defer { work.remove() }
-        let server = try captionServer(work)
-        defer { server.stop() }
-        let odd = try fetch("\(server.baseURL)/clips/\(CaptionCatalog.oddEpisode)/5000.vtt")
-        #expect(odd.status == 200)
-        #expect(String(decoding: odd.body, as: UTF8.self) == CaptionCatalog.oddCaptionsFrom5s)
+        try withCaptionServer("captions-odd") { server in
+            let odd = try fetch("\(server.baseURL)/clips/\(CaptionCatalog.oddEpisode)/5000.vtt")
+            #expect(odd.status == 200)
+            #expect(String(decoding: odd.body, as: UTF8.self) == CaptionCatalog.oddCaptionsFrom5s)
 
-        let silent = try fetch("\(server.baseURL)/clips/\(CaptionCatalog.silentEpisode)/0.vtt")
-        #expect(silent.status == 200 && silent.headers["content-type"] == "text/vtt; charset=utf-8")
-        #expect(String(decoding: silent.body, as: UTF8.self) == "WEBVTT\n")
+            let silent = try fetch("\(server.baseURL)/clips/\(CaptionCatalog.silentEpisode)/0.vtt")
+            #expect(silent.status == 200 && silent.headers["content-type"] == "text/vtt; charset=utf-8")
+            #expect(String(decoding: silent.body, as: UTF8.self) == "WEBVTT\n")
+        }
     }
 
     static let errors: [(path: String, status: Int, error: String)] = [
@@ -232,66 +234,55 @@ struct CaptionServerTests {
 
     @Test("Errors are the clip's JSON problems, with CORS; preflight answers like the clip's")
     func errors() throws {
-        let work = try TemporaryDirectory("captions-errors")
-        defer { work.remove() }
-        let server = try captionServer(work)
-        defer { server.stop() }
-        for (path, status, error) in Self.errors {
-            let response = try fetch(server.baseURL + path)
-            #expect(response.status == status, "\(path): \(String(decoding: response.body, as: UTF8.self))")
-            #expect(response.headers["content-type"] == "application/json" && response.headers["cache-control"] == "no-store", "\(path)")
-            #expect(response.headers["access-control-allow-origin"] == "*", "\(path)")
-            let json = try JSONSerialization.jsonObject(with: Data(response.body)) as? [String: String]
-            #expect(json?["error"] == error, "\(path)")
+        try withCaptionServer("captions-errors") { server in
+            for (path, status, error) in Self.errors {
+                let response = try fetch(server.baseURL + path)
+                #expect(response.status == status, "\(path): \(String(decoding: response.body, as: UTF8.self))")
+                #expect(response.headers["content-type"] == "application/json" && response.headers["cache-control"] == "no-store", "\(path)")
+                #expect(response.headers["access-control-allow-origin"] == "*", "\(path)")
+                let json = try JSONSerialization.jsonObject(with: Data(response.body)) as? [String: String]
+                #expect(json?["error"] == error, "\(path)")
+            }
+            let preflight = try fetch("\(server.baseURL)/clips/\(CaptionCatalog.episode)/0.vtt", method: "OPTIONS",
+                                      headers: [("Origin", "https://dash.example.com"), ("Access-Control-Request-Method", "GET")])
+            #expect(preflight.status == 204 && preflight.headers["access-control-allow-methods"] == "GET, HEAD, OPTIONS")
+            let post = try fetch("\(server.baseURL)/clips/\(CaptionCatalog.episode)/0.vtt", method: "POST")
+            #expect(post.status == 405)
         }
-        let preflight = try fetch("\(server.baseURL)/clips/\(CaptionCatalog.episode)/0.vtt", method: "OPTIONS",
-                                  headers: [("Origin", "https://dash.example.com"), ("Access-Control-Request-Method", "GET")])
-        #expect(preflight.status == 204 && preflight.headers["access-control-allow-methods"] == "GET, HEAD, OPTIONS")
-        let post = try fetch("\(server.baseURL)/clips/\(CaptionCatalog.episode)/0.vtt", method: "POST")
-        #expect(post.status == 405)
     }
 
     @Test("ETag: If-None-Match gives 304, If-Match a mismatch 412; the tag changes with the transcript, not with the node")
     func etagAndConditionals() throws {
-        let work = try TemporaryDirectory("captions-etag")
-        defer { work.remove() }
-        var server = try captionServer(work)
         let path = "/clips/\(CaptionCatalog.episode)/12345.vtt"
-        let first = try fetch(server.baseURL + path)
-        let etag = try #require(first.headers["etag"])
-        let notModified = try fetch(server.baseURL + path, headers: [("If-None-Match", etag)])
-        #expect(notModified.status == 304 && notModified.body.isEmpty && notModified.headers["etag"] == etag)
-        #expect(notModified.headers["cache-control"] == "public, max-age=31536000, immutable")
-        let other = try fetch(server.baseURL + path, headers: [("If-None-Match", "\"0123456789abcdef-0123456789abcdef\"")])
-        #expect(other.status == 200 && sameBytes(other.body, first.body))
-        #expect(try fetch(server.baseURL + path, headers: [("If-Match", "\"nope\"")]).status == 412)
-        #expect(try fetch(server.baseURL + path, headers: [("If-Match", etag)]).status == 200)
-
+        let etag = try withCaptionServer("captions-etag") { server in
+            let first = try fetch(server.baseURL + path)
+            let etag = try #require(first.headers["etag"])
+            let notModified = try fetch(server.baseURL + path, headers: [("If-None-Match", etag)])
+            #expect(notModified.status == 304 && notModified.body.isEmpty && notModified.headers["etag"] == etag)
+            #expect(notModified.headers["cache-control"] == "public, max-age=31536000, immutable")
+            let other = try fetch(server.baseURL + path, headers: [("If-None-Match", "\"0123456789abcdef-0123456789abcdef\"")])
+            #expect(other.status == 200 && sameBytes(other.body, first.body))
+            #expect(try fetch(server.baseURL + path, headers: [("If-Match", "\"nope\"")]).status == 412)
+            #expect(try fetch(server.baseURL + path, headers: [("If-Match", etag)]).status == 200)
+            return etag
+        }
         // Same transcript on a fresh node: same tag. A changed transcript: same clip, new tag.
-        server.stop()
-        let fresh = try TemporaryDirectory("captions-etag-fresh")
-        defer { fresh.remove() }
-        server = try captionServer(fresh)
-        #expect(try fetch(server.baseURL + path).headers["etag"] == etag)
-        server.stop()
-        let changed = try TemporaryDirectory("captions-etag-changed")
-        defer { changed.remove() }
-        server = try captionServer(changed, suffix: " (corrected)")
-        defer { server.stop() }
-        let reworded = try fetch(server.baseURL + path)
-        let newTag = try #require(reworded.headers["etag"])
-        #expect(newTag != etag && newTag.prefix(17) == etag.prefix(17), "\(newTag) vs \(etag)")
-        #expect(String(decoding: reworded.body, as: UTF8.self).contains("in particular. (corrected)"))
-        #expect(try fetch(server.baseURL + path, headers: [("If-None-Match", etag)]).status == 200)
+        try withCaptionServer("captions-etag-fresh") { server in
+            let again = try fetch(server.baseURL + path)
+            #expect(again.headers["etag"] == etag)
+        }
+        try withCaptionServer("captions-etag-changed", suffix: " (corrected)") { server in
+            let reworded = try fetch(server.baseURL + path)
+            let newTag = try #require(reworded.headers["etag"])
+            #expect(newTag != etag && newTag.prefix(17) == etag.prefix(17), "\(newTag) vs \(etag)")
+            #expect(String(decoding: reworded.body, as: UTF8.self).contains("in particular. (corrected)"))
+            #expect(try fetch(server.baseURL + path, headers: [("If-None-Match", etag)]).status == 200)
+        }
     }
 
     @Test("With URL signing on, the .vtt path needs its own signature")
     func signedURLs() throws {
-        let work = try TemporaryDirectory("captions-signed")
-        defer { work.remove() }
         let key = ["CLIPPROXY_SIGNING_KEY": "captions-test-signing-key-0123456789"]
-        let server = try captionServer(work, extra: key)
-        defer { server.stop() }
         let environment = ProcessInfo.processInfo.environment.merging(key) { $1 }
         func signed(_ path: String) throws -> String {
             let run = try runClipProxy(["sign", path, "--expires-in", "600"], environment: environment)
@@ -299,14 +290,16 @@ struct CaptionServerTests {
             return run.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         }
         let captions = "/clips/\(CaptionCatalog.episode)/5000.vtt"
-        let unsigned = try fetch(server.baseURL + captions)
-        #expect(unsigned.status == 403 && String(decoding: unsigned.body, as: UTF8.self).contains("signature_required"))
-        let good = try fetch(server.baseURL + (try signed(captions)))
-        #expect(good.status == 200 && String(decoding: good.body, as: UTF8.self).hasPrefix("WEBVTT\n"))
-        // The clip's signature does not open its captions.
-        let clipQuery = try signed("/clips/\(CaptionCatalog.episode)/5000").split(separator: "?", maxSplits: 1)[1]
-        let borrowed = try fetch("\(server.baseURL)\(captions)?\(clipQuery)")
-        #expect(borrowed.status == 403 && String(decoding: borrowed.body, as: UTF8.self).contains("signature_invalid"))
+        try withCaptionServer("captions-signed", extra: key) { server in
+            let unsigned = try fetch(server.baseURL + captions)
+            #expect(unsigned.status == 403 && String(decoding: unsigned.body, as: UTF8.self).contains("signature_required"))
+            let good = try fetch(server.baseURL + (try signed(captions)))
+            #expect(good.status == 200 && String(decoding: good.body, as: UTF8.self).hasPrefix("WEBVTT\n"))
+            // The clip's signature does not open its captions.
+            let clipQuery = try signed("/clips/\(CaptionCatalog.episode)/5000").split(separator: "?", maxSplits: 1)[1]
+            let borrowed = try fetch("\(server.baseURL)\(captions)?\(clipQuery)")
+            #expect(borrowed.status == 403 && String(decoding: borrowed.body, as: UTF8.self).contains("signature_invalid"))
+        }
     }
 }
 
@@ -424,34 +417,34 @@ struct CaptionMongoTests {
 struct CaptionBrowserTests {
     @Test("Headless Chromium loads a clip's captions through <track> on an <audio crossorigin> element")
     func trackLoadsCues() throws {
-        let work = try TemporaryDirectory("captions-browser")
-        defer { work.remove() }
-        let server = try captionServer(work)
-        defer { server.stop() }
-        let clip = "\(server.baseURL)/clips/\(CaptionCatalog.episode)/12345"
-        let served = try parseWebVTT(String(decoding: try fetch(clip + ".vtt").body, as: UTF8.self))
-        let first = try #require(served.first)
-        let page = """
-        <!doctype html><html><head><meta charset="utf-8"></head><body><pre id="out">{}</pre>
-        <audio id="player" crossorigin="anonymous" preload="auto" src="\(clip)">
-          <track id="captions" default kind="captions" srclang="en" label="English" src="\(clip).vtt">
-        </audio>
-        <script>
-        const track = document.getElementById('captions'), out = document.getElementById('out');
-        track.addEventListener('load', () => {
-          const cues = track.track.cues;
-          out.textContent = JSON.stringify({count: cues.length, text: cues[0].text, start: cues[0].startTime, end: cues[0].endTime});
-        });
-        track.addEventListener('error', () => { out.textContent = JSON.stringify({error: track.readyState}); });
-        </script></body></html>
-        """
-        try page.write(toFile: work.path + "/page.html", atomically: true, encoding: .utf8)
-        let dom = try HeadlessChromium.dumpDOM(of: URL(fileURLWithPath: work.path + "/page.html").absoluteString, virtualTimeMs: 15_000)
-        let json = try #require(dom.firstMatch(of: /<pre id="out">([^<]*)<\/pre>/)).1
-        let result = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any], "\(json)")
-        #expect(result["count"] as? Int == served.count, "\(json)")
-        #expect(result["text"] as? String == first.text, "\(json)")
-        #expect((result["start"] as? Double).map { abs($0 * 1000 - Double(first.startMs)) < 1 } == true, "\(json)")
-        #expect((result["end"] as? Double).map { abs($0 * 1000 - Double(first.endMs)) < 1 } == true, "\(json)")
+        try withCaptionServer("captions-browser") { server in
+            let clip = "\(server.baseURL)/clips/\(CaptionCatalog.episode)/12345"
+            let served = try parseWebVTT(String(decoding: try fetch(clip + ".vtt").body, as: UTF8.self))
+            let first = try #require(served.first)
+            let page = """
+            <!doctype html><html><head><meta charset="utf-8"></head><body><pre id="out">{}</pre>
+            <audio id="player" crossorigin="anonymous" preload="auto" src="\(clip)">
+              <track id="captions" default kind="captions" srclang="en" label="English" src="\(clip).vtt">
+            </audio>
+            <script>
+            const track = document.getElementById('captions'), out = document.getElementById('out');
+            track.addEventListener('load', () => {
+              const cues = track.track.cues;
+              out.textContent = JSON.stringify({count: cues.length, text: cues[0].text, start: cues[0].startTime, end: cues[0].endTime});
+            });
+            track.addEventListener('error', () => { out.textContent = JSON.stringify({error: track.readyState}); });
+            </script></body></html>
+            """
+            let folder = try TemporaryDirectory("captions-page")
+            defer { folder.remove() }
+            try page.write(toFile: folder.path + "/page.html", atomically: true, encoding: .utf8)
+            let dom = try HeadlessChromium.dumpDOM(of: URL(fileURLWithPath: folder.path + "/page.html").absoluteString, virtualTimeMs: 15_000)
+            let json = try #require(dom.firstMatch(of: /<pre id="out">([^<]*)<\/pre>/)).1
+            let result = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any], "\(json)")
+            #expect(result["count"] as? Int == served.count, "\(json)")
+            #expect(result["text"] as? String == first.text, "\(json)")
+            #expect((result["start"] as? Double).map { abs($0 * 1000 - Double(first.startMs)) < 1 } == true, "\(json)")
+            #expect((result["end"] as? Double).map { abs($0 * 1000 - Double(first.endMs)) < 1 } == true, "\(json)")
+        }
     }
 }
