@@ -216,6 +216,15 @@ struct CaptionServerTests {
             #expect(odd.status == 200)
             #expect(String(decoding: odd.body, as: UTF8.self) == CaptionCatalog.oddCaptionsFrom5s)
 
+            // A window past the episode's end: the open last chunk ends with the audio the clip holds.
+            let source = try #require(try FullStackTests.Episode.all().first { $0._id == CaptionCatalog.oddEpisode }?.source_key)
+            let file = try FileByteSource(path: Fixtures.directory.appendingPathComponent("source/\(source)").path)
+            let plan = try ClipPlan.plan(try FrameIndexBuilder.build(file), .init(startMs: 50_000, durationMs: 30_000))
+            let endMs = Int64((Double(plan.sampleCount) * 1000 / Double(plan.sampleRate)).rounded())
+            #expect(endMs < 25_000, "the episode ends about 21 s into this clip")
+            let tail = try fetch("\(server.baseURL)/clips/\(CaptionCatalog.oddEpisode)/50000.vtt")
+            #expect(try parseWebVTT(String(decoding: tail.body, as: UTF8.self)) == [ParsedCue(startMs: 0, endMs: endMs, text: "Ça va? 日本語 — “quotes” 🎧")])
+
             let silent = try fetch("\(server.baseURL)/clips/\(CaptionCatalog.silentEpisode)/0.vtt")
             #expect(silent.status == 200 && silent.headers["content-type"] == "text/vtt; charset=utf-8")
             #expect(String(decoding: silent.body, as: UTF8.self) == "WEBVTT\n")
