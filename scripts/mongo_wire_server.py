@@ -7,9 +7,11 @@ handshake, ping, buildInfo, endSessions, find, getMore and killCursors;
 every other command gets MongoDB's "no such command" error.
 
     python scripts/mongo_wire_server.py --dir DIR [--host 127.0.0.1]
-        [--port 0] [--database NAME] [--delay-ms N]
+        [--port 0] [--database NAME] [--delay-ms N] [--log-commands FILE]
 
-Prints "LISTENING <port>" on stdout once it accepts connections.
+Prints "LISTENING <port>" on stdout once it accepts connections. With
+--log-commands, every command received is appended to FILE as one line of
+relaxed Extended JSON, so a test can check what a client really sent.
 """
 import argparse
 import datetime
@@ -144,10 +146,12 @@ def take_batch(docs, count):
 # --- the server ------------------------------------------------------------
 
 class WireServer:
-    def __init__(self, collections, database, delay_ms):
+    def __init__(self, collections, database, delay_ms, command_log=None):
         self.collections = collections
         self.database = database
         self.delay = delay_ms / 1000.0
+        self.command_log = command_log
+        self.log_lock = threading.Lock()
         self.cursors = {}  # id -> {"ns", "docs" (remaining), "batch_size"}
         self.handlers = {
             "hello": self.hello, "ismaster": self.hello, "ping": self.ok,
@@ -256,6 +260,7 @@ class WireServer:
         else:
             return True  # legacy writes and OP_KILL_CURSORS get no reply
         name = next(iter(cmd), "")
+        self.record(cmd, db)
         handler = self.handlers.get(name.lower())
         delay = self.delay if name.lower() == "find" else 0
         try:
@@ -280,6 +285,14 @@ class WireServer:
             self.send(request, reply)
         return True
 
+    def record(self, cmd, db):
+        if self.command_log is None:
+            return
+        line = json_util.dumps({"$db": db, **cmd},
+                               json_options=json_util.RELAXED_JSON_OPTIONS)
+        with self.log_lock, open(self.command_log, "a", encoding="utf-8") as log:
+            log.write(line + "\n")
+
     @staticmethod
     def send(request, reply):
         try:
@@ -298,10 +311,13 @@ def main():
                         help="serve data only in this database (default: any)")
     parser.add_argument("--delay-ms", type=int, default=0,
                         help="delay every find reply by this many ms")
+    parser.add_argument("--log-commands", metavar="FILE",
+                        help="append every command received to FILE (JSON lines)")
     args = parser.parse_args()
     unblock_termination_signals()
 
-    wire = WireServer(load_collections(args.dir), args.database, args.delay_ms)
+    wire = WireServer(load_collections(args.dir), args.database, args.delay_ms,
+                      args.log_commands)
     server = MockupDB(port=args.port)
     # MockupDB has no host option and binds "localhost"; set the address it binds.
     server._address = (args.host, args.port)

@@ -13,14 +13,20 @@ struct FullStackTests {
     static let token = "TOKENdoNotLog9876543210"
     static let sourceBucket = "pod-insights-sources"
 
-    struct Episode: Decodable { let _id: String; let guid: String; let feed_slug: String; let source_key: String? }
+    struct Episode: Decodable {
+        let _id: String; let guid: String; let feed_slug: String; let source_key: String?
+        /// Every fixture episode, as make_fixtures.py listed them.
+        static func all() throws -> [Episode] {
+            try JSONDecoder().decode([Episode].self, from: Data(contentsOf: Fixtures.directory.appendingPathComponent("episodes.json")))
+        }
+    }
 
     /// Uploads every fixture episode's source object into moto's source bucket.
     static func seedBucket(_ s3: TestServer) throws -> [Episode] {
         let client = try S3Client(configuration: S3Configuration(endpoint: URL(string: s3.endpoint)!, region: "eu-west-2", pathStyle: true),
                                   credentials: AWSCredentials(accessKeyId: "AKIDTEST", secretAccessKey: secret, sessionToken: token))
         _ = try client.createBucket(sourceBucket)
-        let episodes = try JSONDecoder().decode([Episode].self, from: Data(contentsOf: Fixtures.directory.appendingPathComponent("episodes.json")))
+        let episodes = try Episode.all()
         for episode in episodes {
             guard let key = episode.source_key else { continue }
             _ = try client.putObject(bucket: sourceBucket, key: key, fileAt: Fixtures.directory.appendingPathComponent("source/\(key)").path,

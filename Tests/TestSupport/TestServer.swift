@@ -127,9 +127,13 @@ extension TestServer {
     }
 
     /// The MongoDB wire-protocol test server, serving the JSON-lines files in `dataDirectory`.
-    public static func mongo(dataDirectory: URL, delayMs: Int = 0) throws -> TestServer {
-        var arguments = [RepoPaths.scripts.appendingPathComponent("mongo_wire_server.py").path, "--dir", dataDirectory.path]
+    /// With `commandLog`, every command it receives is appended there (one JSON line each); a
+    /// `port` other than 0 lets a test bring "the same" server back with other data.
+    public static func mongo(dataDirectory: URL, delayMs: Int = 0, commandLog: URL? = nil, port: Int = 0) throws -> TestServer {
+        var arguments = [RepoPaths.scripts.appendingPathComponent("mongo_wire_server.py").path, "--dir", dataDirectory.path,
+                         "--port", String(port)]
         if delayMs > 0 { arguments += ["--delay-ms", String(delayMs)] }
+        if let commandLog { arguments += ["--log-commands", commandLog.path] }
         return try start(name: "mongo-wire", executable: RepoPaths.python, arguments: arguments)
     }
 }

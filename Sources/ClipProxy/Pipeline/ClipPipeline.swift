@@ -44,6 +44,8 @@ final class ClipPipeline: Sendable {
     private let listingLoads = SingleFlight<String, Set<String>>()
     /// What index scans read last, so the clip a scan was for is cut without reading it again.
     private let recentSourceBytes = RecentSourceBytes()
+    /// Episodes' transcript chunks, for captions (`Transcripts.swift`).
+    let transcripts: TranscriptCache
     let threads: NIOThreadPool
     let logger: Logger
     let metrics: ClipMetrics
@@ -61,6 +63,7 @@ final class ClipPipeline: Sendable {
         self.threads = threads
         self.logger = logger
         storeWrites = StoreWrites(store: store, logger: logger, metrics: metrics)
+        transcripts = TranscriptCache(ttl: .seconds(configuration.catalogTTLs))
     }
 
     /// Runs blocking work (LMDB writes, libavformat, libmongoc, libcurl, file I/O) off the event loop.
@@ -318,11 +321,13 @@ final class ClipPipeline: Sendable {
     }
 
     /// Drops everything derived from an episode's source: resolution, frame index, prepared
-    /// clips. The next request resolves and indexes it again. Clips stay (their keys name the
+    /// clips, transcript. The next request resolves and indexes it again. Clips stay (their keys name the
     /// old source's ETag, so they are never served for the new one; `purge` removes them).
     func forget(_ episodeId: String) async {
         preparedClips.withLock { cache in cache = cache.filter { $0.key.episodeId != episodeId } }
-        let identity = (try? store.episode(episodeId)).flatMap { $0 }.map { sources.identity(of: $0.resolved(episodeId)) }
+        let record = (try? store.episode(episodeId)).flatMap { $0 }
+        transcripts.forget(record?.guid ?? episodeId)
+        let identity = record.map { sources.identity(of: $0.resolved(episodeId)) }
         if let identity { decodedIndexes.withLock { _ = $0.removeValue(forKey: identity) } }
         _ = try? await blocking { [store] in
             try store.deleteEpisode(episodeId)

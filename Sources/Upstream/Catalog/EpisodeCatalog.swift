@@ -30,6 +30,9 @@ public enum CatalogError: Error, CustomStringConvertible, Sendable, Equatable {
 /// event loop.
 public protocol EpisodeCatalog: Sendable {
     func resolve(_ episodeId: String) throws -> CatalogEntry
+    /// The episode's transcript chunks (`transcript_chunks_768d` with `episode_id = guid`) that
+    /// can be placed in time, in transcript order; empty when it has none.
+    func transcriptChunks(guid: String) throws -> [TranscriptChunk]
     /// Throws when the catalog cannot answer right now (readiness checks).
     func ping() throws
 }
@@ -49,7 +52,7 @@ public struct MongoCatalog: EpisodeCatalog {
     public func ping() throws { try pool.ping() }
 
     public func resolve(_ episodeId: String) throws -> CatalogEntry {
-        do {
+        try asCatalogErrors {
             var guid = episodeId
             if EpisodeIds.isObjectId(episodeId) {
                 let documents = try pool.find(collection: "episode_metadata", filter: [("_id", .objectId(episodeId.lowercased()))],
@@ -67,6 +70,22 @@ public struct MongoCatalog: EpisodeCatalog {
                 throw CatalogError.notFound("episode \(episodeId)")
             }
             return CatalogEntry(episodeId: episodeId, guid: guid, feedSlug: feedSlug)
+        }
+    }
+
+    /// Projected onto the caption fields, `_id` excluded: nothing else of a chunk is transferred.
+    public func transcriptChunks(guid: String) throws -> [TranscriptChunk] {
+        try asCatalogErrors {
+            let documents = try pool.find(collection: "transcript_chunks_768d", filter: [("episode_id", .string(guid))],
+                                          projection: TranscriptChunk.fields, includeId: false)
+            return TranscriptChunk.inOrder(documents.compactMap(TranscriptChunk.init(document:)))
+        }
+    }
+
+    /// MongoDB's failures as the catalog's: no server is an outage, a refused query bad data.
+    private func asCatalogErrors<T>(_ query: () throws -> T) throws -> T {
+        do {
+            return try query()
         } catch let error as MongoError {
             switch error.kind {
             case .unavailable, .invalidURI: throw CatalogError.unavailable(error.description)

@@ -6,6 +6,7 @@ import Foundation
 public struct FileCatalog: EpisodeCatalog {
     let guidById: [String: String]
     let feedByGuid: [String: String]
+    let chunksByGuid: [String: [TranscriptChunk]]
 
     /// Loads both files from `directory`. A malformed line is an error naming file and line.
     public init(directory: String) throws {
@@ -17,13 +18,15 @@ public struct FileCatalog: EpisodeCatalog {
             if let guid = document["guid"]?.stringValue { guids[id.lowercased()] = guid }
         }
         var feeds: [String: String] = [:]
+        var chunks: [String: [TranscriptChunk]] = [:]
         for (_, document) in try Self.documents(directory + "/transcript_chunks_768d.json") {
-            if let guid = document["episode_id"]?.stringValue, let feed = document["feed_slug"]?.stringValue, feeds[guid] == nil {
-                feeds[guid] = feed
-            }
+            guard let guid = document["episode_id"]?.stringValue else { continue }
+            if let feed = document["feed_slug"]?.stringValue, feeds[guid] == nil { feeds[guid] = feed }
+            if let chunk = TranscriptChunk(document: document) { chunks[guid, default: []].append(chunk) }
         }
         guidById = guids
         feedByGuid = feeds
+        chunksByGuid = chunks.mapValues(TranscriptChunk.inOrder)
     }
 
     /// Loaded into memory at start-up: always able to answer.
@@ -40,6 +43,8 @@ public struct FileCatalog: EpisodeCatalog {
         guard let feedSlug = feedByGuid[guid] else { throw CatalogError.notFound("episode \(episodeId)") }
         return CatalogEntry(episodeId: episodeId, guid: guid, feedSlug: feedSlug)
     }
+
+    public func transcriptChunks(guid: String) -> [TranscriptChunk] { chunksByGuid[guid] ?? [] }
 
     static func documents(_ path: String) throws -> [(Int, JSONValue)] {
         let text: String

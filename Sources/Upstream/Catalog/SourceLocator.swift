@@ -48,7 +48,7 @@ public struct ResolvedEpisode: Sendable, Equatable {
 /// When several match, the greatest key wins: names start with the publication date, so that is
 /// the newest upload. The others are reported in `alsoMatched` so the caller can log them.
 public struct SourceLocator: Sendable {
-    let catalog: any EpisodeCatalog
+    public let catalog: any EpisodeCatalog
     let lister: any ObjectLister
 
     public init(catalog: any EpisodeCatalog, lister: any ObjectLister) {

@@ -80,8 +80,9 @@ public final class MongoClientPool: @unchecked Sendable {
     }
 
     /// Documents of `collection` whose fields equal `filter`, as Extended JSON values.
+    /// `projection` names the fields to return (all when empty); `includeId: false` leaves `_id` out too.
     public func find(collection: String, filter: [(field: String, value: MongoFilterValue)],
-                     projection: [String] = [], limit: Int = 0) throws -> [JSONValue] {
+                     projection: [String] = [], includeId: Bool = true, limit: Int = 0) throws -> [JSONValue] {
         try withClient { client in
             guard let coll = mongoc_client_get_collection(client, database, collection) else {
                 throw MongoError(kind: .commandFailed, detail: "cannot open collection \(collection)")
@@ -92,10 +93,11 @@ public final class MongoClientPool: @unchecked Sendable {
             let options = bson_new()!
             defer { bson_destroy(options) }
             if limit > 0 { bson_append_int64(options, "limit", -1, Int64(limit)) }
-            if !projection.isEmpty {
+            if !projection.isEmpty || !includeId {
                 let fields = bson_new()!
                 defer { bson_destroy(fields) }
                 for name in projection { bson_append_int32(fields, name, -1, 1) }
+                if !includeId { bson_append_int32(fields, "_id", -1, 0) }
                 bson_append_document(options, "projection", -1, fields)
             }
             guard let cursor = mongoc_collection_find_with_opts(coll, query, options, nil) else {

@@ -38,6 +38,18 @@ public enum JSONValue: Sendable, Equatable, Codable {
         }
     }
 
+    /// A finite number from a plain number or from Extended JSON's `$numberDouble`, `$numberInt`
+    /// or `$numberLong` (canonical Extended JSON wraps every number).
+    public var doubleValue: Double? {
+        let number: Double?
+        switch self {
+        case .number(let d): number = d
+        case .object(let o): number = (o["$numberDouble"] ?? o["$numberInt"] ?? o["$numberLong"])?.stringValue.flatMap(Double.init)
+        default: number = nil
+        }
+        return number.flatMap { $0.isFinite ? $0 : nil }
+    }
+
     /// The hex string of an Extended JSON ObjectId (`{"$oid": "…"}`).
     public var objectIdHex: String? {
         self["$oid"]?.stringValue
