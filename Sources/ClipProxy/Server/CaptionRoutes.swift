@@ -19,7 +19,7 @@ struct CaptionRoutes: Sendable {
     func serve(_ request: Request, _ context: ClipRequestContext) async throws -> Response {
         var clipRequest: ClipRequest?
         do {
-            try clips.checkSignature(request)
+            try clips.checkSignature(path: request.uri.path, query: request.uri.query)
             let wanted = try validate(request, context)
             clipRequest = wanted
             // The plan (resolve, index, plan: no clip byte is read) says where the clip really
@@ -34,12 +34,10 @@ struct CaptionRoutes: Sendable {
 
     /// The clip's validation on the start without `.vtt` (so `5.mp3.vtt` is refused too).
     private func validate(_ request: Request, _ context: ClipRequestContext) throws -> ClipRequest {
-        var clipContext = context
-        let start = context.parameters.get("start") ?? ""
-        clipContext.coreContext.parameters["start"] = Substring(start.dropLast(Self.suffix.count))
+        let start = (context.parameters.get("start") ?? "").dropLast(Self.suffix.count)
         do {
-            let clipRequest = try clips.validate(request, clipContext)
-            guard !start.dropLast(Self.suffix.count).hasSuffix(".mp3") else { throw Self.badStart }
+            let clipRequest = try clips.validate(episode: context.parameters.get("episode") ?? "", start: String(start), query: request.uri.query)
+            guard !start.hasSuffix(".mp3") else { throw Self.badStart }
             return clipRequest
         } catch let problem as HTTPProblem where problem.error == "invalid_start_ms" {
             throw Self.badStart
