@@ -118,6 +118,14 @@ public final class ClipStore: @unchecked Sendable {
             store?.unpin(key)
         }
 
+        /// Ends the lease but keeps the file open: the caller owns `descriptor` from now on (and
+        /// must close it). The bytes stay readable through it whatever happens to the clip.
+        public func releaseKeepingDescriptor() -> Int32? {
+            guard !released.exchange(true, ordering: .acquiringAndReleasing) else { return nil }
+            store?.unpin(key)
+            return descriptor
+        }
+
         deinit { release() }
     }
 

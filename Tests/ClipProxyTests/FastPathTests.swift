@@ -101,6 +101,21 @@ struct FastPathTests {
         "\(method) /clips/\(episode)/\(start) HTTP/1.1\r\nHost: test\r\n" + fields.map { $0 + "\r\n" }.joined() + "\r\n"
     }
 
+    @Test("Request targets are split as the router splits them; any other shape is left to the router")
+    func targets() {
+        let target = ClipTarget("/clips/685ba776e4f9ec2f0756267a/5000.mp3?duration_ms=20000&exp=1&sig=ab")
+        #expect(target?.path == "/clips/685ba776e4f9ec2f0756267a/5000.mp3")
+        #expect(target?.episode == "685ba776e4f9ec2f0756267a" && target?.start == "5000.mp3")
+        #expect(target?.query == "duration_ms=20000&exp=1&sig=ab")
+        let guid = ClipTarget("/clips/urn%3Auuid%3Aabc/0?")
+        #expect(guid?.episode == "urn%3Auuid%3Aabc" && guid?.start == "0" && guid?.query == "")
+        #expect(ClipTarget("/clips/e/1?a=/b/c")?.query == "a=/b/c", "slashes in the query are the query's")
+        for other in ["/clips/e", "/clips/e/", "/clips//1", "/clips/e/1/", "/clips/e/1/2", "/clips/e/1#x", "/clips/e/1?a#b",
+                      "/clip/e/1", "http://host/clips/e/1", "/Clips/e/1", "/clips/e//1", ""] {
+            #expect(ClipTarget(other) == nil, "\(other)")
+        }
+    }
+
     @Test("Pipelined hits and misses on one connection come back in order, each from the right path")
     func pipelining() throws {
         try Self.withWarmServer("fastpath-pipeline") { server, port, expected in

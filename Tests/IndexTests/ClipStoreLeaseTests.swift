@@ -81,6 +81,26 @@ struct ClipStoreLeaseTests {
         #expect(Digest.sha256(read) == lease.record.digest)
     }
 
+    @Test("A lease ended keeping its descriptor: the clip can be evicted, the bytes stay readable, the caller closes")
+    func releaseKeepingDescriptor() throws {
+        let dir = try TemporaryDirectory("lease-keep")
+        defer { dir.remove() }
+        let store = try ClipStore(.init(directory: dir.path, maxBytes: 64 << 20))
+        let key = ClipKey(identity: "kept descriptor")
+        let bytes = leaseClip(3, count: 20_000)
+        try commitLeaseClip(store, key, bytes)
+        let lease = try #require(try store.lookup(key))
+        let descriptor = try #require(lease.releaseKeepingDescriptor())
+        defer { close(descriptor) }
+        #expect(lease.releaseKeepingDescriptor() == nil, "only once")
+        lease.release()
+        #expect(fcntl(descriptor, F_GETFD) != -1, "release after handing the descriptor over does not close it")
+        #expect(try store.makeRoom(bytes: 1 << 30) == [key], "unpinned")
+        var read = [UInt8](repeating: 0, count: bytes.count)
+        let n = try read.withUnsafeMutableBytes { try Posix.readFully(descriptor, into: $0.baseAddress!, count: $0.count, at: 0, path: "kept") }
+        #expect(n == bytes.count && sameBytes(read, bytes))
+    }
+
     @Test("Eviction passes over a leased clip, even when it is the least recently used; released, it can go")
     func evictionSkipsLeasedClips() throws {
         let dir = try TemporaryDirectory("lease-evict")

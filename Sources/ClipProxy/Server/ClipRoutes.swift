@@ -279,7 +279,7 @@ struct ClipRoutes: Sendable {
 
     /// The episode id path segment, percent-decoded: an ObjectId or a guid without control characters or slashes.
     static func episodeId(_ raw: String) throws -> String {
-        guard let episode = raw.removingPercentEncoding, !episode.isEmpty, episode.count <= 200,
+        guard let episode = raw.percentDecoded, !episode.isEmpty, episode.count <= 200,
               !episode.unicodeScalars.contains(where: { $0.value < 0x20 || $0 == "/" || $0.value == 0x7F }) else {
             throw HTTPProblem(.badRequest, "invalid_episode_id", "episode_id must be a 24-hex ObjectId or a URL-encoded guid of at most 200 characters")
         }

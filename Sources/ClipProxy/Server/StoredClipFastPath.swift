@@ -79,13 +79,20 @@ final class StoredClipFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        // Answers to a burst of pipelined requests leave in one flush.
+        // Answers to a burst of pipelined requests leave in one flush, corked as nginx's
+        // `tcp_nopush` does: a head waits for the first bytes of its file, so no packet carries
+        // only a head (on loopback half of the kernel's work per hit is packets).
         if needsFlush {
             needsFlush = false
+            let options = context.channel.syncOptions
+            try? options?.setOption(Self.tcpCork, value: 1)
             context.flush()
+            try? options?.setOption(Self.tcpCork, value: 0)
         }
         context.fireChannelReadComplete()
     }
+
+    static let tcpCork = ChannelOptions.socket(.init(CInt(IPPROTO_TCP)), .init(CInt(TCP_CORK)))
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         if case .end = unwrapOutboundIn(data) { routedInFlight = max(0, routedInFlight - 1) }
@@ -93,30 +100,33 @@ final class StoredClipFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// Head, body and end, written now. Stored bytes go as sendfile markers (`SendFileHandler`
-    /// swaps each for a `FileRegion` on its own duplicate of the lease's descriptor), so the lease
-    /// can be released at once: eviction or purge from here on cannot touch what is being sent.
+    /// swaps each for a `FileRegion` on a descriptor of its own); the lease ends at once, its
+    /// descriptor handed to the last range (eviction or purge from here on cannot touch what is
+    /// being sent).
     private func send(_ answer: StoredClipAnswer, context: ChannelHandlerContext) {
-        defer { answer.lease.release() }
         answersInFlight += 1
         context.write(wrapOutboundOut(.head(answer.head)), promise: nil)
+        var rangesLeft = answer.parts.filter { if case .bytes = $0 { true } else { false } }.count
         for part in answer.parts {
             switch part {
             case .literal(let bytes):
                 context.write(wrapOutboundOut(.body(ByteBuffer(bytes: bytes))), promise: nil)
             case .bytes(let range):
-                let descriptor = dup(answer.lease.descriptor)
+                rangesLeft -= 1
+                // A marker always reaches SendFileHandler (nothing between drops writes), which
+                // takes its ticket and closes the descriptor once sent or failed.
+                let descriptor = rangesLeft == 0 ? answer.lease.releaseKeepingDescriptor() ?? -1 : dup(answer.lease.descriptor)
                 guard descriptor >= 0 else {
                     // Out of descriptors after the head went out: the only honest end is a close.
                     answersInFlight -= 1
+                    answer.lease.release()
                     context.close(promise: nil)
                     return
                 }
-                let (id, marker) = tickets.register(descriptor: descriptor, range: range)
-                let written = context.eventLoop.makePromise(of: Void.self)
-                written.futureResult.whenFailure { [tickets] _ in tickets.cancel(id) }
-                context.write(wrapOutboundOut(.body(marker)), promise: written)
+                context.write(wrapOutboundOut(.body(tickets.register(descriptor: descriptor, range: range).marker)), promise: nil)
             }
         }
+        answer.lease.release()  // (no-op when the last range took the descriptor)
         let ended = context.eventLoop.makePromise(of: Void.self)
         ended.futureResult.assumeIsolated().whenComplete { [self] _ in answersInFlight -= 1 }
         context.write(wrapOutboundOut(.end(nil)), promise: ended)
@@ -194,15 +204,37 @@ struct ClipTarget {
     let query: String?
 
     init?(_ target: String) {
-        guard target.hasPrefix("/clips/"), !target.contains("#") else { return nil }
-        let pathAndQuery = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
-        let segments = pathAndQuery[0].split(separator: "/", omittingEmptySubsequences: false)
-        guard segments.count == 4, !segments[2].isEmpty, !segments[3].isEmpty else { return nil }
-        path = String(pathAndQuery[0])
-        episode = String(segments[2])
-        start = String(segments[3])
-        query = pathAndQuery.count > 1 ? String(pathAndQuery[1]) : nil
+        // One pass over the bytes: this runs for every request the fast path sees.
+        let bytes = target.utf8
+        guard bytes.starts(with: Self.prefix) else { return nil }
+        var episodeEnd: String.Index?
+        var pathEnd = target.endIndex
+        for index in bytes.indices[bytes.index(bytes.startIndex, offsetBy: Self.prefix.count)...] {
+            switch bytes[index] {
+            case UInt8(ascii: "/"):
+                guard episodeEnd == nil else { return nil }  // more than two segments
+                episodeEnd = index
+            case UInt8(ascii: "?"):
+                pathEnd = index
+            case UInt8(ascii: "#"):
+                return nil
+            default:
+                continue
+            }
+            if pathEnd != target.endIndex { break }
+        }
+        let episodeStart = target.utf8.index(target.startIndex, offsetBy: Self.prefix.count)
+        guard let episodeEnd, episodeEnd > episodeStart else { return nil }
+        let startStart = target.utf8.index(after: episodeEnd)
+        guard startStart < pathEnd else { return nil }
+        path = String(target[..<pathEnd])
+        episode = String(target[episodeStart..<episodeEnd])
+        start = String(target[startStart..<pathEnd])
+        query = pathEnd == target.endIndex ? nil : String(target[target.utf8.index(after: pathEnd)...])
+        if query?.contains("#") == true { return nil }
     }
+
+    private static let prefix = Array("/clips/".utf8)
 }
 
 /// The `Date` header field of the current second, formatted once a second.

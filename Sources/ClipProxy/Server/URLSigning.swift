@@ -74,8 +74,8 @@ struct URLSigner: Sendable {
         var out: [(String, String)] = []
         for item in rawQuery.split(separator: "&", omittingEmptySubsequences: true) {
             let pair = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            guard let name = String(pair[0]).removingPercentEncoding,
-                  let value = (pair.count > 1 ? String(pair[1]) : "").removingPercentEncoding else { return nil }
+            guard let name = String(pair[0]).percentDecoded,
+                  let value = (pair.count > 1 ? String(pair[1]) : "").percentDecoded else { return nil }
             out.append((name, value))
         }
         return out
@@ -115,4 +115,9 @@ struct URLSigner: Sendable {
         default: nil
         }
     }
+}
+
+extension String {
+    /// `removingPercentEncoding`, without its cost for the common text that has no escapes.
+    var percentDecoded: String? { utf8.contains(UInt8(ascii: "%")) ? removingPercentEncoding : self }
 }
