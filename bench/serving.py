@@ -41,7 +41,7 @@ PY = os.path.join(REPO, ".venv", "bin", "python")
 # First-byte latency of S3 in the same region (typical GET/HEAD/LIST figures are 10-20 ms; we take
 # 15 ms): the second misses run holds every S3 response of both systems that long.
 S3_FIRST_BYTE_MS = 15
-SOURCE_BUCKET = "pod-insights-sources"
+SOURCE_BUCKET = "pod-insights-raw"
 CLIP_BUCKET = "pod-insights-clips"
 OLD_CLIP_BUCKET = "old-system-clips"  # the old system's own cache bucket, so neither sees the other's clips
 CLK = os.sysconf("SC_CLK_TCK")
@@ -332,7 +332,7 @@ class Bench:
             "CLIPPROXY_HTTP_PORT": "0", "CLIPPROXY_HTTP_HOST": "127.0.0.1",
             "CLIPPROXY_CATALOG_KIND": "mongo",
             "CLIPPROXY_MONGO_URI": f"mongodb://127.0.0.1:{self.mongo.port}/?retryReads=false",
-            "CLIPPROXY_MONGO_DATABASE": "podcast_insights",
+            "CLIPPROXY_MONGO_DATABASE": "podinsight",
             "CLIPPROXY_SOURCE_KIND": "s3", "CLIPPROXY_S3_ENDPOINT": f"http://127.0.0.1:{self.counter.port}",
             "CLIPPROXY_S3_PATH_STYLE": "true", "CLIPPROXY_S3_SOURCE_BUCKET": SOURCE_BUCKET,
             "CLIPPROXY_S3_CLIP_BUCKET": CLIP_BUCKET,

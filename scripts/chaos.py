@@ -55,7 +55,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "Tests" / "Fixtures" / "generated"
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
-SOURCE_BUCKET = "pod-insights-sources"
+SOURCE_BUCKET = "pod-insights-raw"
 CLIP_BUCKET = "pod-insights-clips"
 ACCESS_KEY, SECRET_KEY = "AKIDCHAOS", "chaosSecretKey0123456789abcdef"
 # An ObjectId the catalog does not know: 404 normally, 503 + Retry-After while MongoDB is down.
@@ -655,7 +655,7 @@ class Harness:
         self.env.update({
             "CLIPPROXY_CATALOG_KIND": "mongo",
             "CLIPPROXY_MONGO_URI": f"mongodb://127.0.0.1:{self.mongo.port}/?retryReads=false",
-            "CLIPPROXY_MONGO_DATABASE": "podcast_insights",
+            "CLIPPROXY_MONGO_DATABASE": "podinsight",
             "CLIPPROXY_CATALOG_TTL_S": str(CATALOG_TTL_S),
             "CLIPPROXY_SOURCE_KIND": "s3",
             "CLIPPROXY_S3_ENDPOINT": f"http://127.0.0.1:{self.proxy.port}",

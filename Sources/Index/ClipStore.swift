@@ -258,7 +258,7 @@ public final class ClipStore: @unchecked Sendable {
     /// On any failure (a full disk, an I/O error, an index that cannot grow) nothing is left
     /// behind: no temporary file, no file without a record, no record without a file.
     @discardableResult
-    public func commit(_ fill: BlobFill, s3Key: String? = nil, episodeId: String? = nil) throws -> ClipRecord {
+    public func commit(_ fill: BlobFill, secondTierLocation: String? = nil, episodeId: String? = nil) throws -> ClipRecord {
         let digest: [UInt8]
         do { digest = try fill.seal() } catch {
             fill.abort()
@@ -275,7 +275,7 @@ public final class ClipStore: @unchecked Sendable {
         }
         fill.committed = true
         let now = Self.nowMs()
-        let record = ClipRecord(byteCount: fill.byteCount, digest: digest, s3Key: s3Key, createdMs: fill.startedMs,
+        let record = ClipRecord(byteCount: fill.byteCount, digest: digest, secondTierLocation: secondTierLocation, createdMs: fill.startedMs,
                                 lastAccessMs: now, episodeId: episodeId)
         let replaced: ClipRecord?
         do {
@@ -300,12 +300,12 @@ public final class ClipStore: @unchecked Sendable {
         return record
     }
 
-    /// Records that the clip is now also in the S3 clip bucket under `s3Key`.
-    public func setS3Key(_ key: ClipKey, _ s3Key: String) throws {
+    /// Records that the clip is now also in the second tier (clip bucket or directory) at `location`.
+    public func setSecondTierLocation(_ key: ClipKey, _ location: String) throws {
         try environment.write { txn in
             guard let bytes = try txn.get(clips, key: key.bytes) else { return }
             var record = try ClipRecord(decoding: bytes)
-            record.s3Key = s3Key
+            record.secondTierLocation = location
             try txn.put(clips, key: key.bytes, value: record.encoded())
         }
     }

@@ -356,7 +356,7 @@ struct CaptionMongoTests {
                 #expect(!projections.contains { $0["embedding_768d"] != nil })
 
                 // The embedding is there to be left out: without the projection it comes back.
-                let pool = try MongoClientPool(uri: "mongodb://127.0.0.1:\(mongo.port)/?retryReads=false", database: "podcast_insights")
+                let pool = try MongoClientPool(uri: "mongodb://127.0.0.1:\(mongo.port)/?retryReads=false", database: "podinsight")
                 let filter: [(field: String, value: MongoFilterValue)] = [("episode_id", .string(CaptionCatalog.oddGuid))]
                 let whole = try pool.find(collection: "transcript_chunks_768d", filter: filter)
                 #expect(whole.count == 3 && whole.allSatisfy { $0["embedding_768d"] != nil })
@@ -383,7 +383,7 @@ struct CaptionMongoTests {
         defer { mongo.stop() }
         let environment = [
             "CLIPPROXY_CATALOG_KIND": "mongo", "CLIPPROXY_MONGO_URI": "mongodb://127.0.0.1:\(port)/?retryReads=false",
-            "CLIPPROXY_MONGO_DATABASE": "podcast_insights",
+            "CLIPPROXY_MONGO_DATABASE": "podinsight",
             "CLIPPROXY_SOURCE_KIND": "dir", "CLIPPROXY_SOURCE_DIR": Fixtures.directory.appendingPathComponent("source").path,
             "CLIPPROXY_CACHE_DIR": work.path + "/cache", "CLIPPROXY_CLIPSTORE_DIR": work.path + "/l2",
         ]

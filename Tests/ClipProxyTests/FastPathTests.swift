@@ -252,3 +252,22 @@ struct FastPathTests {
         #expect(server.process.terminationStatus == 0)
     }
 }
+
+@Suite("Unexpected errors")
+struct UnexpectedErrorTests {
+    struct Internal: Error, CustomStringConvertible {
+        var description: String { "open /var/lib/clipproxy/secret/path failed" }
+    }
+
+    @Test("An unmapped error answers a bare 500 with a request id; the details stay in the log")
+    func bare500() throws {
+        let problem = HTTPProblem(Internal())
+        #expect(problem.status == .internalServerError && problem.error == "internal_error")
+        let id = try #require(problem.requestId)
+        #expect(id.count == 16 && id.allSatisfy(\.isHexDigit))
+        #expect(!problem.detail.contains("secret") && problem.detail.contains(id))
+        let response = problem.response()
+        #expect(response.headers[.contentType] == "application/json")
+        #expect(HTTPProblem(Internal()).requestId != id, "a new id each time")
+    }
+}

@@ -11,7 +11,7 @@ import TestSupport
 struct FullStackTests {
     static let secret = "SECRETdoNotLog0123456789abcdef"
     static let token = "TOKENdoNotLog9876543210"
-    static let sourceBucket = "pod-insights-sources"
+    static let sourceBucket = "pod-insights-raw"
 
     struct Episode: Decodable {
         let _id: String; let guid: String; let feed_slug: String; let source_key: String?
@@ -40,7 +40,7 @@ struct FullStackTests {
     static func environment(s3: TestServer, mongo: TestServer, work: TemporaryDirectory) -> [String: String] {
         [
             "CLIPPROXY_CATALOG_KIND": "mongo", "CLIPPROXY_MONGO_URI": "mongodb://127.0.0.1:\(mongo.port)/?retryReads=false",
-            "CLIPPROXY_MONGO_DATABASE": "podcast_insights",
+            "CLIPPROXY_MONGO_DATABASE": "podinsight",
             "CLIPPROXY_SOURCE_KIND": "s3", "CLIPPROXY_S3_ENDPOINT": s3.endpoint, "CLIPPROXY_S3_PATH_STYLE": "true",
             "CLIPPROXY_S3_SOURCE_BUCKET": sourceBucket,
             "CLIPPROXY_CACHE_DIR": work.path + "/cache", "CLIPPROXY_CLIPSTORE_DIR": work.path + "/l2",
@@ -248,7 +248,7 @@ struct CoalescingAtS3Tests {
             var log: [UInt8] = []
             _ = try CurlTransfer().perform(HTTPRequest(method: "GET", url: proxy.endpoint + "/__proxy/log")) { log.append(contentsOf: $0); return true }
             let requests = try FaultProxyRequest.decodeLog(log)
-            let sourceGets = requests.filter { $0.method == "GET" && $0.path.contains("pod-insights-sources/the-daily-tones") }
+            let sourceGets = requests.filter { $0.method == "GET" && $0.path.contains("pod-insights-raw/the-daily-tones") }
             // Probing reads the head, the tail and a middle frame (ranged GETs of a few kB); the
             // clip itself is one ranged GET of about its own size.
             let clipReads = sourceGets.filter { request in

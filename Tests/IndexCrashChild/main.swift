@@ -28,7 +28,7 @@ for i in 0... {
         try fill.write(chunk)
         written += n
     }
-    try store.commit(fill, s3Key: i % 3 == 0 ? "clips/\(key.hex).mp3" : nil)
+    try store.commit(fill, secondTierLocation: i % 3 == 0 ? "clips/\(key.hex).mp3" : nil)
     committed.append(key)
     // Hits on older clips move them in the LRU order (batched recency writes).
     if let old = committed.randomElement(), let lease = try store.lookup(old) { lease.release() }

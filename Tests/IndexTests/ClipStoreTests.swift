@@ -122,7 +122,7 @@ struct ClipStoreTests {
             #expect(throws: (any Error).self) { try ClipRecord(decoding: garbage) }
             #expect(throws: (any Error).self) { try EpisodeRecord(decoding: garbage) }
         }
-        let record = ClipRecord(byteCount: 5, digest: Array(repeating: 7, count: 32), s3Key: "k", createdMs: 1, lastAccessMs: 2)
+        let record = ClipRecord(byteCount: 5, digest: Array(repeating: 7, count: 32), secondTierLocation: "k", createdMs: 1, lastAccessMs: 2)
         #expect(try ClipRecord(decoding: record.encoded()) == record)
         let episode = EpisodeRecord(guid: "g", feedSlug: "f", sourceKey: "s", etag: "e", size: 9, expiresMs: 3)
         #expect(try EpisodeRecord(decoding: episode.encoded()) == episode)

@@ -42,7 +42,7 @@ struct CatalogTests {
     @Test("MongoCatalog over libmongoc and the wire-protocol test server")
     func mongoCatalog() async throws {
         try await withTestServer(try TestServer.mongo(dataDirectory: Self.catalogDirectory)) { server in
-            let pool = try MongoClientPool(uri: "mongodb://127.0.0.1:\(server.port)/?retryReads=false", database: "podcast_insights")
+            let pool = try MongoClientPool(uri: "mongodb://127.0.0.1:\(server.port)/?retryReads=false", database: "podinsight")
             try checkResolution(MongoCatalog(pool: pool))
         }
     }
@@ -55,7 +55,7 @@ struct CatalogTests {
     @Test("A stopped MongoDB gives `unavailable` within the timeout")
     func mongoStopped() async throws {
         let server = try TestServer.mongo(dataDirectory: Self.catalogDirectory)
-        let pool = try MongoClientPool(uri: "mongodb://127.0.0.1:\(server.port)/?retryReads=false", database: "podcast_insights",
+        let pool = try MongoClientPool(uri: "mongodb://127.0.0.1:\(server.port)/?retryReads=false", database: "podinsight",
                                        timeout: .milliseconds(1000))
         _ = try MongoCatalog(pool: pool).resolve("685ba776e4f9ec2f0756267a")
         server.kill9()

@@ -29,14 +29,14 @@ struct Configuration: Sendable, Equatable {
     /// again; past it, a catalog that cannot answer leaves the last resolution in use.
     var catalogTTLs = 600
     var mongoURI = "mongodb://127.0.0.1:27017"
-    var mongoDatabase = "podcast_insights"
+    var mongoDatabase = "podinsight"
     var sourceKind = "dir"
     var sourceDir = "./demo/source"
     var clipstoreDir = "./.cache/clipproxy/l2"
     var s3Endpoint = ""
     var s3Region = "eu-west-2"
     var s3PathStyle = false
-    var s3SourceBucket = "pod-insights-sources"
+    var s3SourceBucket = "pod-insights-raw"
     var s3ClipBucket = "pod-insights-clips"
     var s3ClipKeyTemplate = "{feed_slug}/{guid}/{start_ms}-{end_ms}.mp3"
     var clipsDefaultDurationMs: Int64 = 30_000

@@ -562,7 +562,7 @@ final class ClipPipeline: Sendable {
         }
         return (try? await blocking { [storeWrites, store] in
             storeWrites.attempt("clip", roomFor: room) {
-                try store.commit(blob, s3Key: location, episodeId: clip.request.episodeId)
+                try store.commit(blob, secondTierLocation: location, episodeId: clip.request.episodeId)
             }
         }) ?? false
     }
@@ -591,10 +591,10 @@ final class ClipPipeline: Sendable {
                     return try secondTier.store(clip, contents: .bytes(unkept.contents), createdMs: unkept.createdMs)
                 }
                 defer { lease.release() }
-                if lease.record.s3Key == secondTier.location(clip) { return }
+                if lease.record.secondTierLocation == secondTier.location(clip) { return }
                 // Through the lease's descriptor: the file may be evicted during the upload.
                 try secondTier.store(clip, contents: .file("/proc/self/fd/\(lease.descriptor)"), createdMs: lease.record.createdMs)
-                storeWrites.attempt("second tier location") { try store.setS3Key(clip.key, secondTier.location(clip)) }
+                storeWrites.attempt("second tier location") { try store.setSecondTierLocation(clip.key, secondTier.location(clip)) }
             }
             noteSecondTier(clip, stored: true)
         }
@@ -605,7 +605,7 @@ final class ClipPipeline: Sendable {
     /// in the local store or the second tier.
     func ensureInSecondTier(_ clip: PreparedClip) async throws -> Bool {
         if let lease = try await blocking({ [store] in try store.lookup(clip.key) }) {
-            let uploaded = secondTier == nil || lease.record.s3Key == secondTier?.location(clip)
+            let uploaded = secondTier == nil || lease.record.secondTierLocation == secondTier?.location(clip)
             lease.release()
             if !uploaded { try await uploadToSecondTier(clip) }
             return true
@@ -649,7 +649,7 @@ final class ClipPipeline: Sendable {
             if let prefix { secondTierListings.withLock { _ = $0.removeValue(forKey: prefix) } }
             let identity = sources.identity(of: episode)
             report.secondTierRemoved = try await blocking {
-                var locations = Set(removed.compactMap(\.s3Key))
+                var locations = Set(removed.compactMap(\.secondTierLocation))
                 if let prefix { locations.formUnion(try secondTier.locations(under: prefix)) }
                 try secondTier.removeFrameIndex(source: identity)
                 return try locations.reduce(0) { count, location in count + (try secondTier.remove(location) ? 1 : 0) }

@@ -18,7 +18,7 @@ struct AudioClipsAPI: Sendable {
     let routes: ClipRoutes
     let signer: URLSigner?
 
-    func register(on router: Router<ClipRequestContext>) {
+    func register(on router: some RouterMethods<ClipRequestContext>) {
         router.get("/api/v1/audio_clips/:episode") { request, context in try await self.handle(request, context) }
     }
 
@@ -62,7 +62,7 @@ struct AudioClipsAPI: Sendable {
             clipRequest = try validate(request, context)
         } catch let problem as HTTPProblem {
             pipeline.metrics.response(status: Int(problem.status.code))
-            return problem.response(cors: routes, request)
+            return problem.response()
         }
         do {
             let clip = try await pipeline.prepare(clipRequest)
@@ -87,12 +87,11 @@ struct AudioClipsAPI: Sendable {
             var headers = HTTPFields()
             headers[.contentType] = "application/json"
             headers[.cacheControl] = "no-store"
-            routes.corsHeaders(request, into: &headers)
             return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: answer.json)))
         } catch {
             let problem = HTTPProblem(error)
             pipeline.metrics.response(status: Int(problem.status.code))
-            return problem.response(cors: routes, request)
+            return problem.response()
         }
     }
 

@@ -63,7 +63,6 @@ struct CaptionRoutes: Sendable {
         var headers = HTTPFields()
         headers[.eTag] = captions.etag
         headers[.cacheControl] = "public, max-age=31536000, immutable"
-        clips.corsHeaders(request, into: &headers)
         let status: HTTPResponse.Status
         switch outcome {
         case .notModified: status = .notModified
@@ -93,7 +92,7 @@ struct CaptionRoutes: Sendable {
                 "episode.id": "\(clipRequest?.episodeId ?? "")", "clip.start_ms": "\(clipRequest?.startMs ?? -1)",
                 "http.status": "\(problem.status.code)", "error": "\(error)"])
         }
-        return problem.response(cors: clips, request)
+        return problem.response()
     }
 }
 

@@ -18,35 +18,17 @@ struct ClipRoutes: Sendable {
     /// `SendFileHandler`; nil: read and written in chunks.
     var sendFile: SendFileTickets? = nil
     static let chunkSize: Int64 = 64 << 10
+    var cors: CORSPolicy { CORSPolicy(allowedOrigins: pipeline.configuration.httpCorsOrigins) }
 
-    func register(on router: Router<ClipRequestContext>) {
+    func register(on router: some RouterMethods<ClipRequestContext>) {
         router.get("/clips/:episode/:start") { request, context in try await self.serve(request, context) }
         router.head("/clips/:episode/:start") { request, context in try await self.serve(request, context) }
         router.on("/clips/:episode/:start", method: .options) { request, _ in self.preflight(request) }
     }
 
-    /// CORS: `*`, or the request's Origin when it is in `http.cors_origins` (then `Vary: Origin`).
-    func corsHeaders(_ request: Request, into headers: inout HTTPFields) {
-        corsHeaders(origin: request.headers[.origin], into: &headers)
-    }
-
-    func corsHeaders(origin: String?, into headers: inout HTTPFields) {
-        let allowed = pipeline.configuration.httpCorsOrigins
-        if allowed == ["*"] {
-            headers[.accessControlAllowOrigin] = "*"
-        } else if let origin, allowed.contains(origin) {
-            headers[.accessControlAllowOrigin] = origin
-            headers[.vary] = "Origin"
-        } else if !allowed.isEmpty {
-            headers[.vary] = "Origin"
-        }
-        headers[.accessControlExposeHeaders] = "Content-Range, Accept-Ranges, ETag, Content-Length"
-    }
-
     /// Preflight for dashboards that `fetch()` clips with Range or conditional headers.
     func preflight(_ request: Request) -> Response {
         var headers = HTTPFields()
-        corsHeaders(request, into: &headers)
         headers[.accessControlAllowMethods] = "GET, HEAD, OPTIONS"
         headers[.accessControlAllowHeaders] = "Range, If-Range, If-None-Match, If-Match, If-Modified-Since, If-Unmodified-Since"
         headers[.accessControlMaxAge] = "86400"
@@ -62,7 +44,7 @@ struct ClipRoutes: Sendable {
                                        query: request.uri.query)
         } catch let error as HTTPProblem {
             pipeline.metrics.response(status: Int(error.status.code))
-            return error.response(cors: self, request)
+            return error.response()
         }
         let conditions = ByteRangeResponse.RequestConditions(
             method: request.method.rawValue, headers: request.headers.map { ($0.name.canonicalName, $0.value) })
@@ -83,10 +65,10 @@ struct ClipRoutes: Sendable {
                     "episode.id": "\(clipRequest.episodeId)", "clip.start_ms": "\(clipRequest.startMs)",
                     "http.status": "\(problem.status.code)", "error": "\(error)"])
             }
-            return problem.response(cors: self, request)
+            return problem.response()
         }
         let (clip, body, decision) = (answer.clip, answer.body, answer.decision)
-        let headers = responseHeaders(decision, tier: body.tier, origin: request.headers[.origin])
+        let headers = responseHeaders(decision, tier: body.tier)
         recordAnswer(clip, tier: body.tier, status: decision.status)
         let status = HTTPResponse.Status(code: decision.status)
         guard !decision.parts.isEmpty else {
@@ -209,14 +191,14 @@ struct ClipRoutes: Sendable {
     }
 
     /// Preconditions, Range, If-Range, multipart (RFC 9110 as nginx implements it), then the
-    /// headers every clip response carries. The fast path sends exactly these too.
-    func responseHeaders(_ decision: ByteRangeResponse, tier: ClipBody.Tier, origin: String?) -> HTTPFields {
+    /// headers every clip response carries (CORS follows, from `CORSMiddleware`). The fast path
+    /// sends exactly these too.
+    func responseHeaders(_ decision: ByteRangeResponse, tier: ClipBody.Tier) -> HTTPFields {
         var headers = HTTPFields()
         for (name, value) in decision.headers {
             if let field = HTTPField.Name(name) { headers.append(HTTPField(name: field, value: value)) }
         }
         headers[.cacheControl] = "public, max-age=31536000, immutable"
-        corsHeaders(origin: origin, into: &headers)
         headers[Self.clipTierField] = tier.rawValue
         return headers
     }
@@ -256,7 +238,7 @@ struct ClipRoutes: Sendable {
         let episode = try Self.episodeId(rawEpisode)
         var start = rawStart
         if start.hasSuffix(".mp3") { start.removeLast(4) }
-        guard let startMs = Self.milliseconds(start) else {
+        guard let startMs = Int64(plainDigits: start) else {
             throw HTTPProblem(.badRequest, "invalid_start_ms", "start_ms must be a non-negative integer number of milliseconds, optionally followed by .mp3")
         }
         var durationMs = pipeline.configuration.clipsDefaultDurationMs
@@ -268,7 +250,7 @@ struct ClipRoutes: Sendable {
         let durations = parameters.filter { $0.0 == "duration_ms" }
         guard durations.count <= 1 else { throw HTTPProblem(.badRequest, "invalid_duration_ms", "give duration_ms at most once") }
         if let value = durations.first?.1 {
-            guard let parsed = Self.milliseconds(value), parsed > 0, parsed <= pipeline.configuration.clipsMaxDurationMs else {
+            guard let parsed = Int64(plainDigits: value), parsed > 0, parsed <= pipeline.configuration.clipsMaxDurationMs else {
                 throw HTTPProblem(.badRequest, "invalid_duration_ms",
                                   "duration_ms must be an integer from 1 to \(pipeline.configuration.clipsMaxDurationMs)")
             }
@@ -298,69 +280,4 @@ struct ClipRoutes: Sendable {
         }
     }
 
-    /// Digits only, at most 12 of them (over 31 years of audio): no signs, spaces or exponents.
-    static func milliseconds(_ text: String) -> Int64? {
-        guard !text.isEmpty, text.count <= 12, text.utf8.allSatisfy({ (0x30...0x39).contains($0) }) else { return nil }
-        return Int64(text)
-    }
-}
-
-/// An error as the client sees it: a status and a JSON body `{"error", "detail"}` a person can act on.
-struct HTTPProblem: Error {
-    let status: HTTPResponse.Status
-    let error: String
-    let detail: String
-    var retryAfter: Int?
-    /// When set, `detail` is sent as this list (FastAPI's validation errors) instead of the text.
-    var issues: [ValidationIssue] = []
-
-    init(_ status: HTTPResponse.Status, _ error: String, _ detail: String, retryAfter: Int? = nil) {
-        self.status = status
-        self.error = error
-        self.detail = detail
-        self.retryAfter = retryAfter
-    }
-
-    /// Maps module errors to statuses. Only this type decides HTTP statuses.
-    init(_ failure: any Error) {
-        switch failure {
-        case let problem as HTTPProblem: self = problem
-        case let error as CatalogError:
-            switch error {
-            case .notFound: self.init(.notFound, "not_found", error.description)
-            case .unavailable: self.init(.serviceUnavailable, "catalog_unavailable", error.description, retryAfter: 5)
-            case .invalidData: self.init(.badGateway, "catalog_error", error.description)
-            }
-        case let error as TrimError:
-            switch error {
-            case .windowOutsideAudio: self.init(.init(code: 422), "window_outside_episode", error.description)
-            case .unsupportedFormat, .corrupt, .truncatedSource, .badFrameIndex: self.init(.badGateway, "bad_source_audio", error.description)
-            case .sourceUnavailable: self.init(.badGateway, "source_unavailable", error.description)
-            }
-        case is ServiceError: self.init(.serviceUnavailable, "overloaded", "\(failure)", retryAfter: 1)
-        case let error as S3Error:
-            // A source or clip-bucket read refused before any byte was sent.
-            switch error.kind {
-            case .notFound: self.init(.notFound, "no_source_audio", "the episode's source audio is not in the source bucket: \(error)")
-            case .throttled: self.init(.serviceUnavailable, "source_throttled", error.description, retryAfter: 1)
-            case .objectChanged: self.init(.serviceUnavailable, "source_changed", "the source audio is being replaced; retry in a second", retryAfter: 1)
-            case .transport where error.transferKind == .timeout: self.init(.gatewayTimeout, "source_timeout", error.description)
-            case .denied, .serverError, .transport, .invalidRequest: self.init(.badGateway, "source_unavailable", error.description)
-            }
-        case is SourceChangedError:
-            self.init(.serviceUnavailable, "source_changed", "the source audio is being replaced; retry in a second", retryAfter: 1)
-        default: self.init(.internalServerError, "internal_error", "\(failure)")
-        }
-    }
-
-    func response(cors routes: ClipRoutes? = nil, _ request: Request? = nil) -> Response {
-        var headers = HTTPFields()
-        headers[.contentType] = "application/json"
-        if let routes, let request { routes.corsHeaders(request, into: &headers) }
-        headers[.cacheControl] = "no-store"
-        if let retryAfter { headers[.retryAfter] = String(retryAfter) }
-        let detailValue: Any = issues.isEmpty ? detail : issues.map(\.json)
-        let body = (try? JSONSerialization.data(withJSONObject: ["error": error, "detail": detailValue], options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
-        return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
-    }
 }

@@ -33,8 +33,10 @@ enum ClipServer {
         router.add(middleware: RequestLimits(maxURIBytes: configuration.httpMaxURIBytes, maxHeaderBytes: configuration.httpMaxHeaderBytes))
         let signer = URLSigner(key: configuration.signingKey, previousKey: configuration.signingPreviousKey)
         let clipRoutes = ClipRoutes(pipeline: pipeline, signer: signer, sendFile: .shared)
-        clipRoutes.register(on: router)
-        AudioClipsAPI(pipeline: pipeline, routes: clipRoutes, signer: signer).register(on: router)
+        // Routes whose answers scripts on other origins may read: CORS on all of them, errors too.
+        let crossOrigin = router.group().add(middleware: CORSMiddleware(policy: clipRoutes.cors))
+        clipRoutes.register(on: crossOrigin)
+        AudioClipsAPI(pipeline: pipeline, routes: clipRoutes, signer: signer).register(on: crossOrigin)
         AdminRoutes(pipeline: pipeline).register(on: router)
         router.get("/healthz") { _, _ in jsonResponse(.ok, ["status": "ok"]) }
         let readiness = Readiness(checks: try readinessChecks(configuration, store: store, catalog: catalog, logger: logger),

@@ -181,8 +181,9 @@ extension ClipRoutes {
         let conditions = ByteRangeResponse.RequestConditions(
             method: request.method.rawValue, headers: request.headerFields.map { ($0.name.canonicalName, $0.value) })
         let decision = ByteRangeResponse.decide(conditions, for: representation(clip, .stored(lease, tier: .l1)))
-        var headers = responseHeaders(decision, tier: .l1, origin: request.headerFields[.origin])
-        // What Hummingbird adds to every routed response.
+        var headers = responseHeaders(decision, tier: .l1)
+        // What CORSMiddleware and Hummingbird add to routed responses.
+        cors.apply(origin: request.headerFields[.origin], to: &headers)
         headers[.date] = CurrentHTTPDate.shared.text
         headers[.server] = ClipServer.serverName
         recordAnswer(clip, tier: .l1, status: decision.status)

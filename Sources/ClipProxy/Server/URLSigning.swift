@@ -38,7 +38,7 @@ struct URLSigner: Sendable {
         let exps = parameters.filter { $0.0 == "exp" }, sigs = parameters.filter { $0.0 == "sig" }
         guard !exps.isEmpty || !sigs.isEmpty else { return .missing }
         guard exps.count == 1, sigs.count == 1 else { return .malformed("exactly one exp and one sig parameter are needed") }
-        guard let exp = ClipRoutes.milliseconds(exps[0].1) else { return .malformed("exp must be a Unix time in seconds") }
+        guard let exp = Int64(plainDigits: exps[0].1) else { return .malformed("exp must be a Unix time in seconds") }
         guard let given = Self.hexBytes(sigs[0].1), given.count == Digest.sha256Length else {
             return .malformed("sig must be 64 hexadecimal digits")
         }
@@ -120,4 +120,14 @@ struct URLSigner: Sendable {
 extension String {
     /// `removingPercentEncoding`, without its cost for the common text that has no escapes.
     var percentDecoded: String? { utf8.contains(UInt8(ascii: "%")) ? removingPercentEncoding : self }
+}
+
+extension Int64 {
+    /// A number written as 1 to 12 decimal digits and nothing else (no sign, space or exponent):
+    /// how `start_ms`, `duration_ms` and `exp` are written. 12 digits are over 31 years of audio
+    /// in milliseconds, and any Unix time in seconds.
+    init?(plainDigits text: some StringProtocol) {
+        guard !text.isEmpty, text.utf8.count <= 12, text.utf8.allSatisfy({ (0x30...0x39).contains($0) }), let value = Int64(text) else { return nil }
+        self = value
+    }
 }

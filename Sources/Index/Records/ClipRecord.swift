@@ -28,16 +28,21 @@ public struct ClipRecord: Sendable, Equatable {
     /// SHA-256 of the clip's bytes, computed while it was written.
     public var digest: [UInt8]
     /// Where the clip lives in the second tier (its clip-bucket key or clip-directory path), once copied there.
-    public var s3Key: String?
+    public var secondTierLocation: String?
+    @available(*, deprecated, renamed: "secondTierLocation", message: "it holds a clip-directory path too, not only an S3 key")
+    public var s3Key: String? {
+        get { secondTierLocation }
+        set { secondTierLocation = newValue }
+    }
     public var createdMs: Int64
     public var lastAccessMs: Int64
     /// The episode the clip was cut from, so `purge` can find its clips; nil in version 1 records.
     public var episodeId: String?
 
-    public init(byteCount: Int64, digest: [UInt8], s3Key: String?, createdMs: Int64, lastAccessMs: Int64, episodeId: String? = nil) {
+    public init(byteCount: Int64, digest: [UInt8], secondTierLocation: String?, createdMs: Int64, lastAccessMs: Int64, episodeId: String? = nil) {
         self.byteCount = byteCount
         self.digest = digest
-        self.s3Key = s3Key
+        self.secondTierLocation = secondTierLocation
         self.createdMs = createdMs
         self.lastAccessMs = lastAccessMs
         self.episodeId = episodeId
@@ -48,8 +53,8 @@ public struct ClipRecord: Sendable, Equatable {
         w.u8(Self.formatVersion)
         w.i64(byteCount)
         w.bytes(digest)
-        w.u8(s3Key == nil ? 0 : 1)
-        if let s3Key { w.string(s3Key) }
+        w.u8(secondTierLocation == nil ? 0 : 1)
+        if let secondTierLocation { w.string(secondTierLocation) }
         w.i64(createdMs)
         w.i64(lastAccessMs)
         w.u8(episodeId == nil ? 0 : 1)
@@ -65,7 +70,7 @@ public struct ClipRecord: Sendable, Equatable {
         }
         byteCount = try r.i64()
         digest = try r.bytes(32)
-        s3Key = try r.u8() == 1 ? try r.string() : nil
+        secondTierLocation = try r.u8() == 1 ? try r.string() : nil
         createdMs = try r.i64()
         lastAccessMs = try r.i64()
         let hasEpisode = version >= 2 ? try r.u8() == 1 : false
