@@ -127,11 +127,48 @@ final class ClipPipeline: Sendable {
         return clip
     }
 
+    /// What a request is answered with: the body, the RFC 9110 decision and, for a part, its bytes.
+    struct Answer: Sendable {
+        let clip: PreparedClip
+        let body: ClipBody
+        let decision: ByteRangeResponse
+        var partBytes: [UInt8]?
+    }
+
+    /// Opens the clip for a request and decides the response. A Range request on a cold clip
+    /// costs only the bytes it asks for (a `part`, read here), unless the decision needs more of
+    /// the clip than one range of it (then it is filled like any other request). Every upstream
+    /// read the response depends on has answered when this returns, so the status line that
+    /// follows is one the body can honour.
+    func answer(_ clip: PreparedClip, _ conditions: ByteRangeResponse.RequestConditions) async throws -> Answer {
+        let wantsPart = conditions.method == "GET" && conditions.range != nil
+        let body = try await wantsPart ? openForPart(clip) : open(clip)
+        let decision = ByteRangeResponse.decide(conditions, for: clip.representation(createdMs: body.createdMs))
+        guard case .part(let part) = body else { return Answer(clip: clip, body: body, decision: decision) }
+        guard Self.worthAPart(decision, of: clip.plan.byteCount) else {
+            let whole = try await open(clip)
+            return Answer(clip: clip, body: whole, decision: ByteRangeResponse.decide(conditions, for: clip.representation(createdMs: whole.createdMs)))
+        }
+        var answer = Answer(clip: clip, body: body, decision: decision)
+        if let range = decision.parts.lazy.compactMap({ if case .bytes(let r) = $0 { r } else { nil } }).first {
+            answer.partBytes = try await blocking { try part.read(range) }
+        }
+        return answer
+    }
+
+    /// A part is read from the bytes behind it only for a single range that is not the whole
+    /// clip (a browser seeking, a CDN slicing). Several ranges would each be their own uncached
+    /// read, every time: they are answered from a fill that caches the clip and takes a fill slot
+    /// like any other.
+    static func worthAPart(_ decision: ByteRangeResponse, of length: Int64) -> Bool {
+        let ranges = decision.parts.compactMap { if case .bytes(let r) = $0 { r } else { nil } }
+        return ranges.count <= 1 && ranges.allSatisfy { $0.count < length }
+    }
+
     /// The cheapest tier that has the clip: local store, a running fill, the clip directory or
     /// bucket, else a new fill from the source, shared by every request for the key. Returns
     /// once the bytes are assured (see the type's note).
-    /// `knownAbsentFromSecondTier`: the caller has just asked the second tier (skip a second lookup).
-    func open(_ clip: PreparedClip, knownAbsentFromSecondTier: Bool = false) async throws -> ClipBody {
+    func open(_ clip: PreparedClip) async throws -> ClipBody {
         // A claim loses only to a fill that registered or committed a moment earlier; the next
         // turn finds it. Bounded, so a record whose file vanished cannot spin.
         for _ in 0..<3 {
@@ -139,7 +176,7 @@ final class ClipPipeline: Sendable {
             guard let fill = try await claim(clip) else { continue }
             // The fill is registered before the second tier is asked, so concurrent requests for
             // a cold clip make one second-tier lookup, not one each.
-            let stored = knownAbsentFromSecondTier ? nil : await findInSecondTier(clip)
+            let stored = await findInSecondTier(clip)
             startFill(clip, fill, from: stored)
             try await fill.waitUntilStarted()
             return .filling(fill, tier: stored == nil ? .fill : .l2)
@@ -457,11 +494,18 @@ final class ClipPipeline: Sendable {
             metrics.overloaded.increment()
             logger.warning("fill refused: all fill slots busy and the queue full or too slow",
                            metadata: ["clip.key": "\(clip.key)", "limits.max_fills": "\(configuration.limitsMaxFills)"])
-            fill.finish(error)
-            await fills.remove(fill)
+            await end(fill, error: error, holdsSlot: false)
             throw error
         }
         return fill
+    }
+
+    /// Ends a fill, whatever its outcome: readers learn it, later requests stop joining it (they
+    /// find the stored clip or start anew), its fill slot is free.
+    private func end(_ fill: Fill, error: (any Error)?, holdsSlot: Bool = true) async {
+        fill.finish(error)
+        await fills.remove(fill)
+        if holdsSlot { await slots.release() }
     }
 
     /// Makes the clip in the background: from the second tier's copy when there is one (and, if
@@ -488,9 +532,7 @@ final class ClipPipeline: Sendable {
                 }
             } catch {
                 local.abort()
-                fill.finish(error)
-                await fills.remove(fill)
-                await slots.release()
+                await end(fill, error: error)
                 metrics.fillFailures.increment()
                 metrics.upstreamErrors[stored == nil ? "source" : "clip_tier"]?.increment()
                 logger.error("fill failed; nothing cached", metadata: ["clip.key": "\(clip.key)", "error": "\(error)",
@@ -500,10 +542,8 @@ final class ClipPipeline: Sendable {
             // Readers have every byte already (`append` woke them); the fill ends once the local
             // store has kept the clip or given up, so `waitUntilFinished` means settled.
             let kept = await keep(clip, local, location: stored == nil ? nil : secondTier?.location(clip))
-            fill.finish(nil)
-            // Removed only once stored (or given up): a request in between joins this fill.
-            await fills.remove(fill)
-            await slots.release()
+            // Ended only once stored (or given up): a request in between joins this fill.
+            await end(fill, error: nil)
             let elapsed = ContinuousClock.now - started
             if stored == nil {
                 metrics.fillDuration.record(duration: elapsed)
@@ -612,15 +652,15 @@ final class ClipPipeline: Sendable {
         }
         // Found in the second tier: the URL can point there; no need to copy it here too.
         if await findInSecondTier(clip) != nil { return true }
-        switch try await open(clip, knownAbsentFromSecondTier: true) {
-        case .stored(let lease, _):
-            lease.release()
-            try await uploadToSecondTier(clip)
-        case .filling(let fill, _):
+        // (`open` asks the second tier again: a set lookup in the episode's listing, or a HEAD
+        // when that listing failed; a fill started meanwhile by a /clips request is joined.)
+        let body = try await open(clip)
+        if case .filling(let fill, _) = body {
             try await fill.waitUntilFinished()
             try await uploadToSecondTier(clip, unkept: fill)
-        case .part:
-            preconditionFailure("open never answers with a part")
+        } else {
+            body.release()
+            try await uploadToSecondTier(clip)
         }
         return false
     }

@@ -41,6 +41,20 @@ enum ClipBody: Sendable {
         case .part: .part
         }
     }
+
+    /// When the clip was first cut (its Last-Modified).
+    var createdMs: Int64 {
+        switch self {
+        case .stored(let lease, _): lease.record.createdMs
+        case .filling(let fill, _): fill.createdMs
+        case .part(let part): part.createdMs
+        }
+    }
+
+    /// Lets go of a stored clip's lease (nothing to do for the others).
+    func release() {
+        if case .stored(let lease, _) = self { lease.release() }
+    }
 }
 
 /// Where the ranges of a cold clip asked for in part come from.
@@ -147,5 +161,14 @@ final class EmitBatch: @unchecked Sendable {
                 try batch.flush()
             }
         }
+    }
+}
+
+extension PreparedClip {
+    /// What RFC 9110 decisions are made about: the exact length, a strong ETag from the clip key,
+    /// Last-Modified (the clip's first cut, whole seconds) and the type.
+    func representation(createdMs: Int64) -> ByteRangeResponse.Representation {
+        ByteRangeResponse.Representation(length: plan.byteCount, etag: "\"\(key.hex.prefix(32))\"",
+                                         lastModified: Date(timeIntervalSince1970: Double(createdMs / 1000)), contentType: "audio/mpeg")
     }
 }

@@ -35,44 +35,55 @@ struct ClipRoutes: Sendable {
         return Response(status: .noContent, headers: headers)
     }
 
+    /// The `/clips` flow, top to bottom: accept the request, have the pipeline answer it (open
+    /// the clip and decide Range and conditionals; nothing is sent before that succeeded), send.
     func serve(_ request: Request, _ context: ClipRequestContext) async throws -> Response {
         if CaptionRoutes.wantsCaptions(context.parameters.get("start")) { return try await CaptionRoutes(clips: self).serve(request, context) }
         let clipRequest: ClipRequest
         do {
-            try checkSignature(path: request.uri.path, query: request.uri.query)
-            clipRequest = try validate(episode: context.parameters.get("episode") ?? "", start: context.parameters.get("start") ?? "",
-                                       query: request.uri.query)
-        } catch let error as HTTPProblem {
-            pipeline.metrics.response(status: Int(error.status.code))
-            return error.response()
+            clipRequest = try accept(request, context)
+        } catch let problem as HTTPProblem {
+            return refuse(problem, nil, nil)
         }
         let conditions = ByteRangeResponse.RequestConditions(
             method: request.method.rawValue, headers: request.headers.map { ($0.name.canonicalName, $0.value) })
-        // A Range request on a cold clip costs only the bytes it asks for, unless the answer
-        // turns out to need the whole clip (then it is filled like any other request).
-        let wantsPart = request.method == .get && request.headers[.range] != nil
-        let answer: Answer
+        let answer: ClipPipeline.Answer
         do {
-            answer = try await pipeline.withCurrentSource(clipRequest) { clip in
-                try await self.answer(clip, conditions, wantsPart: wantsPart)
-            }
+            answer = try await pipeline.withCurrentSource(clipRequest) { clip in try await self.pipeline.answer(clip, conditions) }
         } catch {
-            let problem = HTTPProblem(error)
-            pipeline.metrics.response(status: Int(problem.status.code))
-            if case CatalogError.unavailable = error { pipeline.metrics.upstreamErrors["catalog"]?.increment() }
-            if problem.status.code >= 500 {
-                pipeline.logger.warning("clip request failed before its headers", metadata: [
-                    "episode.id": "\(clipRequest.episodeId)", "clip.start_ms": "\(clipRequest.startMs)",
-                    "http.status": "\(problem.status.code)", "error": "\(error)"])
-            }
-            return problem.response()
+            return refuse(HTTPProblem(error), error, clipRequest)
         }
-        let (clip, body, decision) = (answer.clip, answer.body, answer.decision)
+        return respond(answer)
+    }
+
+    /// A valid, signed (when signing is on) request, or the 400/403 that says what is wrong.
+    private func accept(_ request: Request, _ context: ClipRequestContext) throws -> ClipRequest {
+        try checkSignature(path: request.uri.path, query: request.uri.query)
+        return try validate(episode: context.parameters.get("episode") ?? "", start: context.parameters.get("start") ?? "",
+                            query: request.uri.query)
+    }
+
+    /// The JSON error for a request refused before its headers, counted (and logged if ours).
+    private func refuse(_ problem: HTTPProblem, _ error: (any Error)?, _ clipRequest: ClipRequest?) -> Response {
+        pipeline.metrics.response(status: Int(problem.status.code))
+        if let error, case CatalogError.unavailable = error { pipeline.metrics.upstreamErrors["catalog"]?.increment() }
+        if let error, let clipRequest, problem.status.code >= 500 {
+            pipeline.logger.warning("clip request failed before its headers", metadata: [
+                "episode.id": "\(clipRequest.episodeId)", "clip.start_ms": "\(clipRequest.startMs)",
+                "http.status": "\(problem.status.code)", "error": "\(error)"])
+        }
+        return problem.response()
+    }
+
+    /// The decided status and headers, and a body that streams the decided parts from wherever
+    /// the clip is: the local store (sendfile), a fill in memory, or the bytes read for a part.
+    private func respond(_ answer: ClipPipeline.Answer) -> Response {
+        let (body, decision) = (answer.body, answer.decision)
         let headers = responseHeaders(decision, tier: body.tier)
-        recordAnswer(clip, tier: body.tier, status: decision.status)
+        recordAnswer(answer.clip, tier: body.tier, status: decision.status)
         let status = HTTPResponse.Status(code: decision.status)
         guard !decision.parts.isEmpty else {
-            release(body)
+            body.release()
             return Response(status: status, headers: headers, body: ResponseBody())
         }
         let pipeline = self.pipeline
@@ -80,7 +91,7 @@ struct ClipRoutes: Sendable {
         let partBytes = answer.partBytes
         let sendFile = self.sendFile
         return Response(status: status, headers: headers, body: ResponseBody(contentLength: Int(decision.bodyLength)) { writer in
-            defer { Self.release(body) }
+            defer { body.release() }
             for part in parts {
                 switch part {
                 case .literal(let bytes): try await writer.write(ByteBuffer(bytes: bytes))
@@ -96,47 +107,13 @@ struct ClipRoutes: Sendable {
                         try await Self.streamFill(fill, range: range, pipeline: pipeline, into: &writer)
                     case .part:
                         // Read before the headers (`answer`): the one range a part is made for.
-                        try await writer.write(partBytes!)
+                        try await writer.write(ByteBuffer(bytes: partBytes!))
                     }
                     pipeline.metrics.bytesServed.increment(by: Int(range.count))
                 }
             }
             try await writer.finish(nil)
         })
-    }
-
-    /// What a request is answered with: the body, the RFC 9110 decision and, for a part, its bytes.
-    struct Answer: Sendable {
-        let clip: PreparedClip
-        let body: ClipBody
-        let decision: ByteRangeResponse
-        var partBytes: ByteBuffer?
-    }
-
-    /// Opens the clip and decides the response. Every upstream read a response depends on has
-    /// answered when this returns, so the status line that follows is one the body can honour.
-    private func answer(_ clip: PreparedClip, _ conditions: ByteRangeResponse.RequestConditions, wantsPart: Bool) async throws -> Answer {
-        let body = try await wantsPart ? pipeline.openForPart(clip) : pipeline.open(clip)
-        let decision = ByteRangeResponse.decide(conditions, for: representation(clip, body))
-        guard case .part(let part) = body else { return Answer(clip: clip, body: body, decision: decision) }
-        guard Self.worthAPart(decision, of: clip.plan.byteCount) else {
-            let whole = try await pipeline.open(clip)
-            return Answer(clip: clip, body: whole, decision: ByteRangeResponse.decide(conditions, for: representation(clip, whole)))
-        }
-        var answer = Answer(clip: clip, body: body, decision: decision)
-        if let range = decision.parts.lazy.compactMap({ if case .bytes(let r) = $0 { r } else { nil } }).first {
-            answer.partBytes = ByteBuffer(bytes: try await pipeline.blocking { try part.read(range) })
-        }
-        return answer
-    }
-
-    /// A part is read from the bytes behind it only for a single range that is not the whole
-    /// clip (a browser seeking, a CDN slicing). Several ranges would each be their own uncached
-    /// read, every time: they are answered from a fill that caches the clip and takes a fill slot
-    /// like any other.
-    static func worthAPart(_ decision: ByteRangeResponse, of length: Int64) -> Bool {
-        let ranges = decision.parts.compactMap { if case .bytes(let r) = $0 { r } else { nil } }
-        return ranges.count <= 1 && ranges.allSatisfy { $0.count < length }
     }
 
     /// A stored clip's range by sendfile: a descriptor of its own (a duplicate of the lease's,
@@ -214,21 +191,6 @@ struct ClipRoutes: Sendable {
                                                  "http.status": "\(status)"])
     }
 
-    private func release(_ body: ClipBody) { Self.release(body) }
-    static func release(_ body: ClipBody) {
-        if case .stored(let lease, _) = body { lease.release() }
-    }
-
-    /// Length, strong ETag (from the clip key), Last-Modified (the clip's first cut) and type.
-    func representation(_ clip: PreparedClip, _ body: ClipBody) -> ByteRangeResponse.Representation {
-        let createdMs: Int64 = switch body {
-        case .stored(let lease, _): lease.record.createdMs
-        case .filling(let fill, _): fill.createdMs
-        case .part(let part): part.createdMs
-        }
-        return ByteRangeResponse.Representation(length: clip.plan.byteCount, etag: "\"\(clip.key.hex.prefix(32))\"",
-                                                lastModified: Date(timeIntervalSince1970: Double(createdMs / 1000)), contentType: "audio/mpeg")
-    }
 
     // MARK: - Validation
 

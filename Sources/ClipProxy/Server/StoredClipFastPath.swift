@@ -180,7 +180,7 @@ extension ClipRoutes {
               let lease = try? pipeline.storedLease(clip) else { return nil }
         let conditions = ByteRangeResponse.RequestConditions(
             method: request.method.rawValue, headers: request.headerFields.map { ($0.name.canonicalName, $0.value) })
-        let decision = ByteRangeResponse.decide(conditions, for: representation(clip, .stored(lease, tier: .l1)))
+        let decision = ByteRangeResponse.decide(conditions, for: clip.representation(createdMs: lease.record.createdMs))
         var headers = responseHeaders(decision, tier: .l1)
         // What CORSMiddleware and Hummingbird add to routed responses.
         cors.apply(origin: request.headerFields[.origin], to: &headers)
