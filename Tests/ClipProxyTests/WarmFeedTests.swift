@@ -175,6 +175,17 @@ struct WarmFeedTests {
         return environment
     }
 
+    /// `body` with a work directory and `clipproxy serve` on the fixtures (plus `extra` variables), both removed after.
+    static func withServer(_ name: String, extra: [String: String] = [:],
+                           _ body: (TemporaryDirectory, EmbeddedServer, ClipProxyProcess) throws -> Void) throws {
+        let work = try TemporaryDirectory(name)
+        defer { work.remove() }
+        let embedded = EmbeddedServer(work: work)
+        let server = try ClipProxyProcess(environment: embedded.environment.merging(extra) { $1 })
+        defer { server.stop() }
+        try body(work, embedded, server)
+    }
+
     /// After a warm: each good soundbite is a local hit whose bytes are `clipproxy trim`'s for its window.
     static func expectWarmed(_ server: ClipProxyProcess, signer: URLSigner? = nil) throws {
         for clip in good {
@@ -188,80 +199,98 @@ struct WarmFeedTests {
 
     @Test("Good soundbites are warmed (a long one capped); an unknown guid, a window past the end and an item without a guid are reported")
     func warmFeedFile() throws {
-        let work = try TemporaryDirectory("warm-feed")
-        defer { work.remove() }
-        let embedded = EmbeddedServer(work: work)
-        let server = try embedded.start()
-        defer { server.stop() }
-        let feed = try Self.write(Self.feed(failing: true), to: work, as: "feed.xml")
-        let run = try runClipProxy(["warm", "--feed", feed, "--server", server.baseURL, "--concurrency", "2"],
-                                   environment: Self.environment(embedded))
-        #expect(run.status == 1, "\(run.stdout)\n\(run.stderr)")
-        #expect(run.stdout.contains("warm finished:"), "\(run.stdout)")
-        #expect(IndexSourcesTests.count("soundbites", in: run.stdout) == 6, "\(run.stdout)")
-        #expect(IndexSourcesTests.count("warmed", in: run.stdout) == 3, "\(run.stdout)")
-        #expect(IndexSourcesTests.count("already cached", in: run.stdout) == 0, "\(run.stdout)")
-        #expect(IndexSourcesTests.count("capped", in: run.stdout) == 1, "\(run.stdout)")
-        #expect(IndexSourcesTests.count("failed", in: run.stdout) == 3, "\(run.stdout)")
-        let bytes = try #require(IndexSourcesTests.count("bytes", in: run.stdout))
-        let expectedBytes = try Self.good.reduce(0) { $0 + (try trimmed($1.sourceKey, startMs: $1.startMs, durationMs: $1.durationMs)).count }
-        #expect(bytes == expectedBytes, "\(run.stdout)")
-        #expect(run.stdout.contains("unknown episodes (HTTP 404 not_found): 1 guid, 2 soundbites"), "\(run.stdout)")
-        #expect(run.stdout.contains("\"Gone\" (guid no-such-episode-guid): soundbites at 1 s, 2 s"), "\(run.stdout)")
-        #expect(run.stdout.contains("\"Clocks That Disagree\" (guid \(Self.daily.guid)), soundbite at 900 s: HTTP 422 window_outside_episode: "),
-                "\(run.stdout)")
-        #expect(run.stderr.contains("\"Clocks That Disagree\" (guid \(Self.daily.guid)), soundbite at 1 s lasts 90000 ms"), "\(run.stderr)")
-        #expect(run.stderr.contains("\"Trailer\" (line ") && run.stderr.contains("has no <guid>"), "\(run.stderr)")
-        #expect(server.waitForLog("fill finished", count: 3))
-        try Self.expectWarmed(server)
+        try Self.withServer("warm-feed") { work, embedded, server in
+            let feed = try Self.write(Self.feed(failing: true), to: work, as: "feed.xml")
+            let run = try runClipProxy(["warm", "--feed", feed, "--server", server.baseURL, "--concurrency", "2"],
+                                       environment: Self.environment(embedded))
+            #expect(run.status == 1, "\(run.stdout)\n\(run.stderr)")
+            #expect(run.stdout.contains("warm finished:"), "\(run.stdout)")
+            #expect(IndexSourcesTests.count("soundbites", in: run.stdout) == 6, "\(run.stdout)")
+            #expect(IndexSourcesTests.count("warmed", in: run.stdout) == 3, "\(run.stdout)")
+            #expect(IndexSourcesTests.count("already cached", in: run.stdout) == 0, "\(run.stdout)")
+            #expect(IndexSourcesTests.count("capped", in: run.stdout) == 1, "\(run.stdout)")
+            #expect(IndexSourcesTests.count("failed", in: run.stdout) == 3, "\(run.stdout)")
+            let bytes = try #require(IndexSourcesTests.count("bytes", in: run.stdout))
+            let expectedBytes = try Self.good.reduce(0) { $0 + (try trimmed($1.sourceKey, startMs: $1.startMs, durationMs: $1.durationMs)).count }
+            #expect(bytes == expectedBytes, "\(run.stdout)")
+            #expect(run.stdout.contains("unknown episodes (HTTP 404 not_found): 1 guid, 2 soundbites"), "\(run.stdout)")
+            #expect(run.stdout.contains("\"Gone\" (guid no-such-episode-guid): soundbites at 1 s, 2 s"), "\(run.stdout)")
+            #expect(run.stdout.contains("\"Clocks That Disagree\" (guid \(Self.daily.guid)), soundbite at 900 s: HTTP 422 window_outside_episode: "),
+                    "\(run.stdout)")
+            #expect(run.stderr.contains("\"Clocks That Disagree\" (guid \(Self.daily.guid)), soundbite at 1 s lasts 90000 ms"), "\(run.stderr)")
+            #expect(run.stderr.contains("\"Trailer\" (line ") && run.stderr.contains("has no <guid>"), "\(run.stderr)")
+            #expect(server.waitForLog("fill finished", count: 3))
+            try Self.expectWarmed(server)
+        }
     }
 
     @Test("A feed over HTTP (through a redirect) warms; run again, every clip is already cached; a missing feed URL fails")
     func warmFeedOverHTTP() throws {
-        let work = try TemporaryDirectory("warm-feed-http")
-        defer { work.remove() }
-        _ = try Self.write(Self.feed(failing: false), to: work, as: "feed.xml")
-        let feedServer = try TestServer.start(name: "feed-http", executable: RepoPaths.python, arguments: ["-c", Self.feedServer, work.path])
-        defer { feedServer.stop() }
-        let embedded = EmbeddedServer(work: work)
-        let server = try embedded.start()
-        defer { server.stop() }
-        let arguments = ["warm", "--feed", feedServer.endpoint + "/moved", "--server", server.baseURL]
-        let first = try runClipProxy(arguments, environment: Self.environment(embedded))
-        #expect(first.status == 0, "\(first.stdout)\n\(first.stderr)")
-        #expect(IndexSourcesTests.count("warmed", in: first.stdout) == 3 && IndexSourcesTests.count("failed", in: first.stdout) == 0, "\(first.stdout)")
-        #expect(server.waitForLog("fill finished", count: 3))
-        let again = try runClipProxy(arguments, environment: Self.environment(embedded))
-        #expect(again.status == 0, "\(again.stdout)\n\(again.stderr)")
-        #expect(IndexSourcesTests.count("warmed", in: again.stdout) == 0, "\(again.stdout)")
-        #expect(again.stdout.contains("already cached:  3 (l1_hit 3, l2_hit 0)"), "\(again.stdout)")
-        try Self.expectWarmed(server)
+        try Self.withServer("warm-feed-http") { work, embedded, server in
+            _ = try Self.write(Self.feed(failing: false), to: work, as: "feed.xml")
+            let feedServer = try TestServer.start(name: "feed-http", executable: RepoPaths.python, arguments: ["-c", Self.feedServer, work.path])
+            defer { feedServer.stop() }
+            let arguments = ["warm", "--feed", feedServer.endpoint + "/moved", "--server", server.baseURL]
+            let first = try runClipProxy(arguments, environment: Self.environment(embedded))
+            #expect(first.status == 0, "\(first.stdout)\n\(first.stderr)")
+            #expect(IndexSourcesTests.count("warmed", in: first.stdout) == 3 && IndexSourcesTests.count("failed", in: first.stdout) == 0, "\(first.stdout)")
+            #expect(server.waitForLog("fill finished", count: 3))
+            let again = try runClipProxy(arguments, environment: Self.environment(embedded))
+            #expect(again.status == 0, "\(again.stdout)\n\(again.stderr)")
+            #expect(IndexSourcesTests.count("warmed", in: again.stdout) == 0, "\(again.stdout)")
+            #expect(again.stdout.contains("already cached:  3 (l1_hit 3, l2_hit 0)"), "\(again.stdout)")
+            try Self.expectWarmed(server)
 
-        let missing = try runClipProxy(["warm", "--feed", feedServer.endpoint + "/nothing.xml", "--server", server.baseURL],
-                                       environment: Self.environment(embedded))
-        #expect(missing.status != 0 && missing.stderr.contains("HTTP 404"), "\(missing.stderr)")
+            let missing = try runClipProxy(["warm", "--feed", feedServer.endpoint + "/nothing.xml", "--server", server.baseURL],
+                                           environment: Self.environment(embedded))
+            #expect(missing.status != 0 && missing.stderr.contains("HTTP 404"), "\(missing.stderr)")
+        }
     }
 
     @Test("With signing.key the URLs are signed; without the key the server's 403 is reported")
     func warmSigned() throws {
-        let work = try TemporaryDirectory("warm-feed-signed")
-        defer { work.remove() }
         let key = "warm-feed-test-key-0123456789abcdef"
-        let embedded = EmbeddedServer(work: work)
-        let server = try ClipProxyProcess(environment: embedded.environment.merging(["CLIPPROXY_SIGNING_KEY": key]) { $1 })
-        defer { server.stop() }
-        let feed = try Self.write(Self.feed(failing: false), to: work, as: "feed.xml")
+        try Self.withServer("warm-feed-signed", extra: ["CLIPPROXY_SIGNING_KEY": key]) { work, embedded, server in
+            let feed = try Self.write(Self.feed(failing: false), to: work, as: "feed.xml")
 
-        let unsigned = try runClipProxy(["warm", "--feed", feed, "--server", server.baseURL], environment: Self.environment(embedded))
-        #expect(unsigned.status == 1, "\(unsigned.stdout)\n\(unsigned.stderr)")
-        #expect(IndexSourcesTests.count("failed", in: unsigned.stdout) == 3, "\(unsigned.stdout)")
-        #expect(unsigned.stdout.contains("HTTP 403"), "\(unsigned.stdout)")
+            let unsigned = try runClipProxy(["warm", "--feed", feed, "--server", server.baseURL], environment: Self.environment(embedded))
+            #expect(unsigned.status == 1, "\(unsigned.stdout)\n\(unsigned.stderr)")
+            #expect(IndexSourcesTests.count("failed", in: unsigned.stdout) == 3, "\(unsigned.stdout)")
+            #expect(unsigned.stdout.contains("HTTP 403"), "\(unsigned.stdout)")
 
-        let signed = try runClipProxy(["warm", "--feed", feed, "--server", server.baseURL], environment: Self.environment(embedded, signingKey: key))
-        #expect(signed.status == 0, "\(signed.stdout)\n\(signed.stderr)")
-        #expect(signed.stdout.contains("(signed URLs)") && IndexSourcesTests.count("warmed", in: signed.stdout) == 3, "\(signed.stdout)")
-        #expect(server.waitForLog("fill finished", count: 3))
-        try Self.expectWarmed(server, signer: URLSigner(key: key, previousKey: ""))
+            let signed = try runClipProxy(["warm", "--feed", feed, "--server", server.baseURL], environment: Self.environment(embedded, signingKey: key))
+            #expect(signed.status == 0, "\(signed.stdout)\n\(signed.stderr)")
+            #expect(signed.stdout.contains("(signed URLs)") && IndexSourcesTests.count("warmed", in: signed.stdout) == 3, "\(signed.stdout)")
+            #expect(server.waitForLog("fill finished", count: 3))
+            try Self.expectWarmed(server, signer: URLSigner(key: key, previousKey: ""))
+        }
+    }
+
+    @Test("Ctrl-C: the clip in flight finishes, nothing more starts, a summary and exit 130")
+    func interrupt() throws {
+        try Self.withServer("warm-feed-interrupt") { work, embedded, server in
+            // Every request held back 0.3 s, so the run is still going when the signal comes.
+            let slow = try TestServer.start(name: "slow-forwarder", executable: RepoPaths.python,
+                                            arguments: ["-c", Self.slowForwarder, server.baseURL, "0.3"])
+            defer { slow.stop() }
+            let soundbites = (0..<30).map { #"<podcast:soundbite startTime="\#($0)" duration="1"/>"# }.joined()
+            let feed = try Self.write(podcastFeed("<item><guid>\(Self.daily.guid)</guid>\(soundbites)</item>"), to: work, as: "feed.xml")
+            let run = try ToolProcess(["warm", "--feed", feed, "--server", slow.endpoint, "--concurrency", "1", "--progress-interval", "0.3"],
+                                      environment: Self.environment(embedded))
+            let progressed = run.waitForOutput(timeout: 60) { text in
+                text.matches(of: /progress: (\d+)\/30 done/).contains { (Int($0.output.1) ?? 0) >= 2 }
+            }
+            #expect(progressed, "no progress line showed 2 clips done: \(run.stdout)")
+            kill(run.process.processIdentifier, SIGINT)
+            let result = run.finish(timeout: 30)
+            #expect(result.status == 130, "\(result.stdout)\n\(result.stderr)")
+            #expect(result.stderr.contains("warm: stopping after the 1 clip in flight"), "\(result.stderr)")
+            #expect(result.stdout.contains("warm interrupted:") && result.stdout.contains("Run the same command again"), "\(result.stdout)")
+            let warmed = try #require(IndexSourcesTests.count("warmed", in: result.stdout))
+            let notStarted = try #require(IndexSourcesTests.count("not started", in: result.stdout))
+            #expect(warmed >= 2 && notStarted > 0 && warmed + notStarted == 30, "\(result.stdout)")
+            #expect(IndexSourcesTests.count("failed", in: result.stdout) == 0, "\(result.stdout)")
+        }
     }
 
     @Test("Feeds that cannot be used exit non-zero saying why; a feed without soundbites warms nothing and exits 0")
@@ -292,6 +321,33 @@ struct WarmFeedTests {
         let help = try runClipProxy(["warm", "--help"])
         #expect(help.stdout.contains("--feed") && help.stdout.contains("podcast:soundbite") && help.stdout.contains("max_duration_ms"), "\(help.stdout)")
     }
+
+    /// Forwards each GET to the server at argv[1] after argv[2] seconds, answering with its
+    /// status, headers and body (one request a connection, so no keep-alive state to mind).
+    static let slowForwarder = """
+    import http.server, sys, time, urllib.error, urllib.request
+    target, delay = sys.argv[1], float(sys.argv[2])
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            time.sleep(delay)
+            try:
+                answer = urllib.request.urlopen(target + self.path)
+            except urllib.error.HTTPError as error:
+                answer = error
+            body = answer.read()
+            self.send_response(answer.status)
+            for name in ("Content-Type", "X-Clip-Tier"):
+                if answer.headers.get(name):
+                    self.send_header(name, answer.headers[name])
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        def log_message(self, *args):
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    print("LISTENING", server.server_address[1], flush=True)
+    server.serve_forever()
+    """
 
     /// Serves the directory in argv[1]; `/moved` redirects to `/feed.xml`.
     static let feedServer = """

@@ -45,13 +45,13 @@ enum FeedWarmTool {
         let base = server ?? ClipURLTools.localServer(configuration)
         if !plan.jobs.isEmpty { try checkServer(base) }
         let signer = URLSigner(key: configuration.signingKey, previousKey: configuration.signingPreviousKey)
-        ToolOutput.say("warm: \(plan.jobs.count) soundbites in \(plan.itemsWithSoundbites) items of \(feed); "
+        ToolOutput.say("warm: \(ToolOutput.count(plan.jobs.count, "soundbite")) in \(ToolOutput.count(plan.itemsWithSoundbites, "item")) of \(feed); "
                        + "\(concurrency) at a time from \(base)" + (signer == nil ? "" : " (signed URLs)"))
 
         let pool = CurlHandlePool(maxIdle: concurrency)
         let run = ParallelRun<SoundbiteJob, ClipFetch, WarmTally>(
             jobs: plan.jobs, tally: WarmTally(),
-            words: .init(tool: "warm", jobs: "clips", afterQuit: "clips already warmed stay cached"),
+            words: .init(tool: "warm", job: "clip", afterQuit: "clips already warmed stay cached"),
             record: { $0.record($1, $2) })
         let signals = run.interruptOnSignals()
         defer { signals.forEach { $0.cancel() } }

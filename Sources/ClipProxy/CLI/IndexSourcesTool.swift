@@ -89,7 +89,7 @@ enum IndexSourcesTool {
         let bytesRead = ByteCount()
         let run = ParallelRun<ResolvedEpisode, Bool, IndexTally>(
             jobs: episodes, tally: IndexTally(),
-            words: .init(tool: "index-sources", jobs: "sources", afterQuit: "run the same command again to resume"),
+            words: .init(tool: "index-sources", job: "source", afterQuit: "run the same command again to resume"),
             record: { $0.record($1, $2) })
         let signals = run.interruptOnSignals()
         defer { signals.forEach { $0.cancel() } }

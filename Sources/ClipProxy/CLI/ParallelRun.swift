@@ -19,8 +19,8 @@ final class ParallelRun<Job: Sendable, Outcome, Tally>: @unchecked Sendable {
     struct Words {
         /// The subcommand, e.g. `index-sources`.
         let tool: String
-        /// What a job is, plural, e.g. `sources`.
-        let jobs: String
+        /// What a job is, e.g. `source`.
+        let job: String
         /// Said after the second signal, e.g. `run the same command again to resume`.
         let afterQuit: String
     }
@@ -96,7 +96,7 @@ final class ParallelRun<Job: Sendable, Outcome, Tally>: @unchecked Sendable {
         condition.broadcast()
         condition.unlock()
         if count == 1 {
-            ToolOutput.warn("\n\(words.tool): stopping after the \(inFlight) \(words.jobs) in flight; interrupt again to quit now")
+            ToolOutput.warn("\n\(words.tool): stopping after the \(ToolOutput.count(inFlight, words.job)) in flight; interrupt again to quit now")
         } else {
             ToolOutput.warn("\n\(words.tool): quitting now; \(words.afterQuit)")
             _exit(130)  // at once: no atexit work while workers are inside libcurl

@@ -52,7 +52,7 @@ struct WarmTally {
     /// missing episode fails all its soundbites for the same reason.
     func summary(feed: String, plan: WarmPlan, notStarted: Int, interrupted: Bool, maxDurationMs: Int64, elapsed: Duration) -> String {
         var lines = ["warm \(interrupted ? "interrupted" : "finished"):"]
-        lines.append("  soundbites:      \(plan.jobs.count + plan.invalid.count) in \(plan.itemsWithSoundbites) items of \(feed)")
+        lines.append("  soundbites:      \(plan.jobs.count + plan.invalid.count) in \(ToolOutput.count(plan.itemsWithSoundbites, "item")) of \(feed)")
         lines.append("  warmed:          \(warmed)")
         lines.append("  already cached:  \(alreadyCached) (l1_hit \(l1Hits), l2_hit \(l2Hits))")
         lines.append("  capped:          \(plan.jobs.filter(\.capped).count) (to clips.max_duration_ms = \(maxDurationMs) ms)")
