@@ -21,9 +21,10 @@ enum FeedWarmTool {
         `clipproxy warm --feed https://feeds.example.com/show.xml`.
 
         Shows a progress bar on a terminal, a line every few seconds otherwise, and a summary \
-        (warmed, already cached, capped, failed, bytes). Exits 0 when every clip was warmed, 1 \
-        naming each failure (unknown guids, windows past the episode's end, bad values in the \
-        feed), 130 when interrupted with Ctrl-C (clips in flight finish; a second Ctrl-C quits).
+        (warmed, already cached, capped, failed, bytes). Exits 0 when every clip was warmed or \
+        already cached (or the feed has no soundbites), 1 naming each failure (unknown guids, \
+        windows past the episode's end, bad values in the feed), 130 when interrupted with Ctrl-C \
+        (clips in flight finish; a second Ctrl-C quits).
         """
 
     static func run(feed: String, server: String?, concurrency: Int, progressInterval: Double, _ configuration: Configuration) throws {
