@@ -107,15 +107,33 @@ struct IndexCommand: AsyncParsableCommand {
 
 struct WarmCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "warm", abstract: "Fill the caches with clips of an episode ahead of demand.",
-        discussion: "Asks the running server (http.host/http.port, or --server) for each clip, so it is cut once and stored in both tiers.")
-    @Argument(help: "Episode id.") var episodeId: String
-    @Argument(help: "Start times in milliseconds.") var startMs: [Int64]
+        commandName: "warm", abstract: "Fill the caches with clips ahead of demand: start times of one episode, or a feed's soundbites.",
+        usage: """
+        clipproxy warm <episode-id> <start-ms> ... [--duration-ms N] [--server URL] [--config FILE]
+        clipproxy warm --feed PATH_OR_URL [--concurrency N] [--server URL] [--config FILE]
+        """,
+        discussion: FeedWarmTool.help)
+    @Argument(help: "Episode id (not with --feed).") var episodeId: String?
+    @Argument(help: "Start times in milliseconds.") var startMs: [Int64] = []
     @Option(name: .long, help: "Clip length in milliseconds (default: the server's clips.default_duration_ms).") var durationMs: Int64?
+    @Option(name: .long, help: "A podcast RSS feed, a file or an http(s) URL: warm every <podcast:soundbite> of its items.") var feed: String?
+    @Option(name: .long, help: "With --feed: clips requested at once (1 to 64).") var concurrency: Int = 4
+    @Option(name: .long, help: ArgumentHelp("Seconds between progress lines when standard output is not a terminal.", visibility: .hidden))
+    var progressInterval: Double = 5
     @Option(name: .long, help: "Base URL of the server, e.g. http://127.0.0.1:8080 (default: from the configuration).") var server: String?
     @OptionGroup var options: ConfigOption
+    func validate() throws {
+        if feed != nil, episodeId != nil || durationMs != nil {
+            throw ValidationError("--feed takes each clip's episode, start and length from the feed: give no episode id, start times or --duration-ms")
+        }
+        if feed == nil, episodeId == nil { throw ValidationError("give an episode id and start times, or --feed PATH_OR_URL") }
+    }
     func run() async throws {
-        try ClipURLTools.warm(episodeId: episodeId, starts: startMs, durationMs: durationMs, server: server, try options.load())
+        if let feed {
+            try FeedWarmTool.run(feed: feed, server: server, concurrency: concurrency, progressInterval: progressInterval, try options.load())
+        } else {
+            try ClipURLTools.warm(episodeId: episodeId ?? "", starts: startMs, durationMs: durationMs, server: server, try options.load())
+        }
     }
 }
 

@@ -49,6 +49,14 @@ enum ClipURLTools {
         return "http://\(host):\(configuration.httpPort)"
     }
 
+    /// `/clips/<episode>/<start>[?duration_ms=N]`, signed for five minutes when `signer` is given
+    /// (long enough for the request it is made for, no longer).
+    static func clipPath(_ episodeId: String, startMs: Int64, durationMs: Int64?, signer: URLSigner?) -> String {
+        let path = "/clips/\(URLSigner.encode(episodeId))/\(startMs)" + (durationMs.map { "?duration_ms=\($0)" } ?? "")
+        guard let signer else { return path }
+        return signedPath(path, signer: signer, expiresAt: Int64(Date().timeIntervalSince1970) + 300)
+    }
+
     /// Requests each clip from the running server so it is cut and cached (L1 and L2) before
     /// listeners ask. Going through the server keeps one process in charge of the store and shares
     /// its coalescing. Exits non-zero if any clip fails, after trying all of them.
@@ -59,24 +67,16 @@ enum ClipURLTools {
         let transfer = CurlTransfer()
         var failures = 0
         for start in starts {
-            var path = "/clips/\(URLSigner.encode(episodeId))/\(start)" + (durationMs.map { "?duration_ms=\($0)" } ?? "")
-            if let signer { path = signedPath(path, signer: signer, expiresAt: Int64(Date().timeIntervalSince1970) + 300) }
+            let path = clipPath(episodeId, startMs: start, durationMs: durationMs, signer: signer)
             let began = ContinuousClock.now
-            var bytes = 0
-            var body: [UInt8] = []
             do {
-                let head = try transfer.perform(HTTPRequest(method: "GET", url: base + path),
-                                                timeouts: TransferTimeouts(connect: .seconds(5), lowSpeedWindow: .seconds(30))) { chunk in
-                    bytes += chunk.count
-                    if body.count < 4096 { body += chunk.prefix(4096 - body.count) }
-                    return true
-                }
+                let fetch = try ClipFetch.get(base + path, with: transfer)
                 let ms = (ContinuousClock.now - began).wholeMilliseconds
-                if head.status == 200 {
-                    print("warm \(episodeId) \(start): \(bytes) bytes, \(head.header("X-Clip-Tier") ?? "?"), \(ms) ms")
+                if fetch.status == 200 {
+                    print("warm \(episodeId) \(start): \(fetch.bytes) bytes, \(fetch.tier ?? "?"), \(ms) ms")
                 } else {
                     failures += 1
-                    print("warm \(episodeId) \(start): HTTP \(head.status) \(String(decoding: body, as: UTF8.self))")
+                    print("warm \(episodeId) \(start): HTTP \(fetch.status) \(fetch.text)")
                 }
             } catch {
                 failures += 1

@@ -83,37 +83,26 @@ enum IndexSourcesTool {
             throw ToolError("\(objects.count) objects in \(sourceName), none laid out as \(layout)")
         }
 
-        let terminal = isatty(1) == 1
         say("index-sources: \(episodes.count) episode sources in \(sourceName)"
             + (superseded > 0 ? " (\(superseded) older uploads beside newer ones left out)" : "")
             + "; \(concurrency) at a time; indexes go to \(tierName)")
-        let run = IndexRun(episodes: episodes)
-        let signals = [SIGINT, SIGTERM].map { number in
-            _ = signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            source.setEventHandler { run.interrupt() }
-            source.resume()
-            return source
-        }
+        let bytesRead = ByteCount()
+        let run = ParallelRun<ResolvedEpisode, Bool, IndexTally>(
+            jobs: episodes, tally: IndexTally(),
+            words: .init(tool: "index-sources", job: "source", afterQuit: "run the same command again to resume"),
+            record: { $0.record($1, $2) })
+        let signals = run.interruptOnSignals()
         defer { signals.forEach { $0.cancel() } }
 
         let started = ContinuousClock.now
-        for _ in 0..<min(concurrency, episodes.count) {
-            Thread { run.work { episode in try index(episode, opener: opener, tier: tier, run: run) } }.start()
+        run.start(threads: concurrency) { episode in try index(episode, opener: opener, tier: tier, bytesRead: bytesRead) }
+        let snapshot = { (state: ParallelRun<ResolvedEpisode, Bool, IndexTally>.Snapshot) in
+            IndexSnapshot(state, bytesRead: bytesRead.total)
         }
-        // The calling thread only reports: a bar redrawn often on a terminal, a line now and then otherwise.
-        var lastLine = ContinuousClock.now
-        while !run.waitUntilFinished(timeout: terminal ? 0.2 : min(progressInterval, 0.5)) {
-            if terminal {
-                write("\r\u{1B}[K" + run.snapshot().bar(elapsed: ContinuousClock.now - started))
-            } else if ContinuousClock.now - lastLine >= .milliseconds(Int64(progressInterval * 1000)) {
-                lastLine = ContinuousClock.now
-                say(run.snapshot().line(elapsed: ContinuousClock.now - started))
-            }
-        }
-        if terminal { write("\r\u{1B}[K") }
-        let final = run.snapshot()
-        say(final.summary(sourceName: sourceName, superseded: superseded, elapsed: ContinuousClock.now - started))
+        let (last, elapsed) = run.report(started: started, interval: progressInterval,
+                                         bar: { snapshot($0).bar(elapsed: $1) }, line: { snapshot($0).line(elapsed: $1) })
+        let final = snapshot(last)
+        say(final.summary(sourceName: sourceName, superseded: superseded, elapsed: elapsed))
         if final.interrupted {
             say("Interrupted: \(final.notStarted) sources not indexed yet. Run the same command again to resume; "
                 + "sources already indexed are skipped.")
@@ -142,142 +131,82 @@ enum IndexSourcesTool {
 
     /// One source: skipped when the second tier has a usable index for its identity, else probed
     /// (the complete index) and shared.
-    static func index(_ episode: ResolvedEpisode, opener: SourceOpener, tier: any ClipTier, run: IndexRun) throws -> Bool {
+    static func index(_ episode: ResolvedEpisode, opener: SourceOpener, tier: any ClipTier, bytesRead: ByteCount) throws -> Bool {
         let identity = opener.identity(of: episode)
         // One that does not decode (another format version, damage) is replaced, as a node would.
         if let bytes = try tier.frameIndex(source: identity), (try? FrameIndex(serialized: bytes)) != nil { return false }
         let source = CountingByteSource(try opener.open(episode))
-        defer { run.bytesRead.add(source.bytesRead, ordering: .relaxed) }
+        defer { bytesRead.add(source.bytesRead) }
         let index = try SourceDescription.probe(source).1
         try tier.storeFrameIndex(index.serialized(), source: identity)
         return true
     }
 
-    /// A line on standard output, flushed at once (it may be a pipe a script or test reads).
-    static func say(_ text: String) { write(text + "\n") }
+    static func say(_ text: String) { ToolOutput.say(text) }
+}
 
-    static func write(_ text: String) {
-        FileHandle.standardOutput.write(Data(text.utf8))
+/// Source bytes read by all workers together.
+final class ByteCount: Sendable {
+    private let count = Atomic<Int64>(0)
+    func add(_ bytes: Int64) { count.add(bytes, ordering: .relaxed) }
+    var total: Int64 { count.load(ordering: .relaxed) }
+}
+
+/// What the workers of one run have done so far.
+struct IndexTally {
+    struct Failure { let key: String; let error: String }
+    var alreadyIndexed = 0
+    var indexedNow = 0
+    var failures: [Failure] = []
+
+    mutating func record(_ episode: ResolvedEpisode, _ outcome: Result<Bool, any Error>) {
+        switch outcome {
+        case .success(true): indexedNow += 1
+        case .success(false): alreadyIndexed += 1
+        case .failure(let error): failures.append(Failure(key: episode.sourceKey, error: "\(error)"))
+        }
     }
 }
 
-/// The state of one run, shared by the workers, the reporting thread and the signal handler.
-final class IndexRun: @unchecked Sendable {
-    struct Failure { let key: String; let error: String }
+/// One moment of a run, as progress lines and the summary show it.
+struct IndexSnapshot {
+    let total: Int, alreadyIndexed: Int, indexedNow: Int, failures: [IndexTally.Failure], notStarted: Int, bytesRead: Int64
+    let interrupted: Bool
+    var done: Int { alreadyIndexed + indexedNow + failures.count }
 
-    struct Snapshot {
-        let total: Int, alreadyIndexed: Int, indexedNow: Int, failures: [Failure], notStarted: Int, bytesRead: Int64
-        let interrupted: Bool
-        var done: Int { alreadyIndexed + indexedNow + failures.count }
-
-        var counts: String {
-            "\(indexedNow) indexed now, \(alreadyIndexed) already indexed, \(failures.count) failed; \(Self.megabytes(bytesRead)) read"
-        }
-
-        func line(elapsed: Duration) -> String {
-            "progress: \(done)/\(total) done: \(counts); \(Self.seconds(elapsed))" + (interrupted ? " (stopping)" : "")
-        }
-
-        func bar(elapsed: Duration) -> String {
-            let width = 30
-            let filled = total == 0 ? width : done * width / total
-            return "[" + String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled) + "] "
-                + "\(done)/\(total)  \(counts)  \(Self.seconds(elapsed))" + (interrupted ? "  stopping…" : "")
-        }
-
-        func summary(sourceName: String, superseded: Int, elapsed: Duration) -> String {
-            var lines = ["index-sources \(interrupted ? "interrupted" : "finished"):"]
-            lines.append("  listed:          \(total) episode sources in \(sourceName)"
-                         + (superseded > 0 ? " (+\(superseded) older uploads, not indexed)" : ""))
-            lines.append("  already indexed: \(alreadyIndexed)")
-            lines.append("  indexed now:     \(indexedNow)")
-            lines.append("  failed:          \(failures.count)")
-            for failure in failures { lines.append("    \(failure.key): \(failure.error)") }
-            if interrupted { lines.append("  not started:     \(notStarted)") }
-            lines.append("  bytes read:      \(bytesRead) (\(Self.megabytes(bytesRead)))")
-            lines.append("  elapsed:         \(Self.seconds(elapsed))")
-            return lines.joined(separator: "\n")
-        }
-
-        static func megabytes(_ bytes: Int64) -> String { String(format: "%.1f MB", Double(bytes) / 1_000_000) }
-        static func seconds(_ elapsed: Duration) -> String { String(format: "%.1f s", Double(elapsed.wholeMilliseconds) / 1000) }
+    init(_ state: ParallelRun<ResolvedEpisode, Bool, IndexTally>.Snapshot, bytesRead: Int64) {
+        total = state.total
+        alreadyIndexed = state.tally.alreadyIndexed
+        indexedNow = state.tally.indexedNow
+        failures = state.tally.failures
+        notStarted = state.notStarted
+        interrupted = state.interrupted
+        self.bytesRead = bytesRead
     }
 
-    let episodes: [ResolvedEpisode]
-    let bytesRead = Atomic<Int64>(0)
-    private let condition = NSCondition()
-    private var next = 0
-    private var running = 0
-    private var workers = 0
-    private var alreadyIndexed = 0
-    private var indexedNow = 0
-    private var failures: [Failure] = []
-    private var interruptions = 0
-
-    init(episodes: [ResolvedEpisode]) { self.episodes = episodes }
-
-    /// A worker's loop: takes the next source until none is left or the run was interrupted.
-    func work(_ index: (ResolvedEpisode) throws -> Bool) {
-        condition.lock()
-        workers += 1
-        condition.unlock()
-        while let episode = take() {
-            let outcome = Result { try index(episode) }
-            condition.lock()
-            running -= 1
-            switch outcome {
-            case .success(true): indexedNow += 1
-            case .success(false): alreadyIndexed += 1
-            case .failure(let error): failures.append(Failure(key: episode.sourceKey, error: "\(error)"))
-            }
-            condition.broadcast()
-            condition.unlock()
-        }
-        condition.lock()
-        workers -= 1
-        condition.broadcast()
-        condition.unlock()
+    var counts: String {
+        "\(indexedNow) indexed now, \(alreadyIndexed) already indexed, \(failures.count) failed; \(ToolOutput.megabytes(bytesRead)) read"
     }
 
-    private func take() -> ResolvedEpisode? {
-        condition.lock()
-        defer { condition.unlock() }
-        guard interruptions == 0, next < episodes.count else { return nil }
-        next += 1
-        running += 1
-        return episodes[next - 1]
+    func line(elapsed: Duration) -> String {
+        "progress: \(done)/\(total) done: \(counts); \(ToolOutput.seconds(elapsed))" + (interrupted ? " (stopping)" : "")
     }
 
-    /// First signal: finish what is in flight, start nothing more. Second: quit now.
-    func interrupt() {
-        condition.lock()
-        interruptions += 1
-        let (count, inFlight) = (interruptions, running)
-        condition.broadcast()
-        condition.unlock()
-        if count == 1 {
-            FileHandle.standardError.write(Data("\nindex-sources: stopping after the \(inFlight) sources in flight; interrupt again to quit now\n".utf8))
-        } else {
-            FileHandle.standardError.write(Data("\nindex-sources: quitting now; run the same command again to resume\n".utf8))
-            _exit(130)  // at once: no atexit work while workers are inside libcurl
-        }
+    func bar(elapsed: Duration) -> String {
+        ToolOutput.bar(done: done, total: total) + "  \(counts)  \(ToolOutput.seconds(elapsed))" + (interrupted ? "  stopping…" : "")
     }
 
-    /// True once every worker has stopped (all sources done, or interrupted and drained).
-    func waitUntilFinished(timeout: Double) -> Bool {
-        condition.lock()
-        defer { condition.unlock() }
-        let finished = { (self.next == self.episodes.count || self.interruptions > 0) && self.running == 0 && self.workers == 0 }
-        if !finished() { _ = condition.wait(until: Date().addingTimeInterval(timeout)) }
-        return finished()
-    }
-
-    func snapshot() -> Snapshot {
-        condition.lock()
-        defer { condition.unlock() }
-        return Snapshot(total: episodes.count, alreadyIndexed: alreadyIndexed, indexedNow: indexedNow, failures: failures,
-                        notStarted: episodes.count - next, bytesRead: bytesRead.load(ordering: .relaxed),
-                        // A signal after the last source was taken changed nothing: the run finished.
-                        interrupted: interruptions > 0 && next < episodes.count)
+    func summary(sourceName: String, superseded: Int, elapsed: Duration) -> String {
+        var lines = ["index-sources \(interrupted ? "interrupted" : "finished"):"]
+        lines.append("  listed:          \(total) episode sources in \(sourceName)"
+                     + (superseded > 0 ? " (+\(superseded) older uploads, not indexed)" : ""))
+        lines.append("  already indexed: \(alreadyIndexed)")
+        lines.append("  indexed now:     \(indexedNow)")
+        lines.append("  failed:          \(failures.count)")
+        for failure in failures { lines.append("    \(failure.key): \(failure.error)") }
+        if interrupted { lines.append("  not started:     \(notStarted)") }
+        lines.append("  bytes read:      \(bytesRead) (\(ToolOutput.megabytes(bytesRead)))")
+        lines.append("  elapsed:         \(ToolOutput.seconds(elapsed))")
+        return lines.joined(separator: "\n")
     }
 }
