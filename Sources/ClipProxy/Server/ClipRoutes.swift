@@ -55,6 +55,7 @@ struct ClipRoutes: Sendable {
 
     func serve(_ request: Request, _ context: ClipRequestContext) async throws -> Response {
         if CaptionRoutes.wantsCaptions(context.parameters.get("start")) { return try await CaptionRoutes(clips: self).serve(request, context) }
+        if PeaksRoutes.wantsPeaks(context.parameters.get("start")) { return try await PeaksRoutes(clips: self).serve(request, context) }
         let clipRequest: ClipRequest
         do {
             try checkSignature(path: request.uri.path, query: request.uri.query)
