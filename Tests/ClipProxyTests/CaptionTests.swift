@@ -231,30 +231,13 @@ struct CaptionServerTests {
         }
     }
 
-    static let errors: [(path: String, status: Int, error: String)] = [
-        ("/clips/ffffffffffffffffffffffff/0.vtt", 404, "not_found"),
-        ("/clips/no-such-guid/0.vtt", 404, "not_found"),
-        ("/clips/685ba776e4f9ec2f0756267a/900000.vtt", 422, "window_outside_episode"),
-        ("/clips/685ba776e4f9ec2f0756267a/abc.vtt", 400, "invalid_start_ms"),
-        ("/clips/685ba776e4f9ec2f0756267a/5.mp3.vtt", 400, "invalid_start_ms"),
-        ("/clips/685ba776e4f9ec2f0756267a/.vtt", 400, "invalid_start_ms"),
-        ("/clips/685ba776e4f9ec2f0756267a/0.vtt?duration_ms=0", 400, "invalid_duration_ms"),
-    ]
+    static let errors = clipDocumentProblems(".vtt")
 
     @Test("Errors are the clip's JSON problems, with CORS; preflight answers like the clip's")
     func errors() throws {
         try withCaptionServer("captions-errors") { server in
-            for (path, status, error) in Self.errors {
-                let response = try fetch(server.baseURL + path)
-                #expect(response.status == status, "\(path): \(String(decoding: response.body, as: UTF8.self))")
-                #expect(response.headers["content-type"] == "application/json" && response.headers["cache-control"] == "no-store", "\(path)")
-                #expect(response.headers["access-control-allow-origin"] == "*", "\(path)")
-                let json = try JSONSerialization.jsonObject(with: Data(response.body)) as? [String: String]
-                #expect(json?["error"] == error, "\(path)")
-            }
-            let preflight = try fetch("\(server.baseURL)/clips/\(CaptionCatalog.episode)/0.vtt", method: "OPTIONS",
-                                      headers: [("Origin", "https://dash.example.com"), ("Access-Control-Request-Method", "GET")])
-            #expect(preflight.status == 204 && preflight.headers["access-control-allow-methods"] == "GET, HEAD, OPTIONS")
+            try expectClipProblems(server.baseURL, Self.errors)
+            try expectClipPreflight("\(server.baseURL)/clips/\(CaptionCatalog.episode)/0.vtt")
             let post = try fetch("\(server.baseURL)/clips/\(CaptionCatalog.episode)/0.vtt", method: "POST")
             #expect(post.status == 405)
         }
@@ -264,16 +247,7 @@ struct CaptionServerTests {
     func etagAndConditionals() throws {
         let path = "/clips/\(CaptionCatalog.episode)/12345.vtt"
         let etag = try withCaptionServer("captions-etag") { server in
-            let first = try fetch(server.baseURL + path)
-            let etag = try #require(first.headers["etag"])
-            let notModified = try fetch(server.baseURL + path, headers: [("If-None-Match", etag)])
-            #expect(notModified.status == 304 && notModified.body.isEmpty && notModified.headers["etag"] == etag)
-            #expect(notModified.headers["cache-control"] == "public, max-age=31536000, immutable")
-            let other = try fetch(server.baseURL + path, headers: [("If-None-Match", "\"0123456789abcdef-0123456789abcdef\"")])
-            #expect(other.status == 200 && sameBytes(other.body, first.body))
-            #expect(try fetch(server.baseURL + path, headers: [("If-Match", "\"nope\"")]).status == 412)
-            #expect(try fetch(server.baseURL + path, headers: [("If-Match", etag)]).status == 200)
-            return etag
+            try expectEntityTagConditionals(server.baseURL + path)
         }
         // Same transcript on a fresh node: same tag. A changed transcript: same clip, new tag.
         try withCaptionServer("captions-etag-fresh") { server in
@@ -293,11 +267,7 @@ struct CaptionServerTests {
     func signedURLs() throws {
         let key = ["CLIPPROXY_SIGNING_KEY": "captions-test-signing-key-0123456789"]
         let environment = ProcessInfo.processInfo.environment.merging(key) { $1 }
-        func signed(_ path: String) throws -> String {
-            let run = try runClipProxy(["sign", path, "--expires-in", "600"], environment: environment)
-            #expect(run.status == 0, "\(run.stderr)")
-            return run.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-        }
+        func signed(_ path: String) throws -> String { try signedPath(path, environment: environment) }
         let captions = "/clips/\(CaptionCatalog.episode)/5000.vtt"
         try withCaptionServer("captions-signed", extra: key) { server in
             let unsigned = try fetch(server.baseURL + captions)

@@ -46,6 +46,8 @@ final class ClipPipeline: Sendable {
     private let recentSourceBytes = RecentSourceBytes()
     /// Episodes' transcript chunks, for captions (`Transcripts.swift`).
     let transcripts: TranscriptCache
+    /// Waveform peaks being read or computed, by peaks key: one computation however many ask (`Peaks.swift`).
+    let peakLoads = SingleFlight<ClipKey, [UInt8]>()
     let threads: NIOThreadPool
     let logger: Logger
     let metrics: ClipMetrics

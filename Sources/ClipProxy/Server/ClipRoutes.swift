@@ -39,6 +39,7 @@ struct ClipRoutes: Sendable {
     /// the clip and decide Range and conditionals; nothing is sent before that succeeded), send.
     func serve(_ request: Request, _ context: ClipRequestContext) async throws -> Response {
         if CaptionRoutes.wantsCaptions(context.parameters.get("start")) { return try await CaptionRoutes(clips: self).serve(request, context) }
+        if PeaksRoutes.wantsPeaks(context.parameters.get("start")) { return try await PeaksRoutes(clips: self).serve(request, context) }
         let clipRequest: ClipRequest
         do {
             clipRequest = try accept(request, context)
