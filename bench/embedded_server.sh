@@ -20,7 +20,7 @@ start_server() {  # $1: a name for the server's own cache
   local dir=$work/$1 log=$work/$1.out
   mkdir -p "$dir"
   err=$dir/err
-  CLIPPROXY_HTTP_PORT=0 CLIPPROXY_CACHE_DIR=$dir/cache CLIPPROXY_CLIPSTORE_DIR=$dir/l2 CLIPPROXY_CATALOG_KIND=file \
+  CLIPPROXY_HTTP_PORT=0 CLIPPROXY_CACHE_DIR=$dir/cache CLIPPROXY_SECOND_TIER_DIR=$dir/l2 CLIPPROXY_CATALOG_KIND=file \
     CLIPPROXY_CATALOG_DIR=$fixtures/catalog CLIPPROXY_SOURCE_KIND=dir CLIPPROXY_SOURCE_DIR=$fixtures/source \
     "$bin" serve >"$log" 2>"$err" &
   server=$!

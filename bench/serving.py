@@ -337,7 +337,7 @@ class Bench:
             "CLIPPROXY_S3_PATH_STYLE": "true", "CLIPPROXY_S3_SOURCE_BUCKET": SOURCE_BUCKET,
             "CLIPPROXY_S3_CLIP_BUCKET": CLIP_BUCKET,
             "CLIPPROXY_CACHE_DIR": os.path.join(self.work, "cache"),
-            "CLIPPROXY_CLIPSTORE_DIR": os.path.join(self.work, "l2"),
+            "CLIPPROXY_SECOND_TIER_DIR": os.path.join(self.work, "l2"),
             "AWS_ACCESS_KEY_ID": "AKIDBENCH", "AWS_SECRET_ACCESS_KEY": secret,
             "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
         })

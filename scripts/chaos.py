@@ -624,7 +624,7 @@ class Harness:
         env.update({
             "CLIPPROXY_HTTP_HOST": "127.0.0.1",
             "CLIPPROXY_CACHE_DIR": str(self.cache_dir),
-            "CLIPPROXY_CLIPSTORE_DIR": str(self.work / "l2"),
+            "CLIPPROXY_SECOND_TIER_DIR": str(self.work / "l2"),
             "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
         })
         return env

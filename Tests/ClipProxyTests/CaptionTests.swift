@@ -355,7 +355,7 @@ struct CaptionMongoTests {
             "CLIPPROXY_CATALOG_KIND": "mongo", "CLIPPROXY_MONGO_URI": "mongodb://127.0.0.1:\(port)/?retryReads=false",
             "CLIPPROXY_MONGO_DATABASE": "podinsight",
             "CLIPPROXY_SOURCE_KIND": "dir", "CLIPPROXY_SOURCE_DIR": Fixtures.directory.appendingPathComponent("source").path,
-            "CLIPPROXY_CACHE_DIR": work.path + "/cache", "CLIPPROXY_CLIPSTORE_DIR": work.path + "/l2",
+            "CLIPPROXY_CACHE_DIR": work.path + "/cache", "CLIPPROXY_SECOND_TIER_DIR": work.path + "/l2",
         ]
         let server = try ClipProxyProcess(environment: environment)
         defer { server.stop() }

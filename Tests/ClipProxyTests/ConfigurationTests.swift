@@ -36,6 +36,25 @@ struct ConfigurationTests {
         #expect(c.catalogKind == "mongo" && c.mongoDatabase == "x")
     }
 
+    @Test("clipstore.dir (renamed second_tier.dir) still works, with a warning; the new name wins")
+    func renamedKey() throws {
+        let (dir, file) = try write("clipstore:\n  dir: /srv/old-l2\n")
+        defer { dir.remove() }
+        let fromFile = try Configuration.load(file: file, environment: [:])
+        #expect(fromFile.secondTierDir == "/srv/old-l2")
+        #expect(fromFile.warnings == ["\(file): clipstore.dir is deprecated; rename it to second_tier.dir"])
+        let (both, bothFile) = try write("clipstore:\n  dir: /srv/old\nsecond_tier:\n  dir: /srv/new\n")
+        defer { both.remove() }
+        #expect(try Configuration.load(file: bothFile, environment: [:]).secondTierDir == "/srv/new")
+
+        let fromEnvironment = try Configuration.load(file: nil, environment: ["CLIPPROXY_CLIPSTORE_DIR": "/srv/env-old"])
+        #expect(fromEnvironment.secondTierDir == "/srv/env-old")
+        #expect(fromEnvironment.warnings == ["CLIPPROXY_CLIPSTORE_DIR is deprecated; use CLIPPROXY_SECOND_TIER_DIR"])
+        let newWins = try Configuration.load(file: nil, environment: ["CLIPPROXY_CLIPSTORE_DIR": "/a", "CLIPPROXY_SECOND_TIER_DIR": "/b"])
+        #expect(newWins.secondTierDir == "/b" && newWins.warnings.isEmpty)
+        #expect(try Configuration.load(file: nil, environment: [:]).warnings.isEmpty)
+    }
+
     @Test("Mistakes name the key and what is wrong", arguments: [
         ("cache:\n  max_byte: 5\n", "did you mean cache.max_bytes"),
         ("http:\n  port: 70000\n", "http.port must be an integer"),

@@ -43,7 +43,7 @@ struct FullStackTests {
             "CLIPPROXY_MONGO_DATABASE": "podinsight",
             "CLIPPROXY_SOURCE_KIND": "s3", "CLIPPROXY_S3_ENDPOINT": s3.endpoint, "CLIPPROXY_S3_PATH_STYLE": "true",
             "CLIPPROXY_S3_SOURCE_BUCKET": sourceBucket,
-            "CLIPPROXY_CACHE_DIR": work.path + "/cache", "CLIPPROXY_CLIPSTORE_DIR": work.path + "/l2",
+            "CLIPPROXY_CACHE_DIR": work.path + "/cache", "CLIPPROXY_SECOND_TIER_DIR": work.path + "/l2",
             "AWS_ACCESS_KEY_ID": "AKIDTEST", "AWS_SECRET_ACCESS_KEY": secret, "AWS_SESSION_TOKEN": token,
             "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
         ]

@@ -252,7 +252,7 @@ struct IndexSourcesTests {
         defer { work.remove() }
         let source = Fixtures.directory.appendingPathComponent("source").path
         var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("CLIPPROXY_") }
-        environment.merge(["CLIPPROXY_SOURCE_KIND": "dir", "CLIPPROXY_SOURCE_DIR": source, "CLIPPROXY_CLIPSTORE_DIR": work.path + "/l2"]) { $1 }
+        environment.merge(["CLIPPROXY_SOURCE_KIND": "dir", "CLIPPROXY_SOURCE_DIR": source, "CLIPPROXY_SECOND_TIER_DIR": work.path + "/l2"]) { $1 }
         let run = try ToolProcess(["index-sources"], environment: environment).finish(timeout: 60)
         #expect(run.status == 0, "\(run.stdout)\n\(run.stderr)")
 

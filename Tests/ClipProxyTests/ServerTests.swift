@@ -19,7 +19,7 @@ struct EmbeddedServer {
     let work: TemporaryDirectory
     var environment: [String: String] {
         [
-            "CLIPPROXY_CACHE_DIR": work.path + "/cache", "CLIPPROXY_CLIPSTORE_DIR": work.path + "/l2",
+            "CLIPPROXY_CACHE_DIR": work.path + "/cache", "CLIPPROXY_SECOND_TIER_DIR": work.path + "/l2",
             "CLIPPROXY_CATALOG_KIND": "file", "CLIPPROXY_CATALOG_DIR": Fixtures.directory.appendingPathComponent("catalog").path,
             "CLIPPROXY_SOURCE_KIND": "dir", "CLIPPROXY_SOURCE_DIR": Fixtures.directory.appendingPathComponent("source").path,
         ]

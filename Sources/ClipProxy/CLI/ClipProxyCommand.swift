@@ -1,3 +1,4 @@
+import Foundation
 import ArgumentParser
 import Logging
 
@@ -41,7 +42,11 @@ struct ConfigOption: ParsableArguments {
     @Option(name: .long, help: "Configuration file (YAML or JSON); every key can be overridden by its CLIPPROXY_* variable.")
     var config: String?
 
-    func load() throws -> Configuration { try Configuration.load(file: config) }
+    func load() throws -> Configuration {
+        let configuration = try Configuration.load(file: config)
+        for warning in configuration.warnings { FileHandle.standardError.write(Data("warning: \(warning)\n".utf8)) }
+        return configuration
+    }
 }
 
 struct ServeCommand: AsyncParsableCommand {

@@ -58,7 +58,7 @@ enum IndexSourcesTool {
         let tier = try Upstreams.clipTier(configuration)
         let (sourceRoot, tierName) = configuration.sourceKind == "s3"
             ? ("s3://\(configuration.s3SourceBucket)", "s3://\(configuration.s3ClipBucket)/\(SharedFrameIndex.prefix)")
-            : (configuration.sourceDir, "\(configuration.clipstoreDir)/\(SharedFrameIndex.prefix)")
+            : (configuration.sourceDir, "\(configuration.secondTierDir)/\(SharedFrameIndex.prefix)")
         let sourceName = "\(sourceRoot)/\(prefix)"
 
         // A missing clip bucket would fail every item after its source was read: check it first.

@@ -32,7 +32,8 @@ struct Configuration: Sendable, Equatable {
     var mongoDatabase = "podinsight"
     var sourceKind = "dir"
     var sourceDir = "./demo/source"
-    var clipstoreDir = "./.cache/clipproxy/l2"
+    /// The second tier when there is no S3 clip bucket: a directory of clips (shared storage for several nodes).
+    var secondTierDir = "./.cache/clipproxy/l2"
     var s3Endpoint = ""
     var s3Region = "eu-west-2"
     var s3PathStyle = false
@@ -51,11 +52,18 @@ struct Configuration: Sendable, Equatable {
     /// How long a cold clip waits for a fill slot before answering 503.
     var limitsFillQueueWaitMs: Int64 = 5_000
 
+    /// What the file or environment said that still works but should change (old key names).
+    var warnings: [String] = []
+
+    /// Old key names still accepted, with the key that replaced each.
+    static let renamedKeys = ["clipstore.dir": "second_tier.dir"]
+
     /// Every key, its environment variable, and how to apply a textual value.
     struct Key: Sendable {
         let name: String
         let apply: @Sendable (inout Configuration, String) throws -> Void
-        var environmentVariable: String { "CLIPPROXY_" + name.uppercased().replacingOccurrences(of: ".", with: "_") }
+        var environmentVariable: String { Self.environmentVariable(for: name) }
+        static func environmentVariable(for name: String) -> String { "CLIPPROXY_" + name.uppercased().replacingOccurrences(of: ".", with: "_") }
     }
 
     static let keys: [Key] = [
@@ -76,7 +84,7 @@ struct Configuration: Sendable, Equatable {
         Key(name: "mongo.database") { $0.mongoDatabase = try nonEmpty($1, "mongo.database") },
         Key(name: "source.kind") { $0.sourceKind = try oneOf($1, "source.kind", ["dir", "s3"]) },
         Key(name: "source.dir") { $0.sourceDir = try nonEmpty($1, "source.dir") },
-        Key(name: "clipstore.dir") { $0.clipstoreDir = try nonEmpty($1, "clipstore.dir") },
+        Key(name: "second_tier.dir") { $0.secondTierDir = try nonEmpty($1, "second_tier.dir") },
         Key(name: "s3.endpoint") { $0.s3Endpoint = $1 },
         Key(name: "s3.region") { $0.s3Region = try nonEmpty($1, "s3.region") },
         Key(name: "s3.path_style") { $0.s3PathStyle = try boolean($1, "s3.path_style") },
@@ -102,13 +110,25 @@ struct Configuration: Sendable, Equatable {
                 throw ConfigurationError("cannot read configuration file \(file): \(error.localizedDescription)")
             }
             let values = try flatten(text, file: file)
-            for (name, value) in values.sorted(by: { $0.key < $1.key }) {
+            for (given, value) in values.sorted(by: { $0.key < $1.key }) {
+                var name = given
+                if let renamed = renamedKeys[given] {
+                    if values[renamed] != nil { continue }  // the new name wins
+                    configuration.warnings.append("\(file): \(given) is deprecated; rename it to \(renamed)")
+                    name = renamed
+                }
                 guard let key = keys.first(where: { $0.name == name }) else {
                     let hint = keys.map(\.name).min { editDistance($0, name) < editDistance($1, name) }.map { " (did you mean \($0)?)" } ?? ""
                     throw ConfigurationError("\(file): unknown key \(name)\(hint)")
                 }
                 try key.apply(&configuration, value)
             }
+        }
+        for (old, renamed) in renamedKeys.sorted(by: { $0.key < $1.key }) {
+            guard let key = keys.first(where: { $0.name == renamed }), environment[key.environmentVariable] == nil,
+                  let value = environment[Key.environmentVariable(for: old)] else { continue }
+            configuration.warnings.append("\(Key.environmentVariable(for: old)) is deprecated; use \(key.environmentVariable)")
+            try key.apply(&configuration, value)
         }
         for key in keys {
             if let value = environment[key.environmentVariable] { try key.apply(&configuration, value) }

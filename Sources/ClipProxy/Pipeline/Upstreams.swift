@@ -66,7 +66,7 @@ extension Upstreams {
             S3ClipTier(client: try s3Client(configuration, logger: logger), bucket: configuration.s3ClipBucket,
                        template: configuration.s3ClipKeyTemplate)
         default:
-            ClipDirectoryTier(root: configuration.clipstoreDir, template: configuration.s3ClipKeyTemplate)
+            ClipDirectoryTier(root: configuration.secondTierDir, template: configuration.s3ClipKeyTemplate)
         }
     }
 }

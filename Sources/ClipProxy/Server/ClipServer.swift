@@ -111,9 +111,9 @@ enum ClipServer {
             checks.append(Readiness.Check(name: "clip_bucket") { try client.headBucket(configuration.s3ClipBucket) })
         } else {
             checks.append(Readiness.Check(name: "source_dir") { try directoryCheck(configuration.sourceDir, writable: false) })
-            checks.append(Readiness.Check(name: "clipstore_dir") {
-                try FileManager.default.createDirectory(atPath: configuration.clipstoreDir, withIntermediateDirectories: true)
-                try directoryCheck(configuration.clipstoreDir, writable: true)
+            checks.append(Readiness.Check(name: "second_tier_dir") {
+                try FileManager.default.createDirectory(atPath: configuration.secondTierDir, withIntermediateDirectories: true)
+                try directoryCheck(configuration.secondTierDir, writable: true)
             })
         }
         return checks
