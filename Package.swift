@@ -71,9 +71,9 @@ let package = Package(
         // MARK: Tests
         // Starts real test servers (moto, the MongoDB wire server) and locates fixtures.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
-        .testTarget(name: "TrimTests", dependencies: ["Trim", "CFFmpeg", "TestSupport"]),
-        .testTarget(name: "IndexTests", dependencies: ["Index", "CLMDB", "Support", "TestSupport"]),
-        .testTarget(name: "UpstreamTests", dependencies: ["Upstream", "CCurl", "CMongoc", "Support", "TestSupport"]),
+        .testTarget(name: "TrimTests", dependencies: ["Trim", "TestSupport"]),
+        .testTarget(name: "IndexTests", dependencies: ["Index", "Support", "TestSupport"]),
+        .testTarget(name: "UpstreamTests", dependencies: ["Upstream", "Support", "TestSupport"]),
         .testTarget(name: "ClipProxyTests", dependencies: [
             "ClipProxy", "Index", "Trim", "Upstream", "Support", "TestSupport",
             .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),

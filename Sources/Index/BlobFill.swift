@@ -62,13 +62,11 @@ public final class BlobFill: @unchecked Sendable {
 public enum IndexError: Error, CustomStringConvertible, Sendable {
     case io(String, Int32)
     case state(String)
-    case corruptRecord(String)
 
     public var description: String {
         switch self {
         case .io(let what, let code): "\(what): \(String(cString: strerror(code)))"
         case .state(let what): "clip store misuse: \(what)"
-        case .corruptRecord(let what): "corrupt index record: \(what)"
         }
     }
 }

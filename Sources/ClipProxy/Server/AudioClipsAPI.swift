@@ -15,7 +15,6 @@ import NIOCore
 /// missing or non-integer parameter.
 struct AudioClipsAPI: Sendable {
     let pipeline: ClipPipeline
-    let routes: ClipRoutes
     let signer: URLSigner?
 
     func register(on router: some RouterMethods<ClipRequestContext>) {

@@ -36,7 +36,7 @@ enum ClipServer {
         // Routes whose answers scripts on other origins may read: CORS on all of them, errors too.
         let crossOrigin = router.group().add(middleware: CORSMiddleware(policy: clipRoutes.cors))
         clipRoutes.register(on: crossOrigin)
-        AudioClipsAPI(pipeline: pipeline, routes: clipRoutes, signer: signer).register(on: crossOrigin)
+        AudioClipsAPI(pipeline: pipeline, signer: signer).register(on: crossOrigin)
         AdminRoutes(pipeline: pipeline).register(on: router)
         router.get("/healthz") { _, _ in jsonResponse(.ok, ["status": "ok"]) }
         let readiness = Readiness(checks: try readinessChecks(configuration, store: store, catalog: catalog, logger: logger),

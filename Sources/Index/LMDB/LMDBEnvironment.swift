@@ -147,10 +147,6 @@ public final class LMDBEnvironment: @unchecked Sendable {
         try check(mdb_env_set_mapsize(env, newSize), "env_set_mapsize")
         mapSize = newSize
     }
-
-    /// Flushes the data to disk (the environment is opened with full durability, so this is only
-    /// needed after bulk work).
-    public func sync() throws { try check(mdb_env_sync(env, 1), "env_sync") }
 }
 
 /// A transaction lent to a closure. Never store it or any buffer it hands out.
