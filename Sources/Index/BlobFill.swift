@@ -18,8 +18,7 @@ public final class BlobFill: @unchecked Sendable {
 
     init(key: ClipKey, temporaryPath: String, startedMs: Int64) throws {
         self.startedMs = startedMs
-        let fd = open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw SystemCallError("create", temporaryPath, code: errno) }
+        let fd = try Posix.createExclusive(temporaryPath)
         self.key = key
         self.temporaryPath = temporaryPath
         descriptor = fd

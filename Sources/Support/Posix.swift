@@ -30,7 +30,19 @@ public enum Posix {
 
     /// A read-only descriptor of `path`, or -1 (errno set) when it cannot be opened.
     public static func openForReading(_ path: String) -> Int32 {
-        retryingInterrupts { open(path, O_RDONLY | O_CLOEXEC) }
+        open(path, O_RDONLY)
+    }
+
+    /// `open(2)` with close-on-exec and EINTR retried; -1 (errno set) on failure.
+    public static func open(_ path: String, _ flags: Int32, mode: mode_t = 0o644) -> Int32 {
+        retryingInterrupts { Foundation.open(path, flags | O_CLOEXEC, mode) }
+    }
+
+    /// A new file at `path`, opened for writing; fails if it exists (a temporary file of our own).
+    public static func createExclusive(_ path: String) throws -> Int32 {
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL)
+        guard fd >= 0 else { throw SystemCallError("create", path, code: errno) }
+        return fd
     }
 
     /// Writes all of `bytes` at the descriptor's position.
@@ -60,14 +72,14 @@ public enum Posix {
     }
 
     public static func fsyncDirectory(_ path: String) throws {
-        let fd = retryingInterrupts { open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        let fd = open(path, O_RDONLY | O_DIRECTORY)
         guard fd >= 0 else { throw SystemCallError("open", path, code: errno) }
         defer { close(fd) }
         try fsync(fd, path: path)
     }
 
     public static func rename(_ from: String, to: String) throws {
-        guard Foundation.rename(from, to) == 0 else { throw SystemCallError("rename", "\(from) to \(to)", code: errno) }
+        guard retryingInterrupts({ Foundation.rename(from, to) }) == 0 else { throw SystemCallError("rename", "\(from) to \(to)", code: errno) }
     }
 
     /// What stands in for an ETag of a file: size, modification time and inode change whenever

@@ -1,3 +1,4 @@
+import Support
 import Foundation
 import Trim
 
@@ -16,7 +17,7 @@ enum TrimTool {
             try Trimmer.write(plan, from: source) { bytes in try handle.write(contentsOf: bytes) }
             try handle.synchronize()
             try handle.close()
-            guard rename(temporary, output) == 0 else { throw ToolError("cannot move the clip to \(output) (errno \(errno))") }
+            try Posix.rename(temporary, to: output)
         } catch {
             try? handle.close()
             try? FileManager.default.removeItem(atPath: temporary)

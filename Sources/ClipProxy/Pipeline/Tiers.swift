@@ -119,9 +119,9 @@ struct ClipDirectoryTier: ClipTier {
                      timespec(tv_sec: Int(createdMs / 1000), tv_nsec: Int(createdMs % 1000) * 1_000_000)]
         _ = utimensat(AT_FDCWD, temporary, times, 0)
         try clip.key.hex.write(toFile: path + ".key", atomically: true, encoding: .utf8)
-        guard rename(temporary, path) == 0 else {
+        do { try Posix.rename(temporary, to: path) } catch {
             unlink(temporary)
-            throw ConfigurationError("cannot write \(path) (errno \(errno))")
+            throw error
         }
     }
 

@@ -1,3 +1,4 @@
+import Support
 import CLMDB
 import Foundation
 
@@ -72,7 +73,7 @@ public final class LMDBEnvironment: @unchecked Sendable {
     /// process with SIGBUS; allocating its blocks now turns that into nothing worse than a
     /// failed allocation here (ignored: the file may still fit as it is used).
     private static func allocateLockFile(_ path: String) {
-        let fd = open(path, O_RDWR | O_CLOEXEC)
+        let fd = Posix.open(path, O_RDWR)
         guard fd >= 0 else { return }
         defer { close(fd) }
         var info = stat()

@@ -33,7 +33,7 @@ public final class FileByteSource: ByteSource {
     public let path: String
 
     public init(path: String) throws {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        let fd = Posix.openForReading(path)
         guard fd >= 0 else { throw TrimError.sourceUnavailable("cannot open \(path): \(String(cString: strerror(errno)))") }
         var info = stat()
         guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
@@ -56,17 +56,14 @@ public final class FileByteSource: ByteSource {
         let wanted = Int(max(0, min(Int64(count), size - offset)))
         guard wanted > 0 else { return [] }
         var buffer = [UInt8](repeating: 0, count: wanted)
-        var filled = 0
-        try buffer.withUnsafeMutableBytes { raw in
-            while filled < wanted {
-                let n = pread(descriptor, raw.baseAddress! + filled, wanted - filled, off_t(offset) + off_t(filled))
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw TrimError.sourceUnavailable("read of \(path) failed: \(String(cString: strerror(errno)))")
-                }
-                if n == 0 { break }  // the file shrank under us
-                filled += n
+        let filled: Int
+        do {
+            // Fewer bytes only if the file shrank under us.
+            filled = try buffer.withUnsafeMutableBytes { raw in
+                try Posix.readFully(descriptor, into: raw.baseAddress!, count: wanted, at: offset, path: path)
             }
+        } catch {
+            throw TrimError.sourceUnavailable("read of \(path) failed: \(error)")
         }
         if filled < wanted { buffer.removeLast(wanted - filled) }
         return buffer

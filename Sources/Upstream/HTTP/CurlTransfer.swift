@@ -368,7 +368,7 @@ private final class UploadSource {
             fd = -1
             length = Int64(bytes.count)
         case .file(let path, let length):
-            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            let fd = Posix.openForReading(path)
             guard fd >= 0 else {
                 throw TransferError(kind: .upload, curlCode: 0, detail: "cannot open upload file \(path): \(String(cString: strerror(errno)))",
                                     bodyBytesDelivered: 0)

@@ -122,7 +122,7 @@ extension S3Client {
     /// Length and SHA-256 (hex) of a file, read in 1 MiB pieces.
     private static func hashFile(_ path: String, call: Call,
                                  failure: (Call, S3Error.Kind, String, String) -> S3Error) throws(S3Error) -> (Int64, String) {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        let fd = Posix.openForReading(path)
         guard fd >= 0 else {
             throw failure(call, .invalidRequest, "UploadSourceUnreadable", "cannot open \(path): \(String(cString: strerror(errno)))")
         }
