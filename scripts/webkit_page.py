@@ -27,6 +27,8 @@ import sys
 import tempfile
 import time
 
+from test_server_lifecycle import unblock_termination_signals
+
 INSTALL_HINT = "run `make test` (scripts/ensure-deps.sh installs webkit2gtk-driver, xvfb, the GStreamer plugins and selenium)"
 MINIBROWSER_GLOB = "/usr/lib/*/webkit2gtk-4.1/MiniBrowser"
 
@@ -238,6 +240,8 @@ def parse_arguments():
 
 def main():
     arguments = parse_arguments()
+    # Children inherit the signal mask: unblocked here, Xvfb and the driver stop at SIGTERM.
+    unblock_termination_signals()
     session = Session()
     atexit.register(session.close)
 

@@ -11,12 +11,6 @@ public enum HeadlessWebKit {
         return dom
     }
 
-    /// The value `script` passes to `done(value)` once `url` has loaded (a JSON value: number,
-    /// string, array, dictionary or nil).
-    public static func run(script: String, on url: String, timeout: TimeInterval = 30) throws -> Any? {
-        try load(url, ["--script", script], timeout: timeout)["result"] ?? nil
-    }
-
     private static func load(_ url: String, _ options: [String], timeout: TimeInterval) throws -> [String: Any] {
         let python = try RepoPaths.require(RepoPaths.python, hint: "run `make test` (it prepares .venv with selenium and installs WebKit)")
         let script = RepoPaths.scripts.appendingPathComponent("webkit_page.py").path
