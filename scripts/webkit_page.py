@@ -8,7 +8,8 @@ loaded, then optionally: a JavaScript condition is polled until it holds, and a 
     {"url": ..., "seconds": ..., "result": <the value given to done, or null>, "dom": <outerHTML or null>}
 
 Exit status: 0 done; 2 bad arguments; 3 WebKit is not installed; 4 the condition or script did
-not finish in time; 1 anything else. Every exit path stops Xvfb, the driver and the browser.
+not finish in time; 1 anything else. Every exit path stops Xvfb, the driver and the browser; if
+this script is SIGKILLed, Xvfb and the driver die with it (the browser is in its process group).
 
     scripts/webkit_page.py http://127.0.0.1:8080/ --wait-for "document.title" --dom
     scripts/webkit_page.py URL --script "const a = new Audio(URL); a.onloadedmetadata = () => done(a.duration);"
@@ -78,7 +79,7 @@ def find_webkit():
 
 
 def descendants(pid):
-    """Every process below pid, read from /proc (children first listed after their parent)."""
+    """Every process below pid, read from /proc (each after its parent)."""
     children = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
