@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what clipproxy needs and is missing, idempotently and quietly:
 #   - Debian packages (C libraries, ffmpeg as the audio oracle, media tools for fixtures),
-#   - .venv with the test servers (moto, mockupdb), pinned in scripts/requirements-test.txt.
+#   - .venv with the test servers (moto, mockupdb) and selenium, pinned in scripts/requirements-test.txt.
 # Usage: scripts/ensure-deps.sh [build|test|demo|bench]   (default: test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,8 +12,10 @@ build_packages=(pkg-config liblmdb-dev libavformat-dev libavcodec-dev libavutil-
 media_packages=(ffmpeg lame espeak-ng)
 # The curl command drives parallel and slow clients in server tests.
 client_packages=(curl)
-# Headless Chromium plays clips in browser tests.
-browser_packages=(chromium)
+# Browser tests play clips in headless Chromium and in WebKit (Safari's engine, the strictest
+# <audio> client about Range and lengths): WebKitGTK's WebDriver with MiniBrowser on an Xvfb
+# display, GStreamer plugins for MP3 playback (scripts/webkit_page.py).
+browser_packages=(chromium webkit2gtk-driver xvfb gstreamer1.0-plugins-good gstreamer1.0-plugins-base gstreamer1.0-libav)
 # nginx is the oracle for HTTP Range and conditional semantics (RangeSemanticsTests).
 oracle_packages=(nginx)
 # prometheus (with promtool) and systemd-analyze check conf/prometheus and conf/systemd (OperationsConfigTests).
@@ -50,8 +52,10 @@ requirements=scripts/requirements-test.txt
 stamp=.venv/.requirements.sha256
 want_hash=$(sha256sum "$requirements" | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want_hash" ]; then
-  echo "==> preparing .venv (test servers: moto, mockupdb)"
-  if ! python3 -m venv .venv 2>/dev/null; then
+  echo "==> preparing .venv (test servers: moto, mockupdb; selenium for WebKit)"
+  # An existing venv only needs the new requirements (it may be a link to a shared one, which
+  # `python3 -m venv` refuses to touch).
+  if [ ! -x .venv/bin/python ] && ! python3 -m venv .venv 2>/dev/null; then
     # Debian's own python3 needs python3-venv for this.
     ${sudo:-} apt-get install -y -qq python3-venv >/dev/null
     python3 -m venv .venv

@@ -76,6 +76,7 @@ enum ServerRangeTable {
         .get("no Range", 200),
         .get("bytes=0-", 206) { _ in [("Range", "bytes=0-")] },
         .get("first byte 0-0", 206) { _ in [("Range", "bytes=0-0")] },
+        .get("Safari's first request: a probe bytes=0-1", 206) { _ in [("Range", "bytes=0-1")] },
         .get("bytes=100-1999", 206) { _ in [("Range", "bytes=100-1999")] },
         .get("open N/2-", 206) { v in [("Range", "bytes=\(v.length / 2)-")] },
         .get("suffix -500", 206) { _ in [("Range", "bytes=-500")] },

@@ -132,21 +132,47 @@ struct ServerTests {
     }
 }
 
+/// What the demo page's players showed once loaded: each writes its clip's duration, or an
+/// error, on its caption (`data-duration`, `data-error`).
+struct DemoPagePlayers {
+    /// Every player has reported.
+    static let done = "[...document.querySelectorAll('.state')].every(s => 'duration' in s.dataset || 'error' in s.dataset)"
+
+    let players: Int
+    let durations: [Double]
+    let errors: Int
+
+    init(dom: String) {
+        players = dom.components(separatedBy: "<audio").count - 1
+        durations = dom.matches(of: /data-duration="([0-9.]+)"/).map { Double($0.1) ?? 0 }
+        errors = dom.components(separatedBy: "data-error").count - 1
+    }
+
+    /// Loads the page at `url` in `browser`.
+    static func load(_ url: String, in browser: Browser, virtualSeconds: Int) throws -> (DemoPagePlayers, dom: String) {
+        let dom = try browser.dumpDOM(of: url, until: done, virtualSeconds: virtualSeconds)
+        return (DemoPagePlayers(dom: dom), dom)
+    }
+
+    /// Every player loaded a 30 s clip and none reported an error.
+    func expectAllPlayed(_ browser: Browser, sourceLocation: SourceLocation = #_sourceLocation) {
+        #expect(durations.count == players, "\(browser): every player loaded: \(durations.count) of \(players)", sourceLocation: sourceLocation)
+        #expect(durations.allSatisfy { abs($0 - 30) <= 0.1 }, "\(browser): every clip is 30 s: \(durations)", sourceLocation: sourceLocation)
+        #expect(errors == 0, "\(browser): \(errors) player(s) reported an error", sourceLocation: sourceLocation)
+    }
+}
+
 @Suite("The demo page plays clips in a browser")
 struct DemoPageTests {
-    @Test("Headless Chromium loads the page at / and every player reports a 30 s clip")
-    func demoPagePlays() throws {
-        let work = try TemporaryDirectory("demo")
+    @Test("The page at / loads and every player reports a 30 s clip", .serialized, arguments: Browser.allCases)
+    func demoPagePlays(browser: Browser) throws {
+        let work = try TemporaryDirectory("demo-\(browser)")
         defer { work.remove() }
         let server = try EmbeddedServer(work: work).start()
         defer { server.stop() }
-        let dom = try HeadlessChromium.dumpDOM(of: server.baseURL + "/", virtualTimeMs: 15_000)
-        let players = dom.components(separatedBy: "<audio").count - 1
-        let durations = dom.matches(of: /data-duration="([0-9.]+)"/).map { Double($0.1) ?? 0 }
-        #expect(players >= 15, "the page lists the fixture episodes with players")
-        #expect(durations.count == players, "every player loaded: \(durations.count) of \(players)")
-        #expect(durations.allSatisfy { abs($0 - 30) <= 0.1 }, "\(durations)")
-        #expect(!dom.contains("data-error"))
+        let (page, _) = try DemoPagePlayers.load(server.baseURL + "/", in: browser, virtualSeconds: 15)
+        #expect(page.players >= 15, "the page lists the fixture episodes with players")
+        page.expectAllPlayed(browser)
     }
 }
 
@@ -188,38 +214,67 @@ struct ShutdownTests {
 
 @Suite("Browsers: play and seek clips served by clipproxy")
 struct BrowserSeekTests {
-    @Test("Chromium plays a cold and a warm clip: 30 s duration, seek to 20 s answered with 206")
-    func playAndSeek() throws {
-        let work = try TemporaryDirectory("seek")
-        defer { work.remove() }
-        let server = try EmbeddedServer(work: work).start()
-        defer { server.stop() }
-        let warmURL = "\(server.baseURL)/clips/\(ServerTests.episode)/1000"
-        _ = try fetch(warmURL)  // warm: in L1 before the browser asks
-        let coldURL = "\(server.baseURL)/clips/685ba776e4f9ec2f0756267b/2000"
-        let page = """
+    /// Two players that load their clip, report duration and errors, seek to 20 s and report where
+    /// they landed and their readyState.
+    static func seekPage(cold: String, warm: String, preload: String) -> String {
+        """
         <!doctype html><html><body><pre id="out">{}</pre>
-        <audio id="cold" preload="auto" src="\(coldURL)"></audio>
-        <audio id="warm" preload="auto" src="\(warmURL)"></audio>
+        <audio id="cold" preload="\(preload)" data-src="\(cold)"></audio>
+        <audio id="warm" preload="\(preload)" data-src="\(warm)"></audio>
         <script>
-        const results = {};
-        const out = document.getElementById('out');
-        for (const a of document.querySelectorAll('audio')) {
+        const results = {}, out = document.getElementById('out'), players = [...document.querySelectorAll('audio')];
+        function report() {
+          out.textContent = JSON.stringify(results);
+          if (players.every(a => (a.id + '_seeked') in results || (a.id + '_error') in results)) out.dataset.done = '1';
+        }
+        for (const a of players) {
           a.addEventListener('loadedmetadata', () => { results[a.id + '_duration'] = a.duration; a.currentTime = 20; });
-          a.addEventListener('seeked', () => { results[a.id + '_seeked'] = a.currentTime; out.textContent = JSON.stringify(results); });
-          a.addEventListener('error', () => { results[a.id + '_error'] = a.error && a.error.code; out.textContent = JSON.stringify(results); });
+          a.addEventListener('seeked', () => { results[a.id + '_seeked'] = a.currentTime; results[a.id + '_ready'] = a.readyState; report(); });
+          a.addEventListener('error', () => { results[a.id + '_error'] = a.error && a.error.code; report(); });
+          a.src = a.dataset.src;  // after the listeners, so no event is missed
         }
         </script></body></html>
         """
-        try page.write(toFile: work.path + "/page.html", atomically: true, encoding: .utf8)
-        let dom = try HeadlessChromium.dumpDOM(of: URL(fileURLWithPath: work.path + "/page.html").absoluteString, virtualTimeMs: 15_000)
-        let json = try #require(dom.firstMatch(of: /<pre id="out">([^<]*)<\/pre>/)).1
-        let results = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Double] ?? [:]
-        for id in ["cold", "warm"] {
-            #expect(results["\(id)_duration"].map { abs($0 - 30) <= 0.1 } == true, "\(id): \(json)")
-            #expect(results["\(id)_seeked"].map { abs($0 - 20) <= 0.1 } == true, "\(id): \(json)")
+    }
+
+    @Test("Plays a cold and a warm clip: 30 s, no error; the seek to 20 s lands; Range requests answered 206",
+          .serialized, arguments: Browser.allCases)
+    func playAndSeek(browser: Browser) throws {
+        let work = try TemporaryDirectory("seek-\(browser)")
+        defer { work.remove() }
+        let server = try EmbeddedServer(work: work).start()
+        defer { server.stop() }
+        // Every browser request goes through the proxy, which lists them with their Range headers.
+        let proxy = try TestServer.faultProxy(address: String(server.baseURL.dropFirst("http://".count)))
+        defer { proxy.stop() }
+        let clips = ["cold": (episode: "685ba776e4f9ec2f0756267b", start: 2000), "warm": (episode: ServerTests.episode, start: 1000)]
+        func path(_ id: String) -> String { "/clips/\(clips[id]!.episode)/\(clips[id]!.start)" }
+        _ = try fetch(server.baseURL + path("warm"))  // warm: in L1 before the browser asks
+        #expect(server.waitForLog("fill finished"))
+
+        // WebKit with preload="auto" downloads the whole clip in one 200 and seeks inside it without
+        // another request; with "metadata" it stops after the first frames and fetches the rest for
+        // the seek with `Range: bytes=N-`. Chromium asks `bytes=0-` either way, but with "metadata"
+        // it leaves that response unread and its virtual time stands still for a minute.
+        let preload = browser == .webkit ? "metadata" : "auto"
+        let page = try BrowserPage.write(Self.seekPage(cold: proxy.endpoint + path("cold"), warm: proxy.endpoint + path("warm"),
+                                                       preload: preload), in: work)
+        let (results, json) = try BrowserPage.results(in: try browser.dumpDOM(of: page, until: BrowserPage.done))
+        let requests = try FaultProxyRequest.decodeLog(try fetch(proxy.endpoint + "/__proxy/log").body)
+        for (id, clip) in clips {
+            #expect((results["\(id)_duration"] as? Double).map { abs($0 - 30) <= 0.1 } == true, "\(id): \(json)")
+            #expect((results["\(id)_seeked"] as? Double).map { abs($0 - 20) <= 0.1 } == true, "\(id): \(json)")
+            #expect((results["\(id)_ready"] as? Int).map { $0 >= 2 } == true, "\(id) has the data at 20 s: \(json)")
+            #expect(results["\(id)_error"] == nil, "\(id): \(json)")
+            // Chromium's Range request is its first, `bytes=0-`; WebKit's first request has no
+            // Range, so its Range request is the seek's.
+            let ranges = requests.filter { $0.path == path(id) }.compactMap(\.range)
+            let fromLaterByte = ranges.contains { $0.firstMatch(of: /^bytes=[1-9][0-9]*-/) != nil }
+            #expect(!ranges.isEmpty && (browser == .chromium || fromLaterByte), "\(id): \(browser) asked \(ranges)")
+            #expect(server.log.split(separator: "\n").contains {
+                $0.contains("clip.start_ms=\(clip.start) ") && $0.contains("episode.id=\(clip.episode) ") && $0.contains("http.status=206")
+            }, "\(id): the range request was answered with 206")
         }
-        #expect(server.log.contains("http.status=206"), "the browser's range requests were answered with 206")
         #expect(server.log.contains("clip.tier=fill") && server.log.contains("clip.tier=l1_hit"))
     }
 }

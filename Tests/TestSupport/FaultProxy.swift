@@ -7,9 +7,15 @@ extension TestServer {
     /// on the proxy lists the requests it saw.
     public static func faultProxy(target: TestServer, plan: [String] = [], defaultMode: String = "pass",
                                   stallSeconds: Double = 30) throws -> TestServer {
+        try faultProxy(address: "\(target.host):\(target.port)", plan: plan, defaultMode: defaultMode, stallSeconds: stallSeconds)
+    }
+
+    /// The same in front of any `host:port` (a `ClipProxyProcess`, say: it counts what browsers ask).
+    public static func faultProxy(address: String, plan: [String] = [], defaultMode: String = "pass",
+                                  stallSeconds: Double = 30) throws -> TestServer {
         try start(name: "fault-proxy", executable: RepoPaths.python, arguments: [
             RepoPaths.scripts.appendingPathComponent("fault_proxy.py").path,
-            "--target", "\(target.host):\(target.port)",
+            "--target", address,
             "--plan", plan.joined(separator: ","),
             "--default", defaultMode,
             "--stall-seconds", String(stallSeconds),

@@ -1,0 +1,290 @@
+#!/usr/bin/env python3
+"""Loads a page in WebKit (Safari's engine) and prints what it found as JSON.
+
+WebKitGTK's WebDriver drives MiniBrowser on a private Xvfb display through selenium. The page is
+loaded, then optionally: a JavaScript condition is polled until it holds, and a script runs with
+`done(value)` to call when it has its answer (it may wait for media events). Printed on stdout:
+
+    {"url": ..., "seconds": ..., "result": <the value given to done, or null>, "dom": <outerHTML or null>}
+
+Exit status: 0 done; 2 bad arguments; 3 WebKit is not installed; 4 the condition or script did
+not finish in time; 1 anything else. Every exit path stops Xvfb, the driver and the browser; if
+this script is SIGKILLed, Xvfb and the driver die with it (the browser is in its process group).
+
+    scripts/webkit_page.py http://127.0.0.1:8080/ --wait-for "document.title" --dom
+    scripts/webkit_page.py URL --script "const a = new Audio(URL); a.onloadedmetadata = () => done(a.duration);"
+"""
+import argparse
+import atexit
+import ctypes
+import glob
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from test_server_lifecycle import unblock_termination_signals
+
+INSTALL_HINT = "run `make test` (scripts/ensure-deps.sh installs webkit2gtk-driver, xvfb, the GStreamer plugins and selenium)"
+MINIBROWSER_GLOB = "/usr/lib/*/webkit2gtk-4.1/MiniBrowser"
+
+
+class PageError(Exception):
+    """A failure with the exit status that tells the caller what kind it was."""
+
+    def __init__(self, message, status=1):
+        super().__init__(message)
+        self.status = status
+
+
+class Watchdog:
+    """Names the step under way and bounds it with SIGALRM, so a call that hangs in the driver
+    (a browser that never starts leaves the session request unanswered) ends as an error."""
+
+    def __init__(self):
+        self.step, self.seconds = "starting", 0
+        signal.signal(signal.SIGALRM, self.overrun)
+
+    def begin(self, step, seconds):
+        self.step, self.seconds = step, int(seconds) + 1
+        signal.alarm(self.seconds)
+
+    def overrun(self, signum, frame):
+        raise PageError(f"{self.step} took longer than {self.seconds} s", 4)
+
+    def stop(self):
+        signal.alarm(0)
+
+
+def die_with_parent():
+    """In a child before exec: be killed if this script dies, even by SIGKILL."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def find_webkit():
+    """The driver and browser executables, or an error that says how to install them."""
+    driver = shutil.which("WebKitWebDriver")
+    browsers = sorted(glob.glob(MINIBROWSER_GLOB))
+    xvfb = shutil.which("Xvfb")
+    missing = [name for name, path in (("WebKitWebDriver", driver), ("MiniBrowser", browsers), ("Xvfb", xvfb)) if not path]
+    if missing:
+        raise PageError(f"WebKit is not installed ({', '.join(missing)} missing): {INSTALL_HINT}", 3)
+    return driver, browsers[0], xvfb
+
+
+def descendants(pid):
+    """Every process below pid, read from /proc (each after its parent)."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        parent = int(stat[stat.rindex(")") + 2:].split()[1])
+        children.setdefault(parent, []).append(int(entry))
+    found, queue = [], [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+class Session:
+    """Xvfb + WebKitWebDriver + MiniBrowser; `close()` is safe to call any number of times."""
+
+    def __init__(self):
+        self.xvfb = None
+        self.service = None
+        self.driver = None
+        self.closed = False
+        # What Xvfb, the driver and the browser print: its end goes into error messages.
+        self.log = tempfile.NamedTemporaryFile(prefix="webkit-page-", suffix=".log")
+
+    def log_tail(self):
+        self.log.flush()
+        with open(self.log.name, "rb") as f:
+            text = f.read()[-1500:].decode(errors="replace").strip()
+        return f"\n--- Xvfb and WebKit said:\n{text}" if text else ""
+
+    def start_display(self, xvfb, timeout):
+        # -displayfd: Xvfb picks a free display itself and writes its number once it accepts
+        # clients, so parallel runs never race for a number.
+        read_end, write_end = os.pipe()
+        self.xvfb = subprocess.Popen(
+            [xvfb, "-displayfd", str(write_end), "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
+            pass_fds=(write_end,), stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
+            preexec_fn=die_with_parent)
+        os.close(write_end)
+        # Read through the newline: Xvfb writes the number and "\n" separately and exits if the
+        # pipe is closed between the two.
+        written, deadline = b"", time.monotonic() + timeout
+        try:
+            while not written.endswith(b"\n") and time.monotonic() < deadline:
+                ready, _, _ = select.select([read_end], [], [], max(0, deadline - time.monotonic()))
+                chunk = os.read(read_end, 32) if ready else b""
+                if not chunk:
+                    break
+                written += chunk
+        finally:
+            os.close(read_end)
+        number = written.decode().strip()
+        if not written.endswith(b"\n") or not number.isdigit():
+            raise PageError(f"Xvfb gave no display within {timeout} s (exit status {self.xvfb.poll()})")
+        return f":{number}"
+
+    def start_browser(self, driver_path, browser_path, display, timeout):
+        try:
+            from selenium import webdriver
+            from selenium.webdriver.webkitgtk.service import Service
+        except ImportError:
+            raise PageError(f"selenium is not in this Python ({sys.executable}): {INSTALL_HINT}", 3)
+        options = webdriver.WebKitGTKOptions()
+        options.binary_location = browser_path
+        # MiniBrowser refuses WebDriver sessions unless started for automation.
+        options.add_argument("--automation")
+        # Navigation returns at once and main() waits for the parsed document itself: a media
+        # download that stalls holds back the load event, and with "eager" WebKitGTK's driver
+        # leaves every later script call hanging.
+        options.page_load_strategy = "none"
+        environment = dict(os.environ, DISPLAY=display)
+        self.service = Service(executable_path=driver_path, env=environment, log_output=self.log,
+                               popen_kw={"preexec_fn": die_with_parent})
+        self.driver = webdriver.WebKitGTK(options=options, service=self.service)
+        self.driver.set_page_load_timeout(timeout)
+        self.driver.set_script_timeout(timeout)
+        return self.driver
+
+    def close(self):
+        if self.closed:
+            return
+        self.closed = True
+        # Known before anything stops: once the driver is gone its browser is re-parented.
+        leftovers = descendants(os.getpid())
+        if self.driver is not None:
+            from selenium.webdriver.remote.command import Command
+            try:
+                # Ends the session, which closes MiniBrowser. Not driver.quit(): that also waits
+                # up to 60 s for WebKitWebDriver to honour SIGTERM, which it does not always.
+                self.driver.execute(Command.QUIT)
+            except Exception:
+                pass  # the processes are killed below either way
+        for process in (self.service and self.service.process, self.xvfb):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=3)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+        for pid in leftovers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.log.close()
+
+
+def wait_until(driver, condition, timeout):
+    """Polls a JavaScript expression until it is truthy; while the page is still loading it may
+    throw, and the last error is part of the timeout message."""
+    deadline = time.monotonic() + timeout
+    from selenium.common.exceptions import NoSuchFrameException
+    probe = f"try {{ return [!!({condition}), null]; }} catch (e) {{ return [false, String(e)]; }}"
+    while True:
+        try:
+            held, error = driver.execute_script(probe)
+        except NoSuchFrameException as gone:
+            # Navigation replaces the frame (and often the web process) under a running probe.
+            held, error = False, f"no frame: {gone.msg}"
+        if held:
+            return
+        if time.monotonic() >= deadline:
+            raise PageError(f"`{condition}` did not hold within {timeout} s{f' (it threw {error})' if error else ''}; "
+                            f"the page: {page_excerpt(driver)}", 4)
+        time.sleep(0.1)
+
+
+def run_script(driver, body, timeout):
+    """Runs `body` with `done(value)` in scope and returns the value it passes."""
+    from selenium.common.exceptions import TimeoutException
+    try:
+        return driver.execute_async_script("const done = arguments[arguments.length - 1];\n" + body)
+    except TimeoutException:
+        raise PageError(f"the script did not call done() within {timeout} s; the page: {page_excerpt(driver)}", 4)
+
+
+def page_excerpt(driver):
+    try:
+        return driver.execute_script("return document.documentElement.outerHTML;")[:3000]
+    except Exception as error:
+        return f"(unreadable: {error})"
+
+
+def parse_arguments():
+    parser = argparse.ArgumentParser(description="Load a page in WebKit and print JSON results.")
+    parser.add_argument("url")
+    parser.add_argument("--wait-for", metavar="JS", help="a JavaScript expression to poll until it is truthy")
+    parser.add_argument("--script", metavar="JS", help="run after loading (and waiting); calls done(value) with its answer")
+    parser.add_argument("--dom", action="store_true", help="include document.documentElement.outerHTML")
+    parser.add_argument("--timeout", type=float, default=30, help="seconds for each of loading, waiting and the script (default 30)")
+    return parser.parse_args()
+
+
+def main():
+    arguments = parse_arguments()
+    # Children inherit the signal mask: unblocked here, Xvfb and the driver stop at SIGTERM.
+    unblock_termination_signals()
+    session = Session()
+    atexit.register(session.close)
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, stop)
+    watchdog = Watchdog()
+    began = time.monotonic()
+    try:
+        driver_path, browser_path, xvfb = find_webkit()
+        watchdog.begin("starting Xvfb", 20)
+        display = session.start_display(xvfb, timeout=15)
+        watchdog.begin("starting WebKitWebDriver and MiniBrowser", 60)
+        driver = session.start_browser(driver_path, browser_path, display, arguments.timeout)
+        # Each step below has its own driver-side timeout; the watchdog is the backstop.
+        watchdog.begin(f"loading {arguments.url}", arguments.timeout + 10)
+        driver.get(arguments.url)
+        wait_until(driver, "location.href !== 'about:blank' && document.readyState !== 'loading'", arguments.timeout)
+        if arguments.wait_for:
+            watchdog.begin("waiting for the condition", arguments.timeout + 10)
+            wait_until(driver, arguments.wait_for, arguments.timeout)
+        watchdog.begin("running the script", arguments.timeout + 10)
+        result = run_script(driver, arguments.script, arguments.timeout) if arguments.script else None
+        dom = driver.execute_script("return document.documentElement.outerHTML;") if arguments.dom else None
+        watchdog.stop()
+        print(json.dumps({"url": arguments.url, "seconds": round(time.monotonic() - began, 2), "result": result, "dom": dom}))
+        return 0
+    except PageError as error:
+        watchdog.stop()
+        print(f"webkit_page: {error}{session.log_tail() if error.status != 3 else ''}", file=sys.stderr)
+        return error.status
+    except Exception as error:
+        watchdog.stop()
+        print(f"webkit_page: {watchdog.step}: {type(error).__name__}: {error}{session.log_tail()}", file=sys.stderr)
+        return 1
+    finally:
+        watchdog.begin("stopping WebKit", 15)
+        session.close()
+        watchdog.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
