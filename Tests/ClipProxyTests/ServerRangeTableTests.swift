@@ -398,6 +398,28 @@ struct ServerRangeTableTests {
         }
     }
 
+    /// Safari's first request for media is a probe, `Range: bytes=0-1`: on a cold clip that is a
+    /// part read from the source, and the whole clip is cut by the next request. Both are the
+    /// same representation, so the probe's Last-Modified must hold for the stored clip too.
+    @Test("A cold clip first asked for in part (Safari's probe) keeps the probe's Last-Modified")
+    func lastModifiedAfterAProbe() throws {
+        try Self.withServer("range-table-probe") { server, port in
+            let path = "/clips/\(Self.episode)/\(Self.coldStart(Self.coldSlots - 1) + 25)"
+            _ = Self.startOfNextSecond()
+            let probe = try RawHTTPClient.send(method: "GET", path: path, headers: [("Range", "bytes=0-1")], port: port)
+            #expect(probe.status == 206 && probe.header("X-Clip-Tier") == "part")
+            let probeLM = try #require(probe.header("Last-Modified"))
+            usleep(1_200_000)  // the whole clip is cut in a later second
+            let whole = try RawHTTPClient.send(method: "GET", path: path, port: port)
+            #expect(whole.status == 200 && whole.header("X-Clip-Tier") == "fill")
+            #expect(whole.header("Last-Modified") == probeLM, "cut at \(whole.header("Last-Modified") ?? "-"), probed at \(probeLM)")
+            #expect(server.waitForLog("fill finished"))
+            let revalidated = try RawHTTPClient.send(method: "GET", path: path, headers: [("If-Modified-Since", probeLM)], port: port)
+            let resumed = try RawHTTPClient.send(method: "GET", path: path, headers: [("Range", "bytes=100-199"), ("If-Range", probeLM)], port: port)
+            #expect(revalidated.status == 304 && resumed.status == 206)
+        }
+    }
+
     /// The same holds when the local store is lost and the clip comes back from the second tier
     /// (the clip directory here, the S3 clip bucket in production, and so also on another node):
     /// it is still the same representation with the same strong ETag, so a cache revalidating

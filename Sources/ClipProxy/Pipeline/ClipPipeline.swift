@@ -129,6 +129,23 @@ final class ClipPipeline: Sendable {
         return clip
     }
 
+    /// When the clip was first cut on this node: now, or when a part of it was first answered
+    /// from the source a little earlier. A clip is one representation, so the Last-Modified of a
+    /// browser's first probe (`Range: bytes=0-1`, then the whole clip) must not move: a client
+    /// revalidating with it gets 304, and If-Range with it gets 206. Kept a few minutes.
+    private func firstCut(of clip: PreparedClip) -> Int64 {
+        let now = ClipStore.nowMs()
+        return firstCuts.withLock { cuts in
+            if let earlier = cuts[clip.key], now - earlier < Self.firstCutMemoryMs { return earlier }
+            if cuts.count >= Self.preparedClipLimit { cuts = cuts.filter { now - $0.value < Self.firstCutMemoryMs } }
+            if cuts.count >= 16 * Self.preparedClipLimit { cuts.removeAll() }  // a storm of cold clips: forget, stay small
+            cuts[clip.key] = now
+            return now
+        }
+    }
+    private let firstCuts = Mutex<[ClipKey: Int64]>([:])
+    static let firstCutMemoryMs: Int64 = 300_000
+
     /// What a request is answered with: the body, the RFC 9110 decision and, for a part, its bytes.
     struct Answer: Sendable {
         let clip: PreparedClip
@@ -194,7 +211,7 @@ final class ClipPipeline: Sendable {
         if let stored = await findInSecondTier(clip) {
             return .part(PartSource(plan: clip.plan, bytes: .stored(stored), createdMs: stored.createdMs ?? ClipStore.nowMs()))
         }
-        return .part(PartSource(plan: clip.plan, bytes: .source(try openSource(clip)), createdMs: ClipStore.nowMs()))
+        return .part(PartSource(plan: clip.plan, bytes: .source(try openSource(clip)), createdMs: firstCut(of: clip)))
     }
 
     /// The clip's copy in the second tier. A second tier that cannot answer is logged and treated
@@ -485,7 +502,7 @@ final class ClipPipeline: Sendable {
     /// fill is running or has just been stored (the caller looks again). The slot is released
     /// when the fill ends (`startFill`).
     private func claim(_ clip: PreparedClip) async throws -> Fill? {
-        let fill = Fill(key: clip.key, length: clip.plan.byteCount, createdMs: ClipStore.nowMs())
+        let fill = Fill(key: clip.key, length: clip.plan.byteCount, createdMs: firstCut(of: clip))
         switch await fills.claim(fill, isStored: { [store] in (try? store.contains(clip.key)) ?? false }) {
         case .mine:
             break
