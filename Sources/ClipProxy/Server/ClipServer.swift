@@ -93,7 +93,7 @@ enum ClipServer {
             CloseAfterWrites(limit: .seconds(Int64(configuration.httpIdleTimeoutS))),
         ]
         if configuration.httpFastPath {
-            handlers.append(StoredClipFastPath.Installer { StoredClipFastPath(routes: routes, tickets: .shared) })
+            handlers.append(StoredClipFastPath.Installer { StoredClipFastPath(routes: routes) })
         }
         return handlers
     }

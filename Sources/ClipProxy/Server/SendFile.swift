@@ -27,7 +27,7 @@ final class SendFileTickets: Sendable {
     }
 
     private let magic: [UInt8] = (0..<16).map { _ in UInt8.random(in: 0...255) }
-    private let tickets = Mutex<[UInt64: Ticket]>([:])
+    private let tickets = Mutex<(all: [UInt64: Ticket], lastSweep: ContinuousClock.Instant)>(([:], .now))
     private let nextId = Atomic<UInt64>(1)
     static let staleAfter: Duration = .seconds(60)
 
@@ -37,10 +37,13 @@ final class SendFileTickets: Sendable {
     func register(descriptor: Int32, range: Range<Int64>) -> (id: UInt64, marker: ByteBuffer) {
         let id = nextId.add(1, ordering: .relaxed).oldValue
         let now = ContinuousClock.now
-        let stale = tickets.withLock { all -> [Ticket] in
-            all[id] = Ticket(descriptor: descriptor, range: range, created: now)
-            let old = all.filter { now - $0.value.created > Self.staleAfter }
-            for key in old.keys { all[key] = nil }
+        let stale = tickets.withLock { state -> [Ticket] in
+            state.all[id] = Ticket(descriptor: descriptor, range: range, created: now)
+            // Swept at most once a second: this runs for every stored response.
+            guard now - state.lastSweep > .seconds(1) else { return [] }
+            state.lastSweep = now
+            let old = state.all.filter { now - $0.value.created > Self.staleAfter }
+            for key in old.keys { state.all[key] = nil }
             return Array(old.values)
         }
         for ticket in stale { close(ticket.descriptor) }
@@ -55,15 +58,15 @@ final class SendFileTickets: Sendable {
         guard buffer.readableBytes == markerLength,
               buffer.getBytes(at: buffer.readerIndex, length: magic.count) == magic,
               let id = buffer.getInteger(at: buffer.readerIndex + magic.count, as: UInt64.self) else { return nil }
-        return tickets.withLock { $0.removeValue(forKey: id) }
+        return tickets.withLock { $0.all.removeValue(forKey: id) }
     }
 
     /// The route could not deliver the marker: close the descriptor if the handler never took it.
     func cancel(_ id: UInt64) {
-        if let ticket = tickets.withLock({ $0.removeValue(forKey: id) }) { close(ticket.descriptor) }
+        if let ticket = tickets.withLock({ $0.all.removeValue(forKey: id) }) { close(ticket.descriptor) }
     }
 
-    var pending: Int { tickets.withLock { $0.count } }
+    var pending: Int { tickets.withLock { $0.all.count } }
 }
 
 /// Swaps sendfile markers for `FileRegion`s below Hummingbird's HTTP/1 codec; every other part
@@ -81,17 +84,25 @@ final class SendFileHandler: ChannelOutboundHandler, RemovableChannelHandler {
             context.write(data, promise: promise)
             return
         }
-        let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: ticket.descriptor)
-        let sent = context.eventLoop.makePromise(of: Void.self)
-        sent.futureResult.whenComplete { _ in try? handle.close() }
-        if let promise { sent.futureResult.cascade(to: promise) }
         guard let codec = try? context.pipeline.syncOperations.context(handlerType: HTTP1ToHTTPServerCodec.self) else {
             // Not the pipeline this was built for: fail the response rather than send a marker.
-            sent.fail(ChannelError.inappropriateOperationForState)
+            Glibc.close(ticket.descriptor)
+            promise?.fail(ChannelError.inappropriateOperationForState)
             context.close(promise: nil)
             return
         }
-        let region = FileRegion(fileHandle: handle, readerIndex: Int(ticket.range.lowerBound), endIndex: Int(ticket.range.upperBound))
+        Self.sendFile(ticket.descriptor, range: ticket.range, below: codec, promise: promise)
+    }
+
+    /// Writes `range` of the file as a `FileRegion` straight to the HTTP/1 codec's context (below
+    /// the HTTPTypes conversion, which carries only buffers). Takes ownership of `descriptor`:
+    /// closed once the kernel has sent the range or the write failed.
+    static func sendFile(_ descriptor: Int32, range: Range<Int64>, below codec: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+        let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: descriptor)
+        let sent = codec.eventLoop.makePromise(of: Void.self)
+        sent.futureResult.whenComplete { _ in try? handle.close() }
+        if let promise { sent.futureResult.cascade(to: promise) }
+        let region = FileRegion(fileHandle: handle, readerIndex: Int(range.lowerBound), endIndex: Int(range.upperBound))
         codec.write(NIOAny(HTTPServerResponsePart.body(.fileRegion(region))), promise: sent)
     }
 }

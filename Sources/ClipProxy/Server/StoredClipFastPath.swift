@@ -5,6 +5,8 @@ import HummingbirdCore
 import Index
 import NIOCore
 import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
+import NIOHTTP1
 import Synchronization
 
 /// Stored clips answered in one event-loop turn, as nginx answers a file.
@@ -34,7 +36,6 @@ final class StoredClipFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundOut = HTTPResponsePart
 
     private let routes: ClipRoutes
-    private let tickets: SendFileTickets
     /// Requests handed to the router whose responses have not ended yet.
     private var routedInFlight = 0
     /// Answers written here whose last byte has not reached the socket yet. Bounded, so a client
@@ -47,9 +48,8 @@ final class StoredClipFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     /// A request answered here asked for `Connection: close`: nothing after it is read.
     private var closing = false
 
-    init(routes: ClipRoutes, tickets: SendFileTickets) {
+    init(routes: ClipRoutes) {
         self.routes = routes
-        self.tickets = tickets
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -93,11 +93,16 @@ final class StoredClipFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         context.write(data, promise: promise)
     }
 
-    /// Head, body and end, written now. Stored bytes go as sendfile markers (`SendFileHandler`
-    /// swaps each for a `FileRegion` on a descriptor of its own); the lease ends at once, its
-    /// descriptor handed to the last range (eviction or purge from here on cannot touch what is
-    /// being sent).
+    /// Head, body and end, written now. Stored bytes go to the HTTP/1 codec as `FileRegion`s
+    /// (sendfile), in order with the head and end, which pass through the handlers in between;
+    /// the lease ends at once, its descriptor handed to the last range (eviction or purge from
+    /// here on cannot touch what is being sent).
     private func send(_ answer: StoredClipAnswer, context: ChannelHandlerContext) {
+        guard let codec = codecContext(context) else {
+            answer.lease.release()
+            context.close(promise: nil)
+            return
+        }
         answersInFlight += 1
         context.write(wrapOutboundOut(.head(answer.head)), promise: nil)
         var rangesLeft = answer.parts.filter { if case .bytes = $0 { true } else { false } }.count
@@ -107,8 +112,6 @@ final class StoredClipFastPath: ChannelDuplexHandler, RemovableChannelHandler {
                 context.write(wrapOutboundOut(.body(ByteBuffer(bytes: bytes))), promise: nil)
             case .bytes(let range):
                 rangesLeft -= 1
-                // A marker always reaches SendFileHandler (nothing between drops writes), which
-                // takes its ticket and closes the descriptor once sent or failed.
                 let descriptor = rangesLeft == 0 ? answer.lease.releaseKeepingDescriptor() ?? -1 : dup(answer.lease.descriptor)
                 guard descriptor >= 0 else {
                     // Out of descriptors after the head went out: the only honest end is a close.
@@ -117,7 +120,7 @@ final class StoredClipFastPath: ChannelDuplexHandler, RemovableChannelHandler {
                     context.close(promise: nil)
                     return
                 }
-                context.write(wrapOutboundOut(.body(tickets.register(descriptor: descriptor, range: range).marker)), promise: nil)
+                SendFileHandler.sendFile(descriptor, range: range, below: codec, promise: nil)
             }
         }
         answer.lease.release()  // (no-op when the last range took the descriptor)
@@ -126,6 +129,13 @@ final class StoredClipFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         context.write(wrapOutboundOut(.end(nil)), promise: ended)
         needsFlush = true
     }
+
+    /// The HTTP/1 codec's context, looked up once per connection.
+    private func codecContext(_ context: ChannelHandlerContext) -> ChannelHandlerContext? {
+        if codec == nil { codec = try? context.pipeline.syncOperations.context(handlerType: HTTP1ToHTTPServerCodec.self) }
+        return codec
+    }
+    private var codec: ChannelHandlerContext?
 
     /// Installs a `StoredClipFastPath` right after Hummingbird's connection-state handler, then
     /// removes itself. Hummingbird adds its extra handlers in front of that handler; the fast path
