@@ -142,13 +142,14 @@ struct DemoFreshCloneTests {
         #expect(url == "http://127.0.0.1:\(port)/", "served on the PORT given to make")
         #expect(demo.output.contains("open http://127.0.0.1:\(port)/ to play clips"), "make demo prints the page's URL")
 
-        let dom = try HeadlessChromium.dumpDOM(of: url, virtualTimeMs: 20_000)
-        let players = dom.components(separatedBy: "<audio").count - 1
-        let durations = dom.matches(of: /data-duration="([0-9.]+)"/).map { Double($0.1) ?? 0 }
+        // check=1: the dashboard loads the first clip of every episode it lists.
+        let dom = try HeadlessChromium.dumpDOM(of: url + "?check=1", virtualTimeMs: 20_000)
+        let check = DashboardDOM(dom).episodeCheck()
+        let (players, durations) = (check.listed, check.durations)
         #expect(players >= 3, "the page lists demo episodes with players:\n\(dom.prefix(3000))")
-        #expect(durations.count == players, "every player loaded its clip: \(durations.count) of \(players)")
+        #expect(durations.count == players, "every listed episode's clip loaded: \(durations.count) of \(players)")
         #expect(durations.allSatisfy { abs($0 - 30) <= 0.1 }, "every clip is 30 s: \(durations)")
-        #expect(!dom.contains("data-error"), "no player reported an error")
+        #expect(!dom.contains("data-error"), "no clip reported an error")
 
         #expect(demo.server != nil, "the recipe's shell exec'd the server: it is make's child")
         let status = demo.stop()
