@@ -4,7 +4,9 @@
 It serves read-only data loaded from mongoexport-style JSON-lines files so
 that libmongoc (and pymongo) can talk to a real peer over TCP. It answers the
 handshake, ping, buildInfo, endSessions, find, getMore and killCursors;
-every other command gets MongoDB's "no such command" error.
+every other command gets MongoDB's "no such command" error. Filters may use
+field equality, $eq, $in, $regex (with $options i, m, s, x) and a top-level
+$and; find may sort. Anything else is refused with BadValue.
 
     python scripts/mongo_wire_server.py --dir DIR [--host 127.0.0.1]
         [--port 0] [--database NAME] [--delay-ms N] [--log-commands FILE]
@@ -17,6 +19,7 @@ import argparse
 import datetime
 import pathlib
 import random
+import re
 import signal
 import sys
 import threading
@@ -85,19 +88,85 @@ def field_equals(doc, field, value):
     return isinstance(actual, list) and any(same(x, value) for x in actual)
 
 
+REGEX_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL,
+               "x": re.VERBOSE}
+
+
+def compile_regex(field, cond):
+    """{$regex: pattern, $options: flags} as a compiled Python pattern."""
+    pattern, options = cond["$regex"], cond.get("$options", "")
+    if not isinstance(pattern, str) or not isinstance(options, str):
+        raise bad_value(f"$regex and $options of {field} must be strings")
+    if any(o not in REGEX_FLAGS for o in options):
+        raise bad_value(f"unsupported $options {options!r}")
+    flags = 0
+    for option in options:
+        flags |= REGEX_FLAGS[option]
+    try:
+        return re.compile(pattern, flags)
+    except re.error as exc:
+        raise CommandError(51091, "Location51091",
+                           f"Regular expression is invalid: {exc}") from exc
+
+
+def field_condition(field, cond):
+    """One field's condition: equality, $eq, $in or $regex (+ $options)."""
+    if not (isinstance(cond, dict) and any(k.startswith("$") for k in cond)):
+        return lambda doc: field_equals(doc, field, cond)
+    ops = set(cond)
+    if ops == {"$eq"}:
+        return lambda doc: field_equals(doc, field, cond["$eq"])
+    if ops == {"$in"}:
+        if not isinstance(cond["$in"], list):
+            raise bad_value("$in needs an array")
+        return lambda doc: any(field_equals(doc, field, v) for v in cond["$in"])
+    if ops in ({"$regex"}, {"$regex", "$options"}):
+        regex = compile_regex(field, cond)
+        return lambda doc: (isinstance(doc.get(field), str)
+                            and regex.search(doc[field]) is not None)
+    raise bad_value(f"unsupported operator in {field}: {sorted(ops)}")
+
+
 def compile_filter(flt):
-    """Turn a filter into (field, value) equality pairs; refuse the rest,
+    """Turn a filter into a predicate doc -> bool. Field equality, $eq, $in,
+    $regex and a top-level $and are understood; anything else is refused,
     so a test never passes against a filter this server silently ignored."""
-    pairs = []
+    parts = []
     for field, cond in flt.items():
-        if field.startswith("$"):
+        if field == "$and":
+            if not isinstance(cond, list) or not cond:
+                raise bad_value("$and must be a nonempty array")
+            parts.extend(compile_filter(sub) for sub in cond)
+        elif field.startswith("$"):
             raise bad_value(f"unsupported top-level operator {field}")
-        if isinstance(cond, dict) and any(k.startswith("$") for k in cond):
-            if list(cond) != ["$eq"]:
-                raise bad_value(f"unsupported operator in {field}: {list(cond)}")
-            cond = cond["$eq"]
-        pairs.append((field, cond))
-    return pairs
+        else:
+            parts.append(field_condition(field, cond))
+    return lambda doc: all(part(doc) for part in parts)
+
+
+# MongoDB's order between types (simplified to the types the fixtures hold).
+TYPE_ORDER = [(type(None), 0), (bool, 8), ((int, float), 1), (str, 2),
+              (dict, 3), (list, 4), (ObjectId, 7), (datetime.datetime, 9)]
+
+
+def sort_key(value):
+    for kind, rank in TYPE_ORDER:
+        if isinstance(value, kind):
+            return (rank, value) if value is not None else (rank, 0)
+    return (10, str(value))
+
+
+def sort_docs(docs, spec):
+    """Sort as `find` does: by each field of `spec` in turn (1 or -1);
+    a missing field sorts as null, first when ascending."""
+    if not spec:
+        return docs
+    for field, direction in reversed(list(spec.items())):
+        if direction not in (1, -1):
+            raise bad_value(f"sort direction of {field} must be 1 or -1")
+        docs = sorted(docs, key=lambda d: sort_key(d.get(field)),
+                      reverse=direction == -1)
+    return docs
 
 
 def compile_projection(proj):
@@ -190,7 +259,7 @@ class WireServer:
         coll = str(cmd[name])
         ns = f"{db}.{coll}"
         flt = cmd.get("filter") or {}
-        pairs = compile_filter(flt)
+        matches = compile_filter(flt)
         project = compile_projection(cmd.get("projection"))
         skip = as_int(cmd, "skip", 0)
         limit = as_int(cmd, "limit", 0)
@@ -202,8 +271,8 @@ class WireServer:
             raise bad_value("batchSize value must be non-negative")
         if limit < 0:  # legacy meaning: one batch of at most -limit docs
             limit, single = -limit, True
-        hits = [d for d in self.docs_for(db, coll)
-                if all(field_equals(d, f, v) for f, v in pairs)]
+        hits = sort_docs([d for d in self.docs_for(db, coll) if matches(d)],
+                         cmd.get("sort") or {})
         hits = [project(d) for d in hits[skip:]]
         if limit:
             hits = hits[:limit]

@@ -91,4 +91,17 @@ struct DocumentationTests {
         }
         #expect(offenders.isEmpty, "references to documents outside the repository:\n\(offenders.joined(separator: "\n"))")
     }
+
+    @Test("No file carries a merge-conflict marker")
+    func noConflictMarkers() throws {
+        var offenders: [String] = []
+        for file in try Self.repositoryFiles() where !Self.mediaExtensions.contains((file as NSString).pathExtension.lowercased()) {
+            guard let data = FileManager.default.contents(atPath: RepoPaths.root.appendingPathComponent(file).path) else { continue }
+            for (number, line) in String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).enumerated()
+            where line.hasPrefix("<<<<<<< ") || line.hasPrefix(">>>>>>> ") {
+                offenders.append("\(file):\(number + 1)")
+            }
+        }
+        #expect(offenders.isEmpty, "conflict markers at \(offenders)")
+    }
 }

@@ -20,7 +20,8 @@ struct OpenAPITests {
                          "response_headers_conformance", "response_schema_conformance", "unsupported_method"]
 
     /// The paths every server build has, each of which must be in the document.
-    static let routes = ["/clips/{episode_id}/{start_ms}", "/api/v1/audio_clips/{episode_id}", "/healthz", "/readyz", "/metrics"]
+    static let routes = ["/clips/{episode_id}/{start_ms}", "/api/v1/audio_clips/{episode_id}", "/api/v1/episodes", "/api/v1/search",
+                         "/healthz", "/readyz", "/metrics"]
 
     /// Runs a program from the venv with its output in files (no pipe can fill up) and a time
     /// limit: SIGKILL when it runs over, since a child of a Swift Concurrency thread inherits a

@@ -132,20 +132,20 @@ struct ServerTests {
     }
 }
 
-/// What the demo page's players showed once loaded: each writes its clip's duration, or an
-/// error, on its caption (`data-duration`, `data-error`).
+/// What the dashboard's `check=1` mode showed once loaded: each listed episode's row gets its
+/// first clip's duration, or an error (`data-duration`, `data-error`).
 struct DemoPagePlayers {
-    /// Every player has reported.
-    static let done = "[...document.querySelectorAll('.state')].every(s => 'duration' in s.dataset || 'error' in s.dataset)"
+    /// The list is there and every row has reported.
+    static let done = "document.getElementById('episodes').dataset.count !== undefined && "
+        + "[...document.querySelectorAll('li.episode')].every(r => 'duration' in r.dataset || 'error' in r.dataset)"
 
     let players: Int
     let durations: [Double]
     let errors: Int
 
     init(dom: String) {
-        players = dom.components(separatedBy: "<audio").count - 1
-        durations = dom.matches(of: /data-duration="([0-9.]+)"/).map { Double($0.1) ?? 0 }
-        errors = dom.components(separatedBy: "data-error").count - 1
+        (players, durations) = DashboardDOM(dom).episodeCheck()
+        errors = dom.components(separatedBy: "data-error=").count - 1
     }
 
     /// Loads the page at `url` in `browser`.
@@ -164,14 +164,14 @@ struct DemoPagePlayers {
 
 @Suite("The demo page plays clips in a browser")
 struct DemoPageTests {
-    @Test("The page at / loads and every player reports a 30 s clip", .serialized, arguments: Browser.allCases)
+    @Test("The dashboard at / with check=1: every listed episode's clip reports 30 s", .serialized, arguments: Browser.allCases)
     func demoPagePlays(browser: Browser) throws {
         let work = try TemporaryDirectory("demo-\(browser)")
         defer { work.remove() }
         let server = try EmbeddedServer(work: work).start()
         defer { server.stop() }
-        let (page, _) = try DemoPagePlayers.load(server.baseURL + "/", in: browser, virtualSeconds: 15)
-        #expect(page.players >= 15, "the page lists the fixture episodes with players")
+        let (page, _) = try DemoPagePlayers.load(server.baseURL + "/?check=1", in: browser, virtualSeconds: 15)
+        #expect(page.players == 7, "the page lists the fixture episodes that have audio")
         page.expectAllPlayed(browser)
     }
 }

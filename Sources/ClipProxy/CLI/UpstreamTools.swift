@@ -4,7 +4,7 @@ import Upstream
 /// `clipproxy resolve` and `clipproxy s3 presign`, configured like `serve`.
 enum UpstreamTools {
     static func resolve(_ episodeId: String, _ configuration: Configuration) throws {
-        let (catalog, _) = try Upstreams.catalog(configuration)
+        let catalog = try Upstreams.catalog(configuration)
         let (lister, _) = try Upstreams.sources(configuration)
         let resolved = try SourceLocator(catalog: catalog, lister: lister).resolve(episodeId)
         var output: [String: Any] = [

@@ -6,16 +6,15 @@ import Upstream
 /// Builds the catalog, the source lister and the S3 client that the configuration asks for.
 /// `serve`, `resolve` and `s3 presign` all go through here, so they agree.
 enum Upstreams {
-    static func catalog(_ configuration: Configuration) throws -> (any EpisodeCatalog, FileCatalog?) {
+    static func catalog(_ configuration: Configuration) throws -> any EpisodeCatalog {
         switch configuration.catalogKind {
         case "mongo":
             // 2 s to find a server: a request for an episode never seen answers 503 within 3 s
             // while MongoDB is down (known episodes keep their last resolution meanwhile).
             let pool = try MongoClientPool(uri: configuration.mongoURI, database: configuration.mongoDatabase, timeout: .seconds(2))
-            return (MongoCatalog(pool: pool), nil)
+            return MongoCatalog(pool: pool)
         default:
-            let catalog = try FileCatalog(directory: configuration.catalogDir)
-            return (catalog, catalog)
+            return try FileCatalog(directory: configuration.catalogDir)
         }
     }
 

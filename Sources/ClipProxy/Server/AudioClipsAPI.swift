@@ -139,18 +139,10 @@ struct AudioClipsAPI: Sendable {
     /// The proxy's own `/clips` URL for the window, signed when URL signing is on.
     func proxyURL(for clip: ClipRequest, request: Request, now: Date) -> String {
         let configuration = pipeline.configuration
-        let base = configuration.httpPublicURL.isEmpty
-            ? "http://\(request.head.authority ?? "\(configuration.httpHost):\(configuration.httpPort)")"
-            : configuration.httpPublicURL
-        let path = "/clips/\(URLSigner.encode(clip.episodeId))/\(clip.startMs)"
         var parameters: [(String, String)] = []
         if clip.durationMs != configuration.clipsDefaultDurationMs { parameters.append(("duration_ms", String(clip.durationMs))) }
-        if let signer {
-            let expiresAt = Int64(now.timeIntervalSince1970) + Int64(configuration.presignExpiresS)
-            return base + path + "?" + signer.signedQuery(path: path, parameters: parameters, expiresAt: expiresAt)
-        }
-        let query = parameters.map { "\($0.0)=\($0.1)" }.joined(separator: "&")
-        return base + path + (query.isEmpty ? "" : "?" + query)
+        return ClipLinks(request: request, configuration: configuration, signer: signer, now: now)
+            .url(episodeId: clip.episodeId, startMs: clip.startMs, parameters: parameters)
     }
 
     static func iso8601(_ date: Date) -> String {

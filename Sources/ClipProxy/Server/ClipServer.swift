@@ -18,7 +18,7 @@ enum ClipServer {
         logger.info("clip store open", metadata: ["cache.dir": "\(configuration.cacheDir)", "cache.clips": "\(opening.clips)",
                                                    "cache.bytes": "\(opening.bytes)", "reconcile.dropped": "\(opening.recordsDropped)",
                                                    "reconcile.orphans": "\(opening.orphanFilesRemoved)"])
-        let (catalog, fileCatalog) = try Upstreams.catalog(configuration)
+        let catalog = try Upstreams.catalog(configuration)
         let (lister, sources) = try Upstreams.sources(configuration, logger: logger)
         let metrics = ClipMetrics.bootstrap()
         let threads = NIOThreadPool(numberOfThreads: configuration.limitsMaxFills + 4)
@@ -37,6 +37,7 @@ enum ClipServer {
         let crossOrigin = router.group().add(middleware: CORSMiddleware(policy: clipRoutes.cors))
         clipRoutes.register(on: crossOrigin)
         AudioClipsAPI(pipeline: pipeline, signer: signer).register(on: crossOrigin)
+        DashboardAPI(pipeline: pipeline, signer: signer).register(on: crossOrigin)
         AdminRoutes(pipeline: pipeline).register(on: router)
         router.get("/healthz") { _, _ in jsonResponse(.ok, ["status": "ok"]) }
         let readiness = Readiness(checks: try readinessChecks(configuration, store: store, catalog: catalog, logger: logger),
@@ -54,12 +55,7 @@ enum ClipServer {
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8", .cacheControl: "no-store"],
                      body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.exposition())))
         }
-        router.get("/") { _, _ in
-            // List only episodes whose source audio is there; say how many were left out.
-            let ids = fileCatalog?.episodeIds ?? []
-            let playable = try await pipeline.blocking { ids.filter { (try? pipeline.locator.resolve($0)) != nil } }
-            return DemoPage.response(episodeIds: playable, skipped: ids.count - playable.count)
-        }
+        router.get("/") { _, _ in DashboardPage.response() }
 
         let app = Application(
             router: router,
@@ -133,42 +129,5 @@ enum ClipServer {
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
         return Response(status: status, headers: [.contentType: "application/json", .cacheControl: "no-store"],
                         body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
-    }
-}
-
-/// The page `make demo` opens: every episode of the file catalog with players on `/clips` URLs.
-enum DemoPage {
-    static func response(episodeIds: [String], skipped: Int) -> Response {
-        var rows = ""
-        for id in episodeIds {
-            let players = [0, 15_000, 30_000].map { start in
-                "<figure><figcaption>from \(start / 1000) s · <span class=\"state\">loading</span></figcaption>"
-                    + "<audio controls preload=\"metadata\" src=\"/clips/\(id)/\(start)\"></audio></figure>"
-            }.joined()
-            rows += "<section><h2>\(escape(id))</h2>\(players)</section>\n"
-        }
-        if episodeIds.isEmpty { rows = "<p>No playable episodes in the catalog (catalog.kind: mongo lists none here).</p>" }
-        if skipped > 0 { rows += "<p>\(skipped) catalog episode(s) without source audio are not listed.</p>" }
-        let html = """
-        <!doctype html><html lang="en"><head><meta charset="utf-8"><title>clipproxy demo</title>
-        <style>body{font:15px system-ui,sans-serif;margin:2rem;max-width:60rem}section{margin-bottom:1.5rem}
-        figure{display:inline-block;margin:.3rem 1rem .3rem 0}figcaption{font-size:12px;color:#555}</style></head>
-        <body><h1>clipproxy demo</h1><p>Each player loads a 30 s clip cut exactly from the episode on first request.</p>
-        \(rows)
-        <script>
-        // Show what each player loaded: its duration, or the error.
-        document.querySelectorAll('figure').forEach(f => {
-          const a = f.querySelector('audio'), s = f.querySelector('.state');
-          a.addEventListener('loadedmetadata', () => { s.textContent = a.duration.toFixed(1) + ' s'; s.dataset.duration = a.duration; });
-          a.addEventListener('error', () => { s.textContent = 'error ' + (a.error && a.error.code); s.dataset.error = '1'; });
-        });
-        </script></body></html>
-        """
-        return Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"],
-                        body: ResponseBody(byteBuffer: ByteBuffer(string: html)))
-    }
-
-    static func escape(_ text: String) -> String {
-        text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
     }
 }

@@ -39,6 +39,7 @@ struct UnroutedAsJSON<Context: RequestContext>: RouterMiddleware {
     static var routes: [(pattern: [Substring], methods: String)] {
         [
             (["clips", "*", "*"], "GET, HEAD, OPTIONS"), (["api", "v1", "audio_clips", "*"], "GET"),
+            (["api", "v1", "episodes"], "GET"), (["api", "v1", "search"], "GET"),
             (["healthz"], "GET"), (["readyz"], "GET"), (["metrics"], "GET"), ([], "GET"), (["admin", "purge", "*"], "POST"),
         ]
     }

@@ -33,6 +33,11 @@ public protocol EpisodeCatalog: Sendable {
     /// The episode's transcript chunks (`transcript_chunks_768d` with `episode_id = guid`) that
     /// can be placed in time, in transcript order; empty when it has none.
     func transcriptChunks(guid: String) throws -> [TranscriptChunk]
+    /// At most `limit` episodes of `episode_metadata`, the most recently published first.
+    func recentEpisodes(limit: Int) throws -> [EpisodeSummary]
+    /// At most `limit` transcript chunks whose text holds every word of `query` in any case, in
+    /// the catalog's order, each with its episode's names.
+    func searchTranscripts(_ query: TranscriptQuery, limit: Int) throws -> [TranscriptHit]
     /// Throws when the catalog cannot answer right now (readiness checks).
     func ping() throws
 }
@@ -79,6 +84,34 @@ public struct MongoCatalog: EpisodeCatalog {
             let documents = try pool.find(collection: "transcript_chunks_768d", filter: [("episode_id", .string(guid))],
                                           projection: TranscriptChunk.fields, includeId: false)
             return TranscriptChunk.inOrder(documents.compactMap(TranscriptChunk.init(document:)))
+        }
+    }
+
+    /// Newest first by `published_date`, projected onto the listing's fields.
+    public func recentEpisodes(limit: Int) throws -> [EpisodeSummary] {
+        try asCatalogErrors {
+            try pool.find(collection: "episode_metadata", filter: [], projection: EpisodeSummary.fields,
+                          sort: [("published_date", false)], limit: limit).compactMap(EpisodeSummary.init(document:))
+        }
+    }
+
+    /// One regular expression per word (escaped: the words are text), projected onto the fields
+    /// a hit needs so the embedding never crosses the network; then the hits' episodes by guid.
+    /// Without a text index this scans the collection until `limit` chunks matched.
+    public func searchTranscripts(_ query: TranscriptQuery, limit: Int) throws -> [TranscriptHit] {
+        try asCatalogErrors {
+            let documents = try pool.find(collection: "transcript_chunks_768d",
+                                          filter: [("text", .matchingAll(query.words.map(TranscriptQuery.literalPattern)))],
+                                          projection: TranscriptHit.chunkFields, includeId: false, limit: limit)
+            let chunks = documents.compactMap { document -> (guid: String, chunk: TranscriptChunk)? in
+                guard let guid = document["episode_id"]?.stringValue, let chunk = TranscriptChunk(document: document) else { return nil }
+                return (guid, chunk)
+            }
+            var guids: [String] = []
+            for found in chunks where !guids.contains(found.guid) { guids.append(found.guid) }
+            let episodes = guids.isEmpty ? [] : try pool.find(collection: "episode_metadata", filter: [("guid", .oneOf(guids))],
+                                                               projection: EpisodeSummary.fields)
+            return TranscriptHit.joined(chunks, episodes: episodes.compactMap(EpisodeSummary.init(document:)))
         }
     }
 

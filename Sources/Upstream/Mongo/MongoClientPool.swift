@@ -1,11 +1,16 @@
 import CMongoc
 import Foundation
 
-/// A value in an equality filter. Only what the catalog queries need.
+/// A condition on one field of a filter. Only what the catalog queries need.
 public enum MongoFilterValue: Sendable, Equatable {
     case objectId(String)   // 24 hex digits
     case string(String)
     case int64(Int64)
+    /// The field's string matches every one of these regular expressions, in any case:
+    /// `{$and: [{field: {$regex: p, $options: "i"}}, ...]}`.
+    case matchingAll([String])
+    /// The field equals one of these strings: `{field: {$in: [...]}}`.
+    case oneOf([String])
 }
 
 /// A failure talking to MongoDB. Messages come from libmongoc and never include the URI's password.
@@ -81,8 +86,10 @@ public final class MongoClientPool: @unchecked Sendable {
 
     /// Documents of `collection` whose fields equal `filter`, as Extended JSON values.
     /// `projection` names the fields to return (all when empty); `includeId: false` leaves `_id` out too.
+    /// `sort` orders by each field in turn, ascending or not.
     public func find(collection: String, filter: [(field: String, value: MongoFilterValue)],
-                     projection: [String] = [], includeId: Bool = true, limit: Int = 0) throws -> [JSONValue] {
+                     projection: [String] = [], includeId: Bool = true, sort: [(field: String, ascending: Bool)] = [],
+                     limit: Int = 0) throws -> [JSONValue] {
         try withClient { client in
             guard let coll = mongoc_client_get_collection(client, database, collection) else {
                 throw MongoError(kind: .commandFailed, detail: "cannot open collection \(collection)")
@@ -93,6 +100,12 @@ public final class MongoClientPool: @unchecked Sendable {
             let options = bson_new()!
             defer { bson_destroy(options) }
             if limit > 0 { bson_append_int64(options, "limit", -1, Int64(limit)) }
+            if !sort.isEmpty {
+                let order = bson_new()!
+                defer { bson_destroy(order) }
+                for (field, ascending) in sort { bson_append_int32(order, field, -1, ascending ? 1 : -1) }
+                bson_append_document(options, "sort", -1, order)
+            }
             if !projection.isEmpty || !includeId {
                 let fields = bson_new()!
                 defer { bson_destroy(fields) }
@@ -138,9 +151,40 @@ public final class MongoClientPool: @unchecked Sendable {
                 var oid = bson_oid_t()
                 bson_oid_init_from_string(&oid, hex)
                 bson_append_oid(doc, field, -1, &oid)
+            case .matchingAll(let patterns):
+                let conditions = patterns.map { pattern in
+                    let regex = bson_new()!
+                    bson_append_utf8(regex, "$regex", -1, pattern, -1)
+                    bson_append_utf8(regex, "$options", -1, "i", -1)
+                    return document(field, regex)
+                }
+                appendArray(doc, "$and", conditions) { bson_append_document($0, $1, -1, $2) }
+                conditions.forEach { bson_destroy($0) }
+            case .oneOf(let values):
+                let condition = bson_new()!
+                appendArray(condition, "$in", values) { bson_append_utf8($0, $1, -1, $2, -1) }
+                bson_append_document(doc, field, -1, condition)
+                bson_destroy(condition)
             }
         }
         return doc
+    }
+
+    /// `{field: value}`; takes ownership of `value`.
+    private static func document(_ field: String, _ value: OpaquePointer) -> OpaquePointer {
+        defer { bson_destroy(value) }
+        let doc = bson_new()!
+        bson_append_document(doc, field, -1, value)
+        return doc
+    }
+
+    /// Appends `items` to `doc` as a BSON array named `name` (a document keyed "0", "1", ...).
+    private static func appendArray<T>(_ doc: OpaquePointer, _ name: String, _ items: [T],
+                                       _ append: (OpaquePointer, String, T) -> Bool) {
+        let array = bson_new()!
+        defer { bson_destroy(array) }
+        for (index, item) in items.enumerated() { _ = append(array, String(index), item) }
+        bson_append_array(doc, name, -1, array)
     }
 
     private static func json(_ document: OpaquePointer) throws -> JSONValue {

@@ -1,0 +1,35 @@
+import Foundation
+import Hummingbird
+
+/// The URLs of a clip and of its captions and peaks as a client uses them: absolute (on
+/// `http.public_url`, else on the host the request came to) and signed when URL signing is on,
+/// valid for `presign.expires_s`.
+struct ClipLinks: Sendable {
+    let base: String
+    let signer: URLSigner?
+    let expiresAt: Int64
+
+    init(request: Request, configuration: Configuration, signer: URLSigner?, now: Date) {
+        base = configuration.httpPublicURL.isEmpty
+            ? "http://\(request.head.authority ?? "\(configuration.httpHost):\(configuration.httpPort)")"
+            : configuration.httpPublicURL
+        self.signer = signer
+        expiresAt = Int64(now.timeIntervalSince1970) + Int64(configuration.presignExpiresS)
+    }
+
+    /// `/clips/<episode>/<start><suffix>` (suffix `""`, `.vtt` or `.json`) with `parameters`.
+    func url(episodeId: String, startMs: Int64, suffix: String = "", parameters: [(String, String)] = []) -> String {
+        let path = "/clips/\(URLSigner.encode(episodeId))/\(startMs)\(suffix)"
+        if let signer { return base + path + "?" + signer.signedQuery(path: path, parameters: parameters, expiresAt: expiresAt) }
+        let query = parameters.map { "\($0.0)=\($0.1)" }.joined(separator: "&")
+        return base + path + (query.isEmpty ? "" : "?" + query)
+    }
+
+    /// `clip_url`, `captions_url` and `peaks_url` of the default-length clip from `startMs`:
+    /// what a dashboard needs to play it.
+    func player(episodeId: String, startMs: Int64) -> [String: String] {
+        ["clip_url": url(episodeId: episodeId, startMs: startMs),
+         "captions_url": url(episodeId: episodeId, startMs: startMs, suffix: CaptionRoutes.suffix),
+         "peaks_url": url(episodeId: episodeId, startMs: startMs, suffix: PeaksRoutes.suffix)]
+    }
+}
