@@ -64,6 +64,19 @@ struct CloseAfterWritesTests {
         #expect(throws: Never.self) { try closed.wait() }
     }
 
+    @Test("A half-close (the client half-closed, so NIO closes fully) is held too, and keeps its mode")
+    func halfCloseHeld() throws {
+        let (channel, socket) = try Self.channel(limit: .seconds(60))
+        Self.writeResponse(channel)
+        let closed = channel.close(mode: .output)
+        channel.embeddedEventLoop.run()
+        #expect(channel.isActive, "the output closed while the response was still queued")
+        socket.release()
+        channel.embeddedEventLoop.run()
+        #expect(throws: Never.self) { try closed.wait() }
+        _ = try? channel.close().wait()  // (EmbeddedChannel closes fully on an output close)
+    }
+
     @Test("With nothing queued the close goes through at once")
     func immediate() throws {
         let (idle, _) = try Self.channel(limit: .seconds(60))

@@ -153,6 +153,15 @@ struct FastPathTests {
             #expect(rest.map(\.status) == [206, 200])
             #expect(sameBytes(rest[0].body, Array(expected[0..<10])) && sameBytes(rest[1].body, expected))
             #expect(try fastPathResponses(server) - fastBefore == 6, "both answered by the fast path; the connection closed after the second")
+
+            // A request pipelined behind a fast answer with `Connection: close` is not answered,
+            // and the server closes the connection (its state handler counted that request).
+            let late = try RawHTTPClient.connect(port: port)
+            defer { close(late) }
+            writeAll(late, Self.request("GET", Self.hot, ["Connection: close"]) + Self.request("GET", Self.hot))
+            let only = try readResponses(late, methods: ["GET"])
+            #expect(only.first.map { sameBytes($0.body, expected) } == true)
+            #expect(readSlowly(late).isEmpty, "nothing after the close, then end of stream")
         }
     }
 

@@ -113,7 +113,10 @@ struct Configuration: Sendable, Equatable {
             for (given, value) in values.sorted(by: { $0.key < $1.key }) {
                 var name = given
                 if let renamed = renamedKeys[given] {
-                    if values[renamed] != nil { continue }  // the new name wins
+                    if values[renamed] != nil {  // the new name wins
+                        configuration.warnings.append("\(file): \(given) is ignored: \(renamed) is set too; remove \(given)")
+                        continue
+                    }
                     configuration.warnings.append("\(file): \(given) is deprecated; rename it to \(renamed)")
                     name = renamed
                 }
@@ -125,8 +128,11 @@ struct Configuration: Sendable, Equatable {
             }
         }
         for (old, renamed) in renamedKeys.sorted(by: { $0.key < $1.key }) {
-            guard let key = keys.first(where: { $0.name == renamed }), environment[key.environmentVariable] == nil,
-                  let value = environment[Key.environmentVariable(for: old)] else { continue }
+            guard let key = keys.first(where: { $0.name == renamed }), let value = environment[Key.environmentVariable(for: old)] else { continue }
+            guard environment[key.environmentVariable] == nil else {
+                configuration.warnings.append("\(Key.environmentVariable(for: old)) is ignored: \(key.environmentVariable) is set too; unset it")
+                continue
+            }
             configuration.warnings.append("\(Key.environmentVariable(for: old)) is deprecated; use \(key.environmentVariable)")
             try key.apply(&configuration, value)
         }

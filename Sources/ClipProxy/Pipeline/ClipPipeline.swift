@@ -134,17 +134,9 @@ final class ClipPipeline: Sendable {
     /// browser's first probe (`Range: bytes=0-1`, then the whole clip) must not move: a client
     /// revalidating with it gets 304, and If-Range with it gets 206. Kept a few minutes.
     private func firstCut(of clip: PreparedClip) -> Int64 {
-        let now = ClipStore.nowMs()
-        return firstCuts.withLock { cuts in
-            if let earlier = cuts[clip.key], now - earlier < Self.firstCutMemoryMs { return earlier }
-            if cuts.count >= Self.preparedClipLimit { cuts = cuts.filter { now - $0.value < Self.firstCutMemoryMs } }
-            if cuts.count >= 16 * Self.preparedClipLimit { cuts.removeAll() }  // a storm of cold clips: forget, stay small
-            cuts[clip.key] = now
-            return now
-        }
+        firstCuts.withLock { $0.time(of: clip.key, now: ClipStore.nowMs()) }
     }
-    private let firstCuts = Mutex<[ClipKey: Int64]>([:])
-    static let firstCutMemoryMs: Int64 = 300_000
+    private let firstCuts = Mutex(FirstCuts())
 
     /// What a request is answered with: the body, the RFC 9110 decision and, for a part, its bytes.
     struct Answer: Sendable {

@@ -172,3 +172,29 @@ extension PreparedClip {
                                          lastModified: Date(timeIntervalSince1970: Double(createdMs / 1000)), contentType: "audio/mpeg")
     }
 }
+
+/// When each recently cut clip was first cut, forgotten after `memoryMs` or, in a storm of cold
+/// clips, oldest first beyond `limit` entries. O(1) per call: entries leave in insertion order.
+struct FirstCuts {
+    static let memoryMs: Int64 = 300_000
+    static let limit = 16_384
+    private var times: [ClipKey: Int64] = [:]
+    private var order: [(key: ClipKey, time: Int64)] = []
+    private var head = 0
+
+    mutating func time(of key: ClipKey, now: Int64) -> Int64 {
+        while head < order.count, now - order[head].time >= Self.memoryMs || times.count >= Self.limit {
+            let oldest = order[head]
+            if times[oldest.key] == oldest.time { times[oldest.key] = nil }
+            head += 1
+        }
+        if head > 1024, head * 2 > order.count {
+            order.removeFirst(head)
+            head = 0
+        }
+        if let earlier = times[key] { return earlier }
+        times[key] = now
+        order.append((key, now))
+        return now
+    }
+}

@@ -224,6 +224,16 @@ enum ClipKeyTemplate {
     /// The folder every clip of `episode` is stored under: the template up to the last `/` before
     /// its first per-clip placeholder. nil when that folder does not name the episode (a template
     /// such as `{start_ms}/{guid}.mp3`), since listing it would find other episodes' clips.
+    /// A catalog value as it goes into a location: guids come from feeds, so a `.` or `..`
+    /// segment (`a/../../etc`) is escaped, and no location leaves the clip directory's root.
+    /// Any other value (slashes included) is kept as is, as the old system's keys have it.
+    static func noDotSegments(_ value: String) -> String {
+        guard value.contains(".") else { return value }
+        return value.split(separator: "/", omittingEmptySubsequences: false).map { segment in
+            segment == "." ? "%2E" : segment == ".." ? "%2E%2E" : String(segment)
+        }.joined(separator: "/")
+    }
+
     static func episodePrefix(_ template: String, episode: ResolvedEpisode) -> String? {
         let firstPerClip = ["{start_ms}", "{end_ms}"].compactMap { template.range(of: $0)?.lowerBound }.min() ?? template.endIndex
         guard let slash = template[..<firstPerClip].lastIndex(of: "/") else { return nil }
@@ -234,9 +244,9 @@ enum ClipKeyTemplate {
 
     static func expand(_ template: String, episode: ResolvedEpisode, startMs: Int64, endMs: Int64) -> String {
         template
-            .replacingOccurrences(of: "{feed_slug}", with: episode.feedSlug)
-            .replacingOccurrences(of: "{guid}", with: episode.guid)
-            .replacingOccurrences(of: "{episode_id}", with: episode.episodeId)
+            .replacingOccurrences(of: "{feed_slug}", with: noDotSegments(episode.feedSlug))
+            .replacingOccurrences(of: "{guid}", with: noDotSegments(episode.guid))
+            .replacingOccurrences(of: "{episode_id}", with: noDotSegments(episode.episodeId))
             .replacingOccurrences(of: "{start_ms}", with: String(startMs))
             .replacingOccurrences(of: "{end_ms}", with: String(endMs))
     }

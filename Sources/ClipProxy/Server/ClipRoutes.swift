@@ -89,6 +89,7 @@ struct ClipRoutes: Sendable {
         }
         let pipeline = self.pipeline
         let parts = decision.parts
+        let multipart = parts.count > 1
         let partBytes = answer.partBytes
         let sendFile = self.sendFile
         return Response(status: status, headers: headers, body: ResponseBody(contentLength: Int(decision.bodyLength)) { writer in
@@ -99,7 +100,10 @@ struct ClipRoutes: Sendable {
                 case .bytes(let range):
                     switch body {
                     case .stored(let lease, _):
-                        if let sendFile {
+                        // One range by sendfile; the many small ranges of a multipart answer are
+                        // read and written (a descriptor per range would pile up, unthrottled,
+                        // for a client that does not read).
+                        if let sendFile, !multipart {
                             try await Self.sendStored(lease, range: range, tickets: sendFile, into: &writer)
                         } else {
                             try await Self.streamStored(lease, range: range, into: &writer)

@@ -86,7 +86,8 @@ enum ClipServer {
     static func connectionHandlers(_ routes: ClipRoutes, _ configuration: Configuration) -> [any RemovableChannelHandler] {
         var handlers: [any RemovableChannelHandler] = [
             SendFileHandler(tickets: .shared),
-            CloseAfterWrites(limit: .seconds(Int64(configuration.httpIdleTimeoutS))),
+            // Shutdown waits at most this for a slow client (30 s: within common grace periods).
+            CloseAfterWrites(limit: .seconds(Int64(min(configuration.httpIdleTimeoutS, 30)))),
         ]
         if configuration.httpFastPath {
             handlers.append(StoredClipFastPath.Installer { StoredClipFastPath(routes: routes) })

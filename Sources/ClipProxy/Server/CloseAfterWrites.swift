@@ -9,8 +9,10 @@ import NIOHTTPTypes
 /// whose end was written is not yet sent, though: a sendfile of a clip to a slow client can have
 /// most of its bytes still queued. Without this, SIGTERM could cut such a transfer short.
 ///
-/// A full close is held until every response end written before it has been written to the
-/// socket, or `limit` passed (a client that stopped reading must not hold a shutdown forever).
+/// A close (full, or of the output: Hummingbird half-closes when the client did, and NIO turns
+/// that into a full close once input is shut) is held until every response end written before
+/// it has been written to the socket, or `limit` passed (a client that stopped reading must not
+/// hold a shutdown forever).
 final class CloseAfterWrites: ChannelOutboundHandler, RemovableChannelHandler {
     typealias OutboundIn = HTTPResponsePart
     typealias OutboundOut = HTTPResponsePart
@@ -18,6 +20,7 @@ final class CloseAfterWrites: ChannelOutboundHandler, RemovableChannelHandler {
     private let limit: TimeAmount
     private var unfinishedResponses = 0
     private var heldClose: EventLoopPromise<Void>?
+    private var heldMode: CloseMode = .output
     private var holding = false
 
     init(limit: TimeAmount) { self.limit = limit }
@@ -37,10 +40,11 @@ final class CloseAfterWrites: ChannelOutboundHandler, RemovableChannelHandler {
     }
 
     func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
-        guard mode == .all, unfinishedResponses > 0 else {
+        guard mode != .input, unfinishedResponses > 0 else {
             context.close(mode: mode, promise: promise)
             return
         }
+        if mode == .all { heldMode = .all }
         if let promise {
             if let held = heldClose { held.futureResult.cascade(to: promise) } else { heldClose = promise }
         }
@@ -54,8 +58,9 @@ final class CloseAfterWrites: ChannelOutboundHandler, RemovableChannelHandler {
 
     private func closeNow(_ context: ChannelHandlerContext) {
         holding = false
-        let promise = heldClose
+        let (promise, mode) = (heldClose, heldMode)
         heldClose = nil
-        context.close(mode: .all, promise: promise)
+        heldMode = .output
+        context.close(mode: mode, promise: promise)
     }
 }

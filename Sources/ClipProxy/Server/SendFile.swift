@@ -53,12 +53,19 @@ final class SendFileTickets: Sendable {
         return (id, marker)
     }
 
-    /// The ticket a marker names, removed from the registry; nil for any other buffer.
-    func take(_ buffer: ByteBuffer) -> Ticket? {
+    /// What a written buffer is: clip bytes, or a marker and its ticket (nil when the ticket is
+    /// gone: swept as stale, so its descriptor was closed).
+    enum Taken {
+        case bytes
+        case marker(Ticket?)
+    }
+
+    /// Removes and returns the ticket a marker names.
+    func take(_ buffer: ByteBuffer) -> Taken {
         guard buffer.readableBytes == markerLength,
               buffer.getBytes(at: buffer.readerIndex, length: magic.count) == magic,
-              let id = buffer.getInteger(at: buffer.readerIndex + magic.count, as: UInt64.self) else { return nil }
-        return tickets.withLock { $0.all.removeValue(forKey: id) }
+              let id = buffer.getInteger(at: buffer.readerIndex + magic.count, as: UInt64.self) else { return .bytes }
+        return .marker(tickets.withLock { $0.all.removeValue(forKey: id) })
     }
 
     /// The route could not deliver the marker: close the descriptor if the handler never took it.
@@ -80,8 +87,15 @@ final class SendFileHandler: ChannelOutboundHandler, RemovableChannelHandler {
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         guard case .body(let buffer) = unwrapOutboundIn(data), buffer.readableBytes == tickets.markerLength,
-              let ticket = tickets.take(buffer) else {
+              case .marker(let found) = tickets.take(buffer) else {
             context.write(data, promise: promise)
+            return
+        }
+        guard let ticket = found else {
+            // Its ticket went stale waiting behind a slow transfer: the bytes it stood for cannot
+            // be sent, and the marker must never go out as if it were clip bytes.
+            promise?.fail(ChannelError.inappropriateOperationForState)
+            context.close(promise: nil)
             return
         }
         guard let codec = try? context.pipeline.syncOperations.context(handlerType: HTTP1ToHTTPServerCodec.self) else {
@@ -102,7 +116,13 @@ final class SendFileHandler: ChannelOutboundHandler, RemovableChannelHandler {
         let sent = codec.eventLoop.makePromise(of: Void.self)
         sent.futureResult.whenComplete { _ in try? handle.close() }
         if let promise { sent.futureResult.cascade(to: promise) }
-        let region = FileRegion(fileHandle: handle, readerIndex: Int(range.lowerBound), endIndex: Int(range.upperBound))
-        codec.write(NIOAny(HTTPServerResponsePart.body(.fileRegion(region))), promise: sent)
+        writeRegion(of: handle, range: range, below: codec, promise: sent)
+    }
+
+    /// Writes `range` of an open file as a `FileRegion` to the codec's context; the caller owns
+    /// (and closes) `file`. sendfile reads at explicit offsets, so regions may share a file.
+    static func writeRegion(of file: NIOFileHandle, range: Range<Int64>, below codec: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+        let region = FileRegion(fileHandle: file, readerIndex: Int(range.lowerBound), endIndex: Int(range.upperBound))
+        codec.write(NIOAny(HTTPServerResponsePart.body(.fileRegion(region))), promise: promise)
     }
 }

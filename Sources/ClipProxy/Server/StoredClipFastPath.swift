@@ -45,17 +45,27 @@ final class StoredClipFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     /// The current request was answered here: its body parts (if any) are dropped.
     private var droppingBody = false
     private var needsFlush = false
-    /// A request answered here asked for `Connection: close`: nothing after it is read.
+    /// A request asked for `Connection: close`: nothing after it is read.
     private var closing = false
+    /// ... and it was answered here (not by the router).
+    private var closedAfterFastAnswer = false
 
     init(routes: ClipRoutes) {
         self.routes = routes
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard !closing else { return }
+        guard !closing else {
+            // A request after one answered here with `Connection: close`: nobody will answer it,
+            // and the connection-state handler counted it, so only a close ends the connection
+            // (held until the answer already written is out, by `CloseAfterWrites`).
+            if closedAfterFastAnswer, case .head = unwrapInboundIn(data) { context.close(promise: nil) }
+            return
+        }
         switch unwrapInboundIn(data) {
         case .head(let head):
+            // A client that does not read its answers gets the rest from the router, which waits
+            // for the socket: at most a few answers (one descriptor each) queue per connection.
             if routedInFlight == 0, answersInFlight < Self.maxAnswersInFlight, let answer = routes.storedAnswer(head) {
                 droppingBody = true
                 send(answer, context: context)
@@ -63,12 +73,15 @@ final class StoredClipFastPath: ChannelDuplexHandler, RemovableChannelHandler {
                 // once the response is out (a half-close, so no reset can destroy its tail).
                 if head.headerFields[.connection] == "close" {
                     closing = true
+                    closedAfterFastAnswer = true
                     context.flush()
                     context.close(mode: .output, promise: nil)
                 }
             } else {
                 droppingBody = false
                 routedInFlight += 1
+                // Hummingbird reads nothing after a routed `Connection: close` either.
+                if head.headerFields[.connection] == "close" { closing = true }
                 context.fireChannelRead(data)
             }
         case .body:
@@ -94,38 +107,34 @@ final class StoredClipFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// Head, body and end, written now. Stored bytes go to the HTTP/1 codec as `FileRegion`s
-    /// (sendfile), in order with the head and end, which pass through the handlers in between;
-    /// the lease ends at once, its descriptor handed to the last range (eviction or purge from
-    /// here on cannot touch what is being sent).
+    /// (sendfile), in order with the head and end, which pass through the handlers in between.
+    /// The lease ends at once and hands over its descriptor: one per answer, however many ranges,
+    /// closed once the end has been written (or failed); eviction or purge from here on cannot
+    /// touch what is being sent.
     private func send(_ answer: StoredClipAnswer, context: ChannelHandlerContext) {
-        guard let codec = codecContext(context) else {
-            answer.lease.release()
+        let hasBytes = answer.parts.contains { if case .bytes = $0 { true } else { false } }
+        let file = hasBytes ? answer.lease.releaseKeepingDescriptor().map { NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: $0) } : nil
+        answer.lease.release()  // (no-op when the descriptor was taken)
+        guard let codec = codecContext(context), !hasBytes || file != nil else {
+            try? file?.close()
             context.close(promise: nil)
             return
         }
         answersInFlight += 1
         context.write(wrapOutboundOut(.head(answer.head)), promise: nil)
-        var rangesLeft = answer.parts.filter { if case .bytes = $0 { true } else { false } }.count
         for part in answer.parts {
             switch part {
             case .literal(let bytes):
                 context.write(wrapOutboundOut(.body(ByteBuffer(bytes: bytes))), promise: nil)
             case .bytes(let range):
-                rangesLeft -= 1
-                let descriptor = rangesLeft == 0 ? answer.lease.releaseKeepingDescriptor() ?? -1 : dup(answer.lease.descriptor)
-                guard descriptor >= 0 else {
-                    // Out of descriptors after the head went out: the only honest end is a close.
-                    answersInFlight -= 1
-                    answer.lease.release()
-                    context.close(promise: nil)
-                    return
-                }
-                SendFileHandler.sendFile(descriptor, range: range, below: codec, promise: nil)
+                SendFileHandler.writeRegion(of: file!, range: range, below: codec, promise: nil)
             }
         }
-        answer.lease.release()  // (no-op when the last range took the descriptor)
         let ended = context.eventLoop.makePromise(of: Void.self)
-        ended.futureResult.assumeIsolated().whenComplete { [self] _ in answersInFlight -= 1 }
+        ended.futureResult.assumeIsolated().whenComplete { [self] _ in
+            answersInFlight -= 1
+            try? file?.close()
+        }
         context.write(wrapOutboundOut(.end(nil)), promise: ended)
         needsFlush = true
     }
