@@ -114,9 +114,10 @@ struct SoundbiteFeedTests {
           <podcast:soundbite startTime="-2" duration="30">Bad</podcast:soundbite>
         </item>
         <item><title>Quiet</title><guid>g-quiet</guid></item>
+        <item><title>Blog</title><guid>https://example.org/?p=12</guid><podcast:soundbite startTime="3" duration="20"/></item>
         """))
         let plan = WarmPlan(items: items, maxDurationMs: 60_000)
-        #expect(plan.itemsWithSoundbites == 2)
+        #expect(plan.itemsWithSoundbites == 3)
         #expect(plan.jobs.map(\.guid) == ["g-long", "g-long"])
         #expect(plan.jobs.map(\.startMs) == [1_500, 2_000])
         #expect(plan.jobs.map(\.durationMs) == [60_000, 30_000])
@@ -124,7 +125,8 @@ struct SoundbiteFeedTests {
         #expect(plan.warnings.count == 2)
         #expect(plan.warnings.contains { $0.contains("\"Trailer\"") && $0.contains("no <guid>") }, "\(plan.warnings)")
         #expect(plan.warnings.contains { $0.contains("\"Long\" (guid g-long), soundbite at 1.5 s") && $0.contains("60000 ms") }, "\(plan.warnings)")
-        #expect(plan.invalid.count == 1 && plan.invalid[0].contains("negative"), "\(plan.invalid)")
+        #expect(plan.invalid.count == 2 && plan.invalid[0].contains("negative"), "\(plan.invalid)")
+        #expect(plan.invalid[1].contains("https://example.org/?p=12") && plan.invalid[1].contains("ObjectId"), "\(plan.invalid)")
     }
 }
 

@@ -33,6 +33,13 @@ struct WarmPlan {
                                 + "(the guid is how an item is matched to an episode)")
                 continue
             }
+            guard !guid.contains("/") else {
+                // URL-shaped guids are common in feeds, but a /clips episode id cannot hold a "/":
+                // said once per item, before any request, instead of a 400 per soundbite.
+                invalid.append("\(item.name): its guid \(guid) contains \"/\", which a /clips episode id cannot hold; "
+                               + "its \(ToolOutput.count(item.soundbites.count, "soundbite")) need the episode's ObjectId instead")
+                continue
+            }
             for soundbite in item.soundbites {
                 switch soundbite.timing {
                 case .invalid(let reason):
