@@ -19,6 +19,10 @@ struct DashboardAPI: Sendable {
     static let searchLimits = (default: 20, max: 100)
     static let maxQueryCharacters = 200
     static let maxQueryWords = 10
+    /// Catalog queries share the blocking pool with fills and resolutions: at most two at once
+    /// (a regex search scans the whole chunk collection on MongoDB), a few more wait, the rest
+    /// get 503 + Retry-After, so searches can never starve the clips.
+    let catalogQueries = FillSlots(capacity: 2, queueLimit: 16, maxWait: .seconds(5))
 
     func register(on router: some RouterMethods<ClipRequestContext>) {
         router.get("/api/v1/episodes") { request, _ in await self.answer { try await self.episodes(request) } }
@@ -29,7 +33,7 @@ struct DashboardAPI: Sendable {
     func episodes(_ request: Request) async throws -> [[String: Any]] {
         let parameters = try Self.parameters(request)
         let limit = try Self.limit(parameters, Self.episodeLimits)
-        let recent = try await pipeline.blocking { [catalog = pipeline.locator.catalog] in try catalog.recentEpisodes(limit: limit) }
+        let recent = try await catalogQuery { [catalog = pipeline.locator.catalog] in try catalog.recentEpisodes(limit: limit) }
         let playable = await playableIds(recent.map(\.episodeId))
         let links = ClipLinks(request: request, configuration: pipeline.configuration, signer: signer, now: Date())
         return recent.filter { playable.contains($0.episodeId) }
@@ -47,7 +51,7 @@ struct DashboardAPI: Sendable {
         let parameters = try Self.parameters(request, formEncoded: true)
         let query = try Self.query(parameters)
         let limit = try Self.limit(parameters, Self.searchLimits)
-        let hits = try await pipeline.blocking { [catalog = pipeline.locator.catalog] in try catalog.searchTranscripts(query, limit: limit) }
+        let hits = try await catalogQuery { [catalog = pipeline.locator.catalog] in try catalog.searchTranscripts(query, limit: limit) }
         let playable = await playableIds(hits.map(\.episodeId))
         let links = ClipLinks(request: request, configuration: pipeline.configuration, signer: signer, now: Date())
         return hits.filter { playable.contains($0.episodeId) }.map { hit in
@@ -56,6 +60,19 @@ struct DashboardAPI: Sendable {
                                          "episode_title": hit.episodeTitle, "start_ms": startMs,
                                          "end_ms": hit.chunk.endTime.map { Int64(($0 * 1000).rounded()) } ?? NSNull(), "text": hit.chunk.text]
             return fields.merging(links.player(episodeId: hit.episodeId, startMs: startMs)) { $1 }
+        }
+    }
+
+    /// `work` on the blocking pool, once one of the catalog-query slots is free.
+    private func catalogQuery<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await catalogQueries.acquire()
+        do {
+            let result = try await pipeline.blocking(work)
+            await catalogQueries.release()
+            return result
+        } catch {
+            await catalogQueries.release()
+            throw error
         }
     }
 
