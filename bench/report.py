@@ -41,8 +41,11 @@ def targets(s):
         w = m["clipproxy"].get("s3_waited_max")
         if w is not None:
             out.append(("misses: S3 requests the first byte waits on (worst miss)", "exactly 1", str(w), w == 1))
-        o = m["clipproxy"].get("overhead_p50_ms")
-        if o is not None:
+        own = m["clipproxy"].get("overhead_own_p50_ms")
+        if own is not None:
+            out.append(("misses: TTFB minus the source GET's own, as clipproxy timed it (p50)", "≤ 2 ms", f"{own} ms", own <= 2))
+        elif m["clipproxy"].get("overhead_p50_ms") is not None:  # results from before clipproxy logged its own view
+            o = m["clipproxy"]["overhead_p50_ms"]
             out.append(("misses: TTFB minus the source GET's own (p50)", "≤ 2 ms", f"{o} ms", o <= 2))
     ml = s.get("misses_s3_latency")
     if ml and ml.get("speedup_total_p50"):
@@ -95,8 +98,8 @@ def table_rows(s):
                  ("", "whole clip p50 / p99", two(c, "total_p50_ms", "total_p99_ms"),
                   two(o, "total_p50_ms", "total_p99_ms"), ""),
                  ("", "server CPU per miss", f"{c.get('cpu_ms_per_miss')} ms", f"{o.get('cpu_ms_per_miss')} ms (API + ffmpeg)", ""),
-                 ("", "S3 requests waited on (worst) / our overhead p50",
-                  f"{c.get('s3_waited_max')} / {fmt(c.get('overhead_p50_ms'), ' ms', 2)}", "", ""),
+                 ("", "S3 requests waited on (worst) / our overhead p50 (GET timed by clipproxy; by the byte counter)",
+                  f"{c.get('s3_waited_max')} / {fmt(c.get('overhead_own_p50_ms'), ' ms', 2)}; {fmt(c.get('overhead_p50_ms'), ' ms', 2)}", "", ""),
                  ("3 source bytes per miss", "p50 bytes (× clip)",
                   f"{c['source_bytes_per_miss_p50']:,} ({c['source_over_clip_p50']}×, worst {c['source_over_clip_max']}×)",
                   f"{o['source_bytes_per_miss_p50']:,} ({o['source_over_clip_p50']}×)", "")]

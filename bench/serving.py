@@ -429,6 +429,15 @@ http {{
     def fills_finished(self):
         return self.clipproxy.log().count("fill finished")
 
+    def last_source_first_byte(self):
+        """The `source.first_byte_ms` of the newest `fill finished` line, in seconds: how long the
+        source GET took to its first byte as clipproxy itself saw it (the relay included)."""
+        lines = [l for l in self.clipproxy.log().splitlines() if "fill finished" in l and "source.first_byte_ms=" in l]
+        if not lines:
+            return None
+        value = lines[-1].split("source.first_byte_ms=")[1].split()[0]
+        return None if value == "-" else float(value) / 1000
+
     def wait_fills(self, count, timeout=30):
         deadline = time.time() + timeout
         while time.time() < deadline and self.fills_finished() < count:
@@ -513,9 +522,11 @@ http {{
                     first_byte_at = r["t_start"] + (r["ttfb"] or 0)
                     waited = [x for x in log_now if x["t0"] <= first_byte_at]
                     source_ttfb = (reads[0]["t_first"] - reads[0]["t0"]) if reads and reads[0].get("t_first") else None
+                    own_view = self.last_source_first_byte()
                     row["clipproxy"] = {"status": r["status"], "head": r.get("head"), "ttfb": r["ttfb"], "ttfa": r.get("ttfa"),
                                         "total": r["total"], "s3_waited": len(waited),
                                         "overhead": (r["ttfb"] - source_ttfb) if source_ttfb is not None and r["ttfb"] else None,
+                                        "overhead_own": (r["ttfb"] - own_view) if own_view is not None and r["ttfb"] else None,
                                         "bytes": r["bytes"], "error": r["error"],
                                         "source_gets": len(reads), "source_bytes": sum(x["body_bytes"] for x in reads),
                                         "s3_requests": [f"{x['method']} {x['path'].split('?')[0][:60]} "
@@ -551,6 +562,7 @@ http {{
                           "source_gets_max": max((r["clipproxy"]["source_gets"] for r in ok), default=None),
                           "s3_waited_max": max((r["clipproxy"]["s3_waited"] for r in ok), default=None),
                           "overhead_p50_ms": ms(pct([r["clipproxy"]["overhead"] for r in ok if r["clipproxy"]["overhead"] is not None], 50)),
+                          "overhead_own_p50_ms": ms(pct([r["clipproxy"]["overhead_own"] for r in ok if r["clipproxy"].get("overhead_own") is not None], 50)),
                           "cpu_ms_per_miss": round(1000 * cpu["clipproxy"] / len(rows), 1)},
             "old": {"ttfb_p50_ms": ms(pct([r["old"]["ttfb"] for r in ok], 50)),
                     "ttfb_p99_ms": ms(pct([r["old"]["ttfb"] for r in ok], 99)),
@@ -564,7 +576,7 @@ http {{
             summary["speedup_total_p50"] = round(summary["old"]["total_p50_ms"] / summary["clipproxy"]["total_p50_ms"], 1)
             summary["speedup_ttfb_p50"] = round(summary["old"]["ttfb_p50_ms"] / summary["clipproxy"]["ttfb_p50_ms"], 1)
             summary["speedup_total_min"] = round(min(o / c for o, c in zip(old_total, cp_total)), 1)
-        summary["rows"] = [{k: ({kk: (ms(vv) if kk in ("head", "ttfb", "ttfa", "total", "api_s", "overhead") else vv) for kk, vv in v.items()}
+        summary["rows"] = [{k: ({kk: (ms(vv) if kk in ("head", "ttfb", "ttfa", "total", "api_s", "overhead", "overhead_own") else vv) for kk, vv in v.items()}
                                 if isinstance(v, dict) else v) for k, v in r.items()} for r in rows]
         summary["s3_first_byte_delay_ms"] = self.s3_delay_ms
         self.results["scenarios"][key] = summary

@@ -558,7 +558,12 @@ final class ClipPipeline: Sendable {
             let elapsed = ContinuousClock.now - started
             if stored == nil {
                 metrics.fillDuration.record(duration: elapsed)
-                logger.info("fill finished", metadata: ["clip.key": "\(clip.key)", "fill.ms": "\(elapsed.wholeMilliseconds)", "cache.kept": "\(kept)"])
+                // How long the source took to answer, as this node saw it (the upstream's own
+                // time to first byte plus the network): what a client's wait is measured against.
+                let sourceWait = fill.startedAt.map { String(format: "%.3f", Double(($0 - started).components.attoseconds) / 1e15
+                                                                + Double(($0 - started).components.seconds) * 1000) } ?? "-"
+                logger.info("fill finished", metadata: ["clip.key": "\(clip.key)", "fill.ms": "\(elapsed.wholeMilliseconds)", "cache.kept": "\(kept)",
+                                                        "source.first_byte_ms": "\(sourceWait)"])
             } else {
                 logger.info("local copy from the second tier finished", metadata: ["clip.key": "\(clip.key)", "cache.kept": "\(kept)"])
             }

@@ -35,6 +35,7 @@ final class Fill: Sendable {
         var failure: (any Error)?
         var finished = false
         var started = false
+        var startedAt: ContinuousClock.Instant?
         var createdMs: Int64 = 0
         var startWaiters: [CheckedContinuation<Void, any Error>] = []
         var waiters: [(Int64, CheckedContinuation<Void, any Error>)] = []
@@ -88,6 +89,7 @@ final class Fill: Sendable {
         let waiting = progress.withLock { p -> [CheckedContinuation<Void, any Error>] in
             guard !p.started else { return [] }
             p.started = true
+            p.startedAt = .now
             defer { p.startWaiters = [] }
             return p.startWaiters
         }
@@ -111,6 +113,9 @@ final class Fill: Sendable {
 
     /// Whether the fill had started when it failed (then its readers' bodies were cut short).
     var hasStarted: Bool { progress.withLock { $0.started } }
+
+    /// When the upstream first answered (nil until then).
+    var startedAt: ContinuousClock.Instant? { progress.withLock { $0.startedAt } }
 
     /// The fill ended: successfully (all `length` bytes written) or with `error`.
     func finish(_ error: (any Error)?) {
