@@ -145,6 +145,17 @@ struct MultiNodeTests {
                         var forged = urls[0]
                         forged.replaceSubrange(forged.index(before: forged.endIndex)..., with: forged.hasSuffix("0") ? "1" : "0")
                         #expect(try fetch(balancer.endpoint + forged).status == 403)
+                        // The clip's captions and peaks go to the node that has the clip: the
+                        // peaks are decoded from its local copy, not a copy fetched elsewhere.
+                        let documentsBefore = balancer.accessLog().split(separator: "\n").count
+                        for suffix in [".vtt", ".json"] {
+                            let signed = try runClipProxy(["sign", path + suffix + query],
+                                                          environment: ProcessInfo.processInfo.environment.merging(["CLIPPROXY_SIGNING_KEY": key]) { $1 })
+                            let document = try fetch(balancer.endpoint + signed.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+                            #expect(document.status == 200, "\(path)\(suffix)\(query): \(document.status)")
+                        }
+                        let documentNodes = Set(balancer.accessLog().split(separator: "\n").dropFirst(documentsBefore).compactMap { Self.upstreams($0) })
+                        #expect(documentNodes == servedBy, "\(path) .vtt/.json answered by \(documentNodes), the clip by \(servedBy)")
                     }
                 }
             }
