@@ -134,7 +134,7 @@ struct ServerTests {
 
 /// What the dashboard's `check=1` mode showed once loaded: each listed episode's row gets its
 /// first clip's duration, or an error (`data-duration`, `data-error`).
-struct DemoPagePlayers {
+struct DashboardPlayers {
     /// The list is there and every row has reported.
     static let done = "document.getElementById('episodes').dataset.count !== undefined && "
         + "[...document.querySelectorAll('li.episode')].every(r => 'duration' in r.dataset || 'error' in r.dataset)"
@@ -149,9 +149,9 @@ struct DemoPagePlayers {
     }
 
     /// Loads the page at `url` in `browser`.
-    static func load(_ url: String, in browser: Browser, virtualSeconds: Int) throws -> (DemoPagePlayers, dom: String) {
+    static func load(_ url: String, in browser: Browser, virtualSeconds: Int) throws -> (DashboardPlayers, dom: String) {
         let dom = try browser.dumpDOM(of: url, until: done, virtualSeconds: virtualSeconds)
-        return (DemoPagePlayers(dom: dom), dom)
+        return (DashboardPlayers(dom: dom), dom)
     }
 
     /// Every player loaded a 30 s clip and none reported an error.
@@ -170,7 +170,7 @@ struct DemoPageTests {
         defer { work.remove() }
         let server = try EmbeddedServer(work: work).start()
         defer { server.stop() }
-        let (page, _) = try DemoPagePlayers.load(server.baseURL + "/?check=1", in: browser, virtualSeconds: 15)
+        let (page, _) = try DashboardPlayers.load(server.baseURL + "/?check=1", in: browser, virtualSeconds: 15)
         #expect(page.players == 7, "the page lists the fixture episodes that have audio")
         page.expectAllPlayed(browser)
     }

@@ -19,28 +19,9 @@ public enum FFmpegOracle {
         return PCM(samples: samples, channels: channels, sampleRate: sampleRate, stderr: result.stderr)
     }
 
+    /// Runs a tool to its end (killed after 15 minutes: a hung tool fails its test, not the run).
     public static func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, stdout: Data, stderr: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        // Drain stderr on another thread so neither pipe can fill up and block ffmpeg.
-        let errBox = DataBox()
-        let errThread = Thread { errBox.data = err.fileHandleForReading.readDataToEndOfFile(); errBox.done.signal() }
-        errThread.start()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        errBox.done.wait()
-        process.waitUntilExit()
-        return (process.terminationStatus, stdout, String(decoding: errBox.data, as: UTF8.self))
-    }
-
-    private final class DataBox: @unchecked Sendable {
-        var data = Data()
-        let done = DispatchSemaphore(value: 0)
+        try BoundedProcess.run(executable, arguments, limit: 900)
     }
 }
 

@@ -52,7 +52,7 @@ enum ClipURLTools {
     /// `/clips/<episode>/<start>[?duration_ms=N]`, signed for five minutes when `signer` is given
     /// (long enough for the request it is made for, no longer).
     static func clipPath(_ episodeId: String, startMs: Int64, durationMs: Int64?, signer: URLSigner?) -> String {
-        let path = "/clips/\(URLSigner.encode(episodeId))/\(startMs)" + (durationMs.map { "?duration_ms=\($0)" } ?? "")
+        let path = ClipLinks.path(episodeId: episodeId, startMs: startMs) + (durationMs.map { "?duration_ms=\($0)" } ?? "")
         guard let signer else { return path }
         return signedPath(path, signer: signer, expiresAt: Int64(Date().timeIntervalSince1970) + 300)
     }

@@ -1,6 +1,7 @@
-/// Admission control for fills: at most `capacity` run at once; up to `queueLimit` more wait in
-/// arrival order for at most `maxWait`; anything beyond is refused at once (the client gets 503
-/// with Retry-After) instead of piling work onto a saturated machine.
+/// Admission control, for fills (and the dashboard's catalog queries): at most `capacity` run at
+/// once; up to `queueLimit` more wait in arrival order for at most `maxWait`; anything beyond is
+/// refused at once (the client gets 503 with Retry-After) instead of piling work onto a saturated
+/// machine.
 actor FillSlots {
     let capacity: Int
     let queueLimit: Int

@@ -19,10 +19,15 @@ struct ClipLinks: Sendable {
 
     /// `/clips/<episode>/<start><suffix>` (suffix `""`, `.vtt` or `.json`) with `parameters`.
     func url(episodeId: String, startMs: Int64, suffix: String = "", parameters: [(String, String)] = []) -> String {
-        let path = "/clips/\(URLSigner.encode(episodeId))/\(startMs)\(suffix)"
+        let path = Self.path(episodeId: episodeId, startMs: startMs, suffix: suffix)
         if let signer { return base + path + "?" + signer.signedQuery(path: path, parameters: parameters, expiresAt: expiresAt) }
         let query = parameters.map { "\($0.0)=\($0.1)" }.joined(separator: "&")
         return base + path + (query.isEmpty ? "" : "?" + query)
+    }
+
+    /// `/clips/<episode, percent-encoded>/<start><suffix>`, as every tool and API writes it.
+    static func path(episodeId: String, startMs: Int64, suffix: String = "") -> String {
+        "/clips/\(URLSigner.encode(episodeId))/\(startMs)\(suffix)"
     }
 
     /// `clip_url`, `captions_url` and `peaks_url` of the default-length clip from `startMs`:
