@@ -86,8 +86,10 @@ public final class ClipStore: @unchecked Sendable {
     public static func nowMs() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 
     func blobPath(_ key: ClipKey) -> String {
-        let h = Array(key.hex)
-        return "\(blobRoot)/\(h[0])\(h[1])/\(h[2])\(h[3])/\(key.hex)"
+        // On every hit: slices of the (ASCII) hex digits, not an array of Characters.
+        let hex = key.hex.utf8
+        let first = hex.index(hex.startIndex, offsetBy: 2), second = hex.index(first, offsetBy: 2)
+        return blobRoot + "/" + key.hex[..<first] + "/" + key.hex[first..<second] + "/" + key.hex
     }
 
     // MARK: - Reading

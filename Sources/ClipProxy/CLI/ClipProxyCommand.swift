@@ -17,9 +17,7 @@ struct ClipProxyCommand: AsyncParsableCommand {
 
     static func main() async {
         LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = .info
-            return handler
+            StderrLogHandler(label: label)
         }
         do {
             var command = try parseAsRoot()

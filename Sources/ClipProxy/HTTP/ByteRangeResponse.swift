@@ -207,7 +207,8 @@ struct ByteRangeResponse: Sendable {
 
     static func evaluatePreconditions(_ request: RequestConditions, for representation: Representation,
                                       now: Date = Date()) -> PreconditionOutcome {
-        let ownTag = EntityTag.parse(Substring(representation.etag))
+        // Parsed only when asked for: most requests carry no entity tag to compare.
+        var ownTag: EntityTag? { EntityTag.parse(Substring(representation.etag)) }
         let lastModified = HTTPDate.seconds(representation.lastModified)
         let safe = request.method == "GET" || request.method == "HEAD"
 
@@ -400,11 +401,31 @@ struct ByteRangeResponse: Sendable {
             let second = total - days * 86_400
             let (year, month, day) = civil(days)
             let weekday = Int(((days % 7) + 11) % 7)     // 1970-01-01 was a Thursday
-            func two(_ n: Int64) -> String { n < 10 ? "0\(n)" : "\(n)" }
-            let yearText = String(year)
-            return "\(weekdays[weekday]), \(two(day)) \(months[Int(month) - 1]) "
-                + String(repeating: "0", count: max(0, 4 - yearText.count)) + yearText
-                + " \(two(second / 3600)):\(two(second / 60 % 60)):\(two(second % 60)) GMT"
+            // Built as bytes: this runs for every clip response (Last-Modified, Date).
+            var text: [UInt8] = []
+            text.reserveCapacity(29)
+            func two(_ n: Int64) { text.append(UInt8(48 + n / 10)); text.append(UInt8(48 + n % 10)) }
+            text += weekdays[weekday].utf8
+            text += ", ".utf8
+            two(day)
+            text.append(32)
+            text += months[Int(month) - 1].utf8
+            text.append(32)
+            if year >= 0, year < 10_000 {
+                two(year / 100)
+                two(year % 100)
+            } else {
+                let yearText = String(year)
+                text += (String(repeating: "0", count: max(0, 4 - yearText.count)) + yearText).utf8
+            }
+            text.append(32)
+            two(second / 3600)
+            text.append(58)
+            two(second / 60 % 60)
+            text.append(58)
+            two(second % 60)
+            text += " GMT".utf8
+            return String(decoding: text, as: UTF8.self)
         }
 
         static func parse(_ value: String, now: Date = Date()) -> Date? {

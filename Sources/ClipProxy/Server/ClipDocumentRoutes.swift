@@ -40,8 +40,7 @@ extension ClipRoutes {
     /// If-None-Match and If-Match against a document's strong ETag, as RFC 9110 says. Entity tags
     /// only: documents carry no Last-Modified and are never sent in ranges.
     func entityTagOutcome(_ request: Request, etag: String) -> ByteRangeResponse.PreconditionOutcome {
-        var conditions = ByteRangeResponse.RequestConditions(
-            method: request.method.rawValue, headers: request.headers.map { ($0.name.canonicalName, $0.value) })
+        var conditions = ByteRangeResponse.RequestConditions(method: request.method, fields: request.headers)
         conditions.range = nil
         conditions.ifModifiedSince = nil
         conditions.ifUnmodifiedSince = nil

@@ -46,8 +46,7 @@ struct ClipRoutes: Sendable {
         } catch let problem as HTTPProblem {
             return refuse(problem, nil, nil)
         }
-        let conditions = ByteRangeResponse.RequestConditions(
-            method: request.method.rawValue, headers: request.headers.map { ($0.name.canonicalName, $0.value) })
+        let conditions = ByteRangeResponse.RequestConditions(method: request.method, fields: request.headers)
         let answer: ClipPipeline.Answer
         do {
             answer = try await pipeline.withCurrentSource(clipRequest) { clip in try await self.pipeline.answer(clip, conditions) }
@@ -178,7 +177,7 @@ struct ClipRoutes: Sendable {
     func responseHeaders(_ decision: ByteRangeResponse, tier: ClipBody.Tier) -> HTTPFields {
         var headers = HTTPFields()
         for (name, value) in decision.headers {
-            if let field = HTTPField.Name(name) { headers.append(HTTPField(name: field, value: value)) }
+            if let field = Self.decisionFieldNames[name] ?? HTTPField.Name(name) { headers.append(HTTPField(name: field, value: value)) }
         }
         headers[.cacheControl] = "public, max-age=31536000, immutable"
         headers[Self.clipTierField] = tier.rawValue
@@ -186,6 +185,10 @@ struct ClipRoutes: Sendable {
     }
 
     static let clipTierField = HTTPField.Name("X-Clip-Tier")!
+    /// The names `ByteRangeResponse` uses, made once (on every response otherwise).
+    private static let decisionFieldNames = Dictionary(uniqueKeysWithValues: [
+        "Content-Type", "Content-Length", "Content-Range", "ETag", "Last-Modified", "Accept-Ranges",
+    ].map { ($0, HTTPField.Name($0)!) })
 
     /// Metrics and the access log line of an answered clip request.
     func recordAnswer(_ clip: PreparedClip, tier: ClipBody.Tier, status: Int) {
@@ -247,4 +250,19 @@ struct ClipRoutes: Sendable {
         }
     }
 
+}
+
+extension ByteRangeResponse.RequestConditions {
+    /// The fields that decide a response, picked out of a request's header fields by name
+    /// (HTTPFields matches names case-insensitively); a field sent on several lines is joined
+    /// with ", ", as `init(method:headers:)` does.
+    init(method: HTTPRequest.Method, fields: HTTPFields) {
+        func field(_ name: HTTPField.Name) -> String? {
+            let values = fields[values: name]
+            return values.isEmpty ? nil : values.count == 1 ? values[0] : values.joined(separator: ", ")
+        }
+        self.init(method: method.rawValue, range: field(.range), ifRange: field(.ifRange), ifMatch: field(.ifMatch),
+                  ifNoneMatch: field(.ifNoneMatch), ifModifiedSince: field(.ifModifiedSince),
+                  ifUnmodifiedSince: field(.ifUnmodifiedSince))
+    }
 }

@@ -106,8 +106,11 @@ final class StoredClipFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         context.write(data, promise: promise)
     }
 
-    /// Head, body and end, written now. Stored bytes go to the HTTP/1 codec as `FileRegion`s
-    /// (sendfile), in order with the head and end, which pass through the handlers in between.
+    /// Head, body and end, written now. For a response decided in full here the HTTPTypes
+    /// conversion would only copy the same fields: the head goes to the HTTP/1 encoder as NIO's
+    /// own head (the encoder must see every head: it pairs responses with request methods), and
+    /// the stored bytes as `FileRegion`s (sendfile) below it. The end passes the handlers in front
+    /// (the connection-state handler counts it, `CloseAfterWrites` holds closes for it).
     /// The lease ends at once and hands over its descriptor: one per answer, however many ranges,
     /// closed once the end has been written (or failed); eviction or purge from here on cannot
     /// touch what is being sent.
@@ -115,19 +118,24 @@ final class StoredClipFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         let hasBytes = answer.parts.contains { if case .bytes = $0 { true } else { false } }
         let file = hasBytes ? answer.lease.releaseKeepingDescriptor().map { NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: $0) } : nil
         answer.lease.release()  // (no-op when the descriptor was taken)
-        guard let codec = codecContext(context), !hasBytes || file != nil else {
+        guard let (codec, wire) = lowerContexts(context), !hasBytes || file != nil else {
             try? file?.close()
             context.close(promise: nil)
             return
         }
         answersInFlight += 1
-        context.write(wrapOutboundOut(.head(answer.head)), promise: nil)
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(answer.head.headerFields.count)
+        for field in answer.head.headerFields { headers.add(name: field.name.rawName, value: field.value) }
+        let status = HTTPResponseStatus(statusCode: answer.head.status.code, reasonPhrase: answer.head.status.reasonPhrase)
+        codec.write(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
         for part in answer.parts {
             switch part {
             case .literal(let bytes):
-                context.write(wrapOutboundOut(.body(ByteBuffer(bytes: bytes))), promise: nil)
+                wire.write(NIOAny(IOData.byteBuffer(context.channel.allocator.buffer(bytes: bytes))), promise: nil)
             case .bytes(let range):
-                SendFileHandler.writeRegion(of: file!, range: range, below: codec, promise: nil)
+                let region = FileRegion(fileHandle: file!, readerIndex: Int(range.lowerBound), endIndex: Int(range.upperBound))
+                wire.write(NIOAny(IOData.fileRegion(region)), promise: nil)
             }
         }
         let ended = context.eventLoop.makePromise(of: Void.self)
@@ -139,12 +147,19 @@ final class StoredClipFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         needsFlush = true
     }
 
-    /// The HTTP/1 codec's context, looked up once per connection.
-    private func codecContext(_ context: ChannelHandlerContext) -> ChannelHandlerContext? {
-        if codec == nil { codec = try? context.pipeline.syncOperations.context(handlerType: HTTP1ToHTTPServerCodec.self) }
-        return codec
+    /// The HTTPTypes codec's context (writes from it reach NIO's HTTP/1 encoder) and the
+    /// encoder's (writes from it go to the socket as they are), looked up once per connection.
+    private func lowerContexts(_ context: ChannelHandlerContext) -> (codec: ChannelHandlerContext, wire: ChannelHandlerContext)? {
+        if lower == nil {
+            let pipeline = context.pipeline.syncOperations
+            if let codec = try? pipeline.context(handlerType: HTTP1ToHTTPServerCodec.self),
+               let wire = try? pipeline.context(handlerType: HTTPResponseEncoder.self) {
+                lower = (codec, wire)
+            }
+        }
+        return lower
     }
-    private var codec: ChannelHandlerContext?
+    private var lower: (codec: ChannelHandlerContext, wire: ChannelHandlerContext)?
 
     /// Installs a `StoredClipFastPath` right after Hummingbird's connection-state handler, then
     /// removes itself. Hummingbird adds its extra handlers in front of that handler; the fast path
@@ -191,8 +206,7 @@ extension ClipRoutes {
               let clipRequest = try? validate(episode: clipTarget.episode, start: clipTarget.start, query: clipTarget.query),
               let clip = pipeline.recentlyPrepared(clipRequest),
               let lease = try? pipeline.storedLease(clip) else { return nil }
-        let conditions = ByteRangeResponse.RequestConditions(
-            method: request.method.rawValue, headers: request.headerFields.map { ($0.name.canonicalName, $0.value) })
+        let conditions = ByteRangeResponse.RequestConditions(method: request.method, fields: request.headerFields)
         let decision = ByteRangeResponse.decide(conditions, for: clip.representation(createdMs: lease.record.createdMs))
         var headers = responseHeaders(decision, tier: .l1)
         // What CORSMiddleware and Hummingbird add to routed responses.
