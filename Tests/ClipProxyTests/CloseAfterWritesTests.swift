@@ -51,6 +51,21 @@ struct CloseAfterWritesTests {
         #expect(throws: Never.self) { try closed.wait() }
     }
 
+    @Test("A response written below the handler (the wire fast path) holds a close until it is out")
+    func trackedResponse() throws {
+        let (channel, _) = try Self.channel(limit: .seconds(60))
+        let closeAfterWrites = try channel.pipeline.syncOperations.handler(type: CloseAfterWrites.self)
+        let written = channel.embeddedEventLoop.makePromise(of: Void.self)
+        closeAfterWrites.track(written.futureResult)
+        let closed = channel.close()
+        channel.embeddedEventLoop.run()
+        #expect(channel.isActive, "closed while the response was still being written")
+        written.succeed(())
+        channel.embeddedEventLoop.run()
+        #expect(!channel.isActive)
+        #expect(throws: Never.self) { try closed.wait() }
+    }
+
     @Test("A client that stops reading holds the close no longer than the limit")
     func limited() throws {
         let (channel, socket) = try Self.channel(limit: .seconds(5))

@@ -311,11 +311,25 @@ struct ServerRangeTableTests {
         ])
     }
 
-    /// Run twice: answered by the stored-clip fast path (below the router), and with it switched
-    /// off (by the route). Each row checks which one answered, through the fast path's counter.
-    @Test("A cached clip: every shape answers as nginx serving the same bytes", arguments: [true, false])
-    func cachedClip(fastPath: Bool) throws {
-        try Self.withServer("range-table-cached", environment: ["CLIPPROXY_HTTP_FAST_PATH": String(fastPath)]) { server, port in
+    /// Which part of clipproxy answers a stored clip.
+    enum Answerer: String, CaseIterable, CustomTestStringConvertible {
+        /// The fast path, before NIO's HTTP/1 parser (`StoredClipWirePath`).
+        case wire
+        /// The fast path, after the parser (`StoredClipFastPath`; `http.fast_path_wire: false`).
+        case parsed
+        /// The router (`http.fast_path: false`).
+        case route
+        var testDescription: String { rawValue }
+        var environment: [String: String] {
+            ["CLIPPROXY_HTTP_FAST_PATH": String(self != .route), "CLIPPROXY_HTTP_FAST_PATH_WIRE": String(self == .wire)]
+        }
+    }
+
+    /// Run three times: answered by each part that can answer a stored clip. Each row checks
+    /// which one answered, through the fast path's two counters.
+    @Test("A cached clip: every shape answers as nginx serving the same bytes", arguments: Answerer.allCases)
+    func cachedClip(answerer: Answerer) throws {
+        try Self.withServer("range-table-cached", environment: answerer.environment) { server, port in
             let path = "/clips/\(Self.episode)/\(Self.cachedStart)"
             let expected = try trimmed(Self.sourceKey, startMs: Self.cachedStart)
             let first = try RawHTTPClient.send(method: "GET", path: path, port: port)
@@ -339,17 +353,18 @@ struct ServerRangeTableTests {
 
             var rows: [Row] = []
             for shape in ServerRangeTable.shapes {
-                let fastBefore = try fastPathResponses(server)
+                let (fastBefore, wireBefore) = (try fastPathResponses(server), try fastPathResponses(server, wire: true))
                 let ours = try RawHTTPClient.send(method: shape.method, path: path, headers: shape.fields(ourValidators), port: port)
-                let answeredFast = try fastPathResponses(server) > fastBefore
+                let answeredBy: Answerer = try fastPathResponses(server, wire: true) > wireBefore ? .wire
+                    : try fastPathResponses(server) > fastBefore ? .parsed : .route
                 let theirs = try RawHTTPClient.send(method: shape.method, path: "/clip.mp3", headers: shape.fields(theirValidators),
                                                     port: nginx.port)
                 var row = Self.compare(shape, ours: ours, theirs: theirs)
                 if ours.header("X-Clip-Tier") != "l1_hit" { row.failures.append("served from \(ours.header("X-Clip-Tier") ?? "-"), not L1") }
-                if answeredFast != fastPath { row.failures.append(answeredFast ? "answered by the fast path" : "answered by the route, not the fast path") }
+                if answeredBy != answerer { row.failures.append("answered by \(answeredBy), not \(answerer)") }
                 rows.append(row)
             }
-            Self.report("Cached clip (\(expected.count) bytes, answered by \(fastPath ? "the fast path" : "the route"))", rows)
+            Self.report("Cached clip (\(expected.count) bytes, answered by: \(answerer))", rows)
             for row in rows where !row.failures.isEmpty {
                 Issue.record(Comment(rawValue: "\(row.shape.method) \(row.shape.name): \(row.failures.joined(separator: "; "))"))
             }

@@ -21,6 +21,7 @@ struct Configuration: Sendable, Equatable {
     var httpMaxHeaderBytes = 16_384
     /// Stored clips answered on the event loop, below the router (`StoredClipFastPath`).
     var httpFastPath = true
+    var httpFastPathWire = true
     var cacheDir = "./.cache/clipproxy"
     var cacheMaxBytes: Int64 = 10 << 30
     var catalogKind = "file"
@@ -75,6 +76,7 @@ struct Configuration: Sendable, Equatable {
         Key(name: "http.max_uri_bytes") { $0.httpMaxURIBytes = Int(try integer($1, "http.max_uri_bytes", in: 256...1 << 20)) },
         Key(name: "http.max_header_bytes") { $0.httpMaxHeaderBytes = Int(try integer($1, "http.max_header_bytes", in: 1024...1 << 20)) },
         Key(name: "http.fast_path") { $0.httpFastPath = try boolean($1, "http.fast_path") },
+        Key(name: "http.fast_path_wire") { $0.httpFastPathWire = try boolean($1, "http.fast_path_wire") },
         Key(name: "cache.dir") { $0.cacheDir = try nonEmpty($1, "cache.dir") },
         Key(name: "cache.max_bytes") { $0.cacheMaxBytes = try byteSize($1, "cache.max_bytes") },
         Key(name: "catalog.kind") { $0.catalogKind = try oneOf($1, "catalog.kind", ["file", "mongo"]) },

@@ -90,7 +90,9 @@ enum ClipServer {
             CloseAfterWrites(limit: .seconds(Int64(min(configuration.httpIdleTimeoutS, 30)))),
         ]
         if configuration.httpFastPath {
-            handlers.append(StoredClipFastPath.Installer { StoredClipFastPath(routes: routes) })
+            handlers.append(StoredClipFastPath.Installer(routes: routes, wirePath: configuration.httpFastPathWire,
+                                                         idleTimeout: .seconds(Int64(configuration.httpIdleTimeoutS)),
+                                                         maxHeaderBytes: configuration.httpMaxHeaderBytes))
         }
         return handlers
     }

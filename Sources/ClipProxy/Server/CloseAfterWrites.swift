@@ -30,14 +30,23 @@ final class CloseAfterWrites: ChannelOutboundHandler, RemovableChannelHandler {
             context.write(data, promise: promise)
             return
         }
-        unfinishedResponses += 1
         let written = promise ?? context.eventLoop.makePromise(of: Void.self)
-        written.futureResult.assumeIsolated().whenComplete { [self] _ in
-            unfinishedResponses -= 1
-            if unfinishedResponses == 0, holding { closeNow(context) }
-        }
+        track(written.futureResult)
         context.write(data, promise: written)
     }
+
+    /// Counts a response written below this handler (by `StoredClipWirePath`) until `written`
+    /// completes, like the ends that pass through here.
+    func track(_ written: EventLoopFuture<Void>) {
+        unfinishedResponses += 1
+        written.assumeIsolated().whenComplete { [self] _ in
+            unfinishedResponses -= 1
+            if unfinishedResponses == 0, holding, let context { closeNow(context) }
+        }
+    }
+    private var context: ChannelHandlerContext?
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
     func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
         guard mode != .input, unfinishedResponses > 0 else {

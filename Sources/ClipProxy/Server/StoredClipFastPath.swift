@@ -36,6 +36,7 @@ final class StoredClipFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundOut = HTTPResponsePart
 
     private let routes: ClipRoutes
+    private let connection: FastPathConnection
     /// Requests handed to the router whose responses have not ended yet.
     private var routedInFlight = 0
     /// Answers written here whose last byte has not reached the socket yet. Bounded, so a client
@@ -50,11 +51,15 @@ final class StoredClipFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     /// ... and it was answered here (not by the router).
     private var closedAfterFastAnswer = false
 
-    init(routes: ClipRoutes) {
+    init(routes: ClipRoutes, connection: FastPathConnection = FastPathConnection()) {
         self.routes = routes
+        self.connection = connection
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // Counted until its response's end is written (here, or by the router through `write`);
+        // one never answered (after a close) keeps `StoredClipWirePath` out for good.
+        if case .head = unwrapInboundIn(data) { connection.requestsAbove += 1 }
         guard !closing else {
             // A request after one answered here with `Connection: close`: nobody will answer it,
             // and the connection-state handler counted it, so only a close ends the connection
@@ -102,7 +107,10 @@ final class StoredClipFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if case .end = unwrapOutboundIn(data) { routedInFlight = max(0, routedInFlight - 1) }
+        if case .end = unwrapOutboundIn(data) {
+            routedInFlight = max(0, routedInFlight - 1)
+            connection.requestsAbove = max(0, connection.requestsAbove - 1)
+        }
         context.write(data, promise: promise)
     }
 
@@ -115,9 +123,7 @@ final class StoredClipFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     /// closed once the end has been written (or failed); eviction or purge from here on cannot
     /// touch what is being sent.
     private func send(_ answer: StoredClipAnswer, context: ChannelHandlerContext) {
-        let hasBytes = answer.parts.contains { if case .bytes = $0 { true } else { false } }
-        let file = hasBytes ? answer.lease.releaseKeepingDescriptor().map { NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: $0) } : nil
-        answer.lease.release()  // (no-op when the descriptor was taken)
+        let (hasBytes, file) = answer.endLease()
         guard let (codec, wire) = lowerContexts(context), !hasBytes || file != nil else {
             try? file?.close()
             context.close(promise: nil)
@@ -144,6 +150,7 @@ final class StoredClipFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             try? file?.close()
         }
         context.write(wrapOutboundOut(.end(nil)), promise: ended)
+        connection.requestsAbove = max(0, connection.requestsAbove - 1)
         needsFlush = true
     }
 
@@ -161,23 +168,37 @@ final class StoredClipFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     }
     private var lower: (codec: ChannelHandlerContext, wire: ChannelHandlerContext)?
 
-    /// Installs a `StoredClipFastPath` right after Hummingbird's connection-state handler, then
-    /// removes itself. Hummingbird adds its extra handlers in front of that handler; the fast path
-    /// belongs behind it, so idle timeouts and graceful shutdown count its requests too. The
-    /// connection is active only once its pipeline is complete, so that is when this runs.
+    /// Installs a `StoredClipFastPath` right after Hummingbird's connection-state handler, and
+    /// a `StoredClipWirePath` in front of NIO's HTTP/1 parser, then removes itself. Hummingbird
+    /// adds its extra handlers in front of the state handler; the fast path belongs behind it, so
+    /// idle timeouts and graceful shutdown count its requests too. The connection is active only
+    /// once its pipeline is complete, so that is when this runs.
     final class Installer: ChannelInboundHandler, RemovableChannelHandler {
         typealias InboundIn = HTTPRequestPart
-        let makeFastPath: () -> StoredClipFastPath
+        let routes: ClipRoutes
+        let wirePath: Bool
+        let idleTimeout: TimeAmount
+        let maxHeaderBytes: Int
 
-        init(_ makeFastPath: @escaping () -> StoredClipFastPath) { self.makeFastPath = makeFastPath }
+        init(routes: ClipRoutes, wirePath: Bool, idleTimeout: TimeAmount, maxHeaderBytes: Int) {
+            self.routes = routes
+            self.wirePath = wirePath
+            self.idleTimeout = idleTimeout
+            self.maxHeaderBytes = maxHeaderBytes
+        }
 
         func channelActive(context: ChannelHandlerContext) {
             let pipeline = context.pipeline.syncOperations
-            let fastPath = makeFastPath()
+            let connection = FastPathConnection()
+            let fastPath = StoredClipFastPath(routes: routes, connection: connection)
             if let state = try? pipeline.handler(type: HTTPConnectionStateHandler.self) {
                 try? pipeline.addHandler(fastPath, position: .after(state))
             } else {
                 try? pipeline.addHandler(fastPath, position: .after(self))
+            }
+            if wirePath {
+                try? pipeline.addHandler(StoredClipWirePath(routes: routes, connection: connection, idleTimeout: idleTimeout,
+                                                            maxHeaderBytes: maxHeaderBytes), position: .first)
             }
             context.fireChannelActive()
             pipeline.removeHandler(context: context, promise: nil)
@@ -190,6 +211,17 @@ struct StoredClipAnswer {
     let head: HTTPResponse
     let parts: [ByteRangeResponse.Part]
     let lease: ClipStore.Lease
+
+    /// Ends the lease. When the body has stored bytes the lease hands over its open file: one
+    /// descriptor per answer however many ranges, for the caller to close once it is written
+    /// (nil with `hasBytes` if the descriptor is gone). Eviction or purge from here on cannot
+    /// touch what is being sent.
+    func endLease() -> (hasBytes: Bool, file: NIOFileHandle?) {
+        let hasBytes = parts.contains { if case .bytes = $0 { true } else { false } }
+        let file = hasBytes ? lease.releaseKeepingDescriptor().map { NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: $0) } : nil
+        lease.release()  // (no-op when the descriptor was taken)
+        return (hasBytes, file)
+    }
 }
 
 extension ClipRoutes {
