@@ -4,7 +4,7 @@ import NIOCore
 /// A plain `GET` or `HEAD` of `/clips/...`, read straight from the connection's bytes.
 ///
 /// Deliberately much narrower than HTTP/1.1: HTTP/1.1 only, a target of visible ASCII, header
-/// fields of token names and printable values, no body (no Content-Length or Transfer-Encoding),
+/// fields of token names and printable values (no whitespace after them), no body (no Content-Length or Transfer-Encoding),
 /// no Upgrade or Expect, `Connection` absent, `close` or `keep-alive`, at most `maxBytes` and 64
 /// fields. Everything else is `.unusual` and goes to NIO's full parser (llhttp), so the two never
 /// disagree about where a request ends: whatever this accepts, llhttp parses the same way.
@@ -75,9 +75,12 @@ struct WireRequest {
             let field = UnsafeRawBufferPointer(rebasing: bytes[fieldLine])
             guard let colon = field.firstIndex(of: UInt8(ascii: ":")), colon > 0,
                   field[..<colon].allSatisfy({ tokenBytes[Int($0)] }) else { return .unusual }
-            var valueStart = colon + 1, valueEnd = field.count
+            var valueStart = colon + 1
+            let valueEnd = field.count
             while valueStart < valueEnd, field[valueStart] == space || field[valueStart] == tab { valueStart += 1 }
-            while valueEnd > valueStart, field[valueEnd - 1] == space || field[valueEnd - 1] == tab { valueEnd -= 1 }
+            // Whitespace after a value is left to llhttp, whatever it makes of it (an Origin with
+            // a trailing space must get the same answer on both paths).
+            if valueEnd > valueStart, field[valueEnd - 1] == space || field[valueEnd - 1] == tab { return .unusual }
             guard field[valueStart..<valueEnd].allSatisfy({ ($0 >= 0x20 && $0 < 0x7F) || $0 == tab }) else { return .unusual }
             let nameText = String(decoding: field[..<colon], as: UTF8.self)
             let value = String(decoding: field[valueStart..<valueEnd], as: UTF8.self)
