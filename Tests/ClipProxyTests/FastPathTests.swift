@@ -280,16 +280,32 @@ struct FastPathTests {
             #expect(two.map(\.status) == [200, 200] && sameBytes(two[0].body, expected))
             #expect(try answered() == (2, 2), "both read and answered before the parser")
 
-            // A request split across two writes: the first part goes to the parser, and so does
-            // everything after it on this connection (answered by the fast path behind the parser).
+            // A request split across two writes waits for its rest and is answered here too.
             let split = Self.request("GET", Self.hot, ["Range: bytes=0-99"])
             writeAll(fd, String(split.prefix(20)))
             usleep(200_000)
             writeAll(fd, String(split.dropFirst(20)) + Self.request("GET", Self.hot, ["Range: bytes=100-199"]))
-            let parsed = try readResponses(fd, methods: ["GET", "GET"])
-            #expect(parsed.map(\.status) == [206, 206])
-            #expect(sameBytes(parsed[0].body, Array(expected[0..<100])) && sameBytes(parsed[1].body, Array(expected[100..<200])))
-            #expect(try answered() == (2, 0), "answered behind the parser")
+            let joined = try readResponses(fd, methods: ["GET", "GET"])
+            #expect(joined.map(\.status) == [206, 206])
+            #expect(sameBytes(joined[0].body, Array(expected[0..<100])) && sameBytes(joined[1].body, Array(expected[100..<200])))
+            #expect(try answered() == (2, 2), "the split request too")
+
+            // Another endpoint on the same connection goes to the router; the clip after it is
+            // answered here again once the router has answered.
+            writeAll(fd, "GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+            #expect(try readResponses(fd, methods: ["GET"]).first?.status == 200)
+            writeAll(fd, Self.request("GET", Self.hot, ["Range: bytes=0-9"]))
+            #expect(try readResponses(fd, methods: ["GET"]).first?.status == 206)
+            #expect(try answered() == (1, 1))
+
+            // After bytes NIO's parser may stop in the middle of (a body), it reads the rest of
+            // the connection: answered behind it.
+            writeAll(fd, "GET /healthz HTTP/1.1\r\nHost: test\r\nContent-Length: 2\r\n\r\nab" + Self.request("GET", Self.hot, ["Range: bytes=0-9"]))
+            let behind = try readResponses(fd, methods: ["GET", "GET"])
+            #expect(behind.map(\.status) == [200, 206])
+            writeAll(fd, Self.request("GET", Self.hot, ["Range: bytes=0-9"]))
+            #expect(try readResponses(fd, methods: ["GET"]).first?.status == 206)
+            #expect(try answered() == (1, 0), "the clip behind the routed request waits for it (the router answers it); the next one is fast, behind the parser")
 
             // Requests the wire path does not take (a body, whose bytes look like a request too;
             // HTTP/1.0): each is answered as the router answers it, and the request pipelined
@@ -313,28 +329,29 @@ struct FastPathTests {
 
     @Test("A busy connection answered before the parser is not closed as idle; an idle one is")
     func wirePathKeepsBusyConnectionsOpen() throws {
-        // Idle timeout 2 s: requests every 0.3 s for 4 s on one connection. The connection-state
+        // Idle timeout 2 s: requests every 0.1 s for 3 s on one connection. The connection-state
         // handler does not see what the wire path answers; without a request handed up now and
-        // then it would close this connection after 2 s as idle.
+        // then (every eighth of the timeout) it would close this connection after 2 s as idle.
         try Self.withWarmServer("fastpath-wire-idle", environment: ["CLIPPROXY_HTTP_IDLE_TIMEOUT_S": "2"]) { server, port, expected in
             let fd = try RawHTTPClient.connect(port: port)
             defer { close(fd) }
             let (fastBefore, wireBefore) = (try fastPathResponses(server), try fastPathResponses(server, wire: true))
-            for round in 0..<13 {
+            let rounds = 30
+            for round in 0..<rounds {
                 writeAll(fd, Self.request("GET", Self.hot, ["Range: bytes=0-9"]))
                 let response = try readResponses(fd, methods: ["GET"])
                 #expect(response.first?.status == 206, "round \(round)")
-                usleep(300_000)
+                usleep(100_000)
             }
             let (fast, wire) = (try fastPathResponses(server) - fastBefore, try fastPathResponses(server, wire: true) - wireBefore)
-            #expect(fast == 13 && wire >= 9 && wire < 13, "fast \(fast), wire \(wire): a few handed up to keep the connection's state fresh")
+            #expect(fast == rounds && wire >= rounds / 3 && wire < rounds, "fast \(fast), wire \(wire): some handed up to keep the connection's state fresh")
             // Left idle, it is closed after the timeout.
             var timeout = timeval(tv_sec: 5, tv_usec: 0)
             setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
             let start = Date()
             var byte: UInt8 = 0
             #expect(read(fd, &byte, 1) == 0, "end of stream")
-            #expect(Date().timeIntervalSince(start) > 1 && Date().timeIntervalSince(start) < 4.5)
+            #expect(Date().timeIntervalSince(start) > 1.5 && Date().timeIntervalSince(start) < 4.5, "closed after \(Date().timeIntervalSince(start)) s")
         }
     }
 }

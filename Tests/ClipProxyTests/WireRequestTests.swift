@@ -81,13 +81,23 @@ struct WireRequestTests {
         }
     }
 
-    @Test("Only whole plain requests count as ending on a request boundary")
-    func wholeRequests() {
+    @Test("Whole requests with no body (any method or target) end on a boundary; what follows them is told apart")
+    func wholePrefix() {
         let one = "GET \(Self.path) HTTP/1.1\r\nHost: a\r\n\r\n"
-        #expect(WireRequest.onlyWholeRequests(ByteBuffer(string: one + one + one), maxBytes: 8192))
-        #expect(!WireRequest.onlyWholeRequests(ByteBuffer(string: one + "GET /clips/x"), maxBytes: 8192))
-        #expect(!WireRequest.onlyWholeRequests(ByteBuffer(string: "GET \(Self.path) HTTP/1.1\r\nContent-Length: 16\r\n\r\n" + one.prefix(16)), maxBytes: 8192))
-        #expect(!WireRequest.onlyWholeRequests(ByteBuffer(string: one + "POST /admin/purge/x HTTP/1.1\r\n\r\n"), maxBytes: 8192))
+        let health = "GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"
+        let purge = "POST /admin/purge/x HTTP/1.1\r\nHost: a\r\n\r\n"
+        func split(_ text: String) -> (Int, Bool, String) {
+            let (length, closes, rest) = WireRequest.wholePrefix(ByteBuffer(string: text), maxBytes: 8192)
+            let kind = switch rest { case nil: "end"; case .incomplete?: "incomplete"; case .unusual?: "unusual"; case .request?: "request" }
+            return (length, closes, kind)
+        }
+        #expect(split(one + health + purge) == (one.utf8.count + health.utf8.count + purge.utf8.count, false, "end"))
+        #expect(split(one + "GET /clips/x") == (one.utf8.count, false, "incomplete"))
+        #expect(split(one + "GET /healthz HTTP/1.1\r\nHo") == (one.utf8.count, false, "incomplete"))
+        let withBody = "POST /admin/purge/x HTTP/1.1\r\nContent-Length: 16\r\n\r\n" + one.prefix(16)
+        #expect(split(one + withBody) == (one.utf8.count, false, "unusual"), "a body is NIO's to find the end of")
+        #expect(split(one + "GET \(Self.path) HTTP/1.1\r\nConnection: close\r\n\r\n" + one).1, "a Connection: close among them")
+        #expect(split("GET * HTTP/1.1\r\n\r\n").2 == "unusual" && split("BAD\u{01} / HTTP/1.1\r\n\r\n").2 == "unusual")
     }
 
     func isUnusual(_ parsed: WireRequest.Parsed) -> Bool {

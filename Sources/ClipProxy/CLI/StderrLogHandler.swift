@@ -31,6 +31,8 @@ struct StderrLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
+    private static let writing = Mutex(())
+
     func log(event: LogEvent) {
         var line = ""
         line.reserveCapacity(256)
@@ -45,8 +47,12 @@ struct StderrLogHandler: LogHandler {
         line += "] "
         line += event.message.description
         line += "\n"
-        line.withUTF8 { bytes in
-            try? Posix.writeAll(descriptor, UnsafeRawBufferPointer(bytes), path: "stderr")
+        // One write(2) per line, under a lock: a write cut short (a full pipe) is finished
+        // before another thread's line starts.
+        Self.writing.withLock { _ in
+            line.withUTF8 { bytes in
+                try? Posix.writeAll(descriptor, UnsafeRawBufferPointer(bytes), path: "stderr")
+            }
         }
     }
 

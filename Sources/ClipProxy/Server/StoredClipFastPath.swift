@@ -40,9 +40,7 @@ final class StoredClipFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     private let connection: FastPathConnection
     /// Requests handed to the router whose responses have not ended yet.
     private var routedInFlight = 0
-    /// Answers written here whose last byte has not reached the socket yet. Bounded, so a client
-    /// that pipelines without reading holds a few descriptors, not one per request.
-    private var answersInFlight = 0
+    /// Bound on `FastPathConnection.answersInFlight`.
     static let maxAnswersInFlight = 8
     /// The current request was answered here: its body parts (if any) are dropped.
     private var droppingBody = false
@@ -72,7 +70,7 @@ final class StoredClipFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         case .head(let head):
             // A client that does not read its answers gets the rest from the router, which waits
             // for the socket: at most a few answers (one descriptor each) queue per connection.
-            if routedInFlight == 0, answersInFlight < Self.maxAnswersInFlight, let answer = routes.storedAnswer(head) {
+            if routedInFlight == 0, connection.answersInFlight < Self.maxAnswersInFlight, let answer = routes.storedAnswer(head) {
                 droppingBody = true
                 send(answer, context: context)
                 // As Hummingbird does after a routed response: no more requests, output closed
@@ -130,7 +128,7 @@ final class StoredClipFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             context.close(promise: nil)
             return
         }
-        answersInFlight += 1
+        connection.answersInFlight += 1
         var headers = HTTPHeaders()
         headers.reserveCapacity(answer.head.headerFields.count)
         for field in answer.head.headerFields { headers.add(name: field.name.rawName, value: field.value) }
@@ -141,7 +139,7 @@ final class StoredClipFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         }
         let ended = context.eventLoop.makePromise(of: Void.self)
         ended.futureResult.assumeIsolated().whenComplete { [self] _ in
-            answersInFlight -= 1
+            connection.answersInFlight -= 1
             try? file?.close()
         }
         context.write(wrapOutboundOut(.end(nil)), promise: ended)

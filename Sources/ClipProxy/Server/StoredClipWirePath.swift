@@ -41,15 +41,17 @@ final class StoredClipWirePath: ChannelDuplexHandler, RemovableChannelHandler {
     private var handingUpAll = false
     /// A request answered here asked for `Connection: close`: nothing more is read.
     private var closing = false
-    private var answersInFlight = 0
     private var lastHandedUp = NIODeadline.now()
     private var needsFlush = false
     private var closeAfterWrites: CloseAfterWrites?
+    /// The start of a request split across reads, kept until its rest arrives (at most
+    /// `maxRequestBytes`, or `WireRequest` would call it unusual).
+    private var partial: ByteBuffer?
 
     init(routes: ClipRoutes, connection: FastPathConnection, idleTimeout: TimeAmount, maxHeaderBytes: Int) {
         self.routes = routes
         self.connection = connection
-        self.handUpEvery = .nanoseconds(idleTimeout.nanoseconds / 2)
+        self.handUpEvery = .nanoseconds(idleTimeout.nanoseconds / 8)
         self.maxRequestBytes = min(8192, maxHeaderBytes / 2)
     }
 
@@ -64,20 +66,44 @@ final class StoredClipWirePath: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         var buffer = unwrapInboundIn(data)
-        while buffer.readableBytes > 0, connection.requestsAbove == 0, answersInFlight < StoredClipFastPath.maxAnswersInFlight,
+        if var start = partial.take() {
+            start.writeImmutableBuffer(buffer)
+            buffer = start
+        }
+        while buffer.readableBytes > 0, connection.requestsAbove == 0,
+              connection.answersInFlight < StoredClipFastPath.maxAnswersInFlight,
               NIODeadline.now() - lastHandedUp < handUpEvery,
               case .request(let wire) = WireRequest.parse(buffer, maxBytes: maxRequestBytes),
               let answer = routes.storedAnswer(wire.request) {
             buffer.moveReaderIndex(forwardBy: wire.length)
             routes.pipeline.metrics.wirePathAnswers.increment()
-            send(answer, closing: wire.closes, context: context)
-            if wire.closes {
+            guard send(answer, closing: wire.closes, context: context), !wire.closes else {
                 closing = true
                 return
             }
         }
+        handUp(buffer, context: context)
+    }
+
+    /// Hands `buffer` to NIO's parser: its whole requests, and what follows them too unless that
+    /// is the start of a request split across reads, which waits here for its rest.
+    private func handUp(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
         guard buffer.readableBytes > 0 else { return }
-        if !WireRequest.onlyWholeRequests(buffer, maxBytes: maxRequestBytes) { handingUpAll = true }
+        var buffer = buffer
+        let (length, closes, rest) = WireRequest.wholePrefix(buffer, maxBytes: maxRequestBytes)
+        // Hummingbird reads nothing after a routed `Connection: close`; neither does this.
+        if closes { closing = true }
+        switch rest {
+        case .incomplete? where !closes:
+            partial = buffer.getSlice(at: buffer.readerIndex + length, length: buffer.readableBytes - length)
+            buffer = buffer.getSlice(at: buffer.readerIndex, length: length)!
+        case .unusual?, .incomplete?:
+            // NIO's parser may now stop mid-request: from here on it reads everything.
+            handingUpAll = true
+        default:
+            break
+        }
+        guard buffer.readableBytes > 0 else { return }
         lastHandedUp = .now()
         context.fireChannelRead(wrapInboundOut(buffer))
     }
@@ -91,23 +117,29 @@ final class StoredClipWirePath: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        // Graceful shutdown: from now on the connection-state handler decides, seeing every request.
-        if event is ChannelShouldQuiesceEvent { handingUpAll = true }
+        // Graceful shutdown: from now on the connection-state handler decides, seeing every
+        // request. At the end of the input, a request's start kept here goes to the parser too.
+        if event is ChannelShouldQuiesceEvent || event as? ChannelEvent == .inputClosed {
+            handingUpAll = true
+            if let start = partial.take(), !closing { context.fireChannelRead(wrapInboundOut(start)) }
+        }
         context.fireUserInboundEventTriggered(event)
     }
 
     /// Head, body and the answer's end, written now below every other handler. The lease hands
     /// over its descriptor (one per answer, closed once the last byte is written or failed).
-    private func send(_ answer: StoredClipAnswer, closing: Bool, context: ChannelHandlerContext) {
+    /// False when the answer could not be sent (its descriptor is gone): the connection closes,
+    /// after the answers already written (the close goes through `CloseAfterWrites`).
+    private func send(_ answer: StoredClipAnswer, closing: Bool, context: ChannelHandlerContext) -> Bool {
         let (hasBytes, file) = answer.endLease()
         guard !hasBytes || file != nil else {
-            context.close(promise: nil)
-            return
+            context.pipeline.close(promise: nil)
+            return false
         }
-        answersInFlight += 1
+        connection.answersInFlight += 1
         let written = context.eventLoop.makePromise(of: Void.self)
         written.futureResult.assumeIsolated().whenComplete { [self] _ in
-            answersInFlight -= 1
+            connection.answersInFlight -= 1
             try? file?.close()
             if closing { context.close(mode: .output, promise: nil) }
         }
@@ -120,6 +152,7 @@ final class StoredClipWirePath: ChannelDuplexHandler, RemovableChannelHandler {
         }
         needsFlush = true
         if closing { context.flush() }
+        return true
     }
 }
 
@@ -127,6 +160,11 @@ final class StoredClipWirePath: ChannelDuplexHandler, RemovableChannelHandler {
 final class FastPathConnection {
     /// Requests NIO's parser has read whose response's end has not been written yet.
     var requestsAbove = 0
+    /// Answers of either fast path whose last byte has not reached the socket yet. Bounded, so a
+    /// client that pipelines without reading holds at most 8 descriptors and 8 inline buffers
+    /// (`StoredClipAnswer.inlineBytes`) per connection; further requests go to the router, which
+    /// waits for the socket.
+    var answersInFlight = 0
 }
 
 extension ByteBuffer {

@@ -27,7 +27,9 @@ struct WireRequest {
         buffer.withUnsafeReadableBytes { bytes in parse(bytes, maxBytes: maxBytes) }
     }
 
-    static func parse(_ bytes: UnsafeRawBufferPointer, maxBytes: Int) -> Parsed {
+    /// `anyRequest`: any method and any origin-form target, the rest as strict (to find where
+    /// requests end, not to answer them).
+    static func parse(_ bytes: UnsafeRawBufferPointer, maxBytes: Int, anyRequest: Bool = false) -> Parsed {
         var index = 0
         let end = min(bytes.count, maxBytes)
         /// The next line without its CRLF, nil when none ends within `end`.
@@ -55,12 +57,17 @@ struct WireRequest {
             (method, targetStart) = (.get, getPrefix.count)
         } else if text.starts(with: headPrefix) {
             (method, targetStart) = (.head, headPrefix.count)
+        } else if anyRequest, let space = text.firstIndex(of: UInt8(ascii: " ")), space > 0,
+                  text[..<space].allSatisfy({ tokenBytes[Int($0)] }),
+                  let other = HTTPRequest.Method(String(decoding: text[..<space], as: UTF8.self)) {
+            (method, targetStart) = (other, space + 1)
         } else {
             return .unusual
         }
         guard text.count > targetStart + versionSuffix.count, text.suffix(versionSuffix.count).elementsEqual(versionSuffix) else { return .unusual }
         let target = text[targetStart..<(text.count - versionSuffix.count)]
-        guard target.starts(with: clipsPrefix), target.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { return .unusual }
+        guard target.starts(with: anyRequest ? Array(clipsPrefix.prefix(1)) : clipsPrefix),
+              target.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { return .unusual }
 
         var fields = HTTPFields()
         var authority: String?
@@ -107,16 +114,21 @@ struct WireRequest {
         return .request(WireRequest(request: request, length: index, closes: closes))
     }
 
-    /// True when `bytes` is nothing but whole plain requests (what NIO's parser then ends on a
-    /// request boundary, with no body it could read differently).
-    static func onlyWholeRequests(_ buffer: ByteBuffer, maxBytes: Int) -> Bool {
+    /// How `bytes` splits for NIO's parser: `length` bytes of whole requests with no body (any
+    /// method or origin-form target, fields as strict as `parse`), which it reads to a request
+    /// boundary; whether one of them asked for `Connection: close`; and what follows: nothing,
+    /// the start of such a request (`.incomplete`), or something else (`.unusual`).
+    static func wholePrefix(_ buffer: ByteBuffer, maxBytes: Int) -> (length: Int, closes: Bool, rest: Parsed?) {
         buffer.withUnsafeReadableBytes { bytes in
             var offset = 0
+            var closes = false
             while offset < bytes.count {
-                guard case .request(let request) = parse(UnsafeRawBufferPointer(rebasing: bytes[offset...]), maxBytes: maxBytes) else { return false }
+                let parsed = parse(UnsafeRawBufferPointer(rebasing: bytes[offset...]), maxBytes: maxBytes, anyRequest: true)
+                guard case .request(let request) = parsed else { return (offset, closes, parsed) }
                 offset += request.length
+                closes = closes || request.closes
             }
-            return true
+            return (offset, closes, nil)
         }
     }
 
