@@ -15,18 +15,20 @@ import NIOCore
 /// Order and state, per connection:
 /// - A request is answered here only when no request handed up is still unanswered
 ///   (`FastPathConnection.requestsAbove`), so responses leave in request order.
-/// - Bytes handed up that are not whole plain requests (a request split across reads, a body,
-///   anything `WireRequest` does not take) may leave NIO's parser mid-request: from then on the
-///   connection's bytes all go up.
+/// - What goes up is whole requests without a body (any method and target), so NIO's parser
+///   ends on a request boundary; the start of a request split across reads waits here for its
+///   rest. Bytes it cannot split so (a body, anything else `WireRequest` does not take) may leave
+///   the parser mid-request: from then on the connection's bytes all go up. After a
+///   `Connection: close` request nothing more is read.
 /// - NIO's HTTP/1 encoder pairs responses with the methods of the requests its parser read; the
 ///   requests answered here never reach that parser, so the pairing stays right.
 /// - Hummingbird's connection-state handler does not see these requests. So that it never takes
 ///   a busy connection for an idle one, a request is handed up (and answered by
-///   `StoredClipFastPath`) at least every half idle timeout; at its quiesce event (graceful
-///   shutdown) everything goes up; and `CloseAfterWrites` holds its closes until the answers
-///   written here are out.
-/// - At most 8 answers per connection are in flight; after that requests go up, where the router
-///   waits for the socket.
+///   `StoredClipFastPath`) at least every eighth of the idle timeout; at its quiesce event
+///   (graceful shutdown) everything goes up; and `CloseAfterWrites` holds its closes until the
+///   answers written here are out.
+/// - At most 8 answers per connection are in flight, counting both fast paths; after that
+///   requests go up, where the router waits for the socket.
 final class StoredClipWirePath: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
