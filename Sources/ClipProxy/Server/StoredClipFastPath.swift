@@ -3,7 +3,6 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdCore
 import Index
-import Support
 import NIOCore
 import NIOHTTPTypes
 import NIOHTTPTypesHTTP1
@@ -134,8 +133,14 @@ final class StoredClipFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         for field in answer.head.headerFields { headers.add(name: field.name.rawName, value: field.value) }
         let status = HTTPResponseStatus(statusCode: answer.head.status.code, reasonPhrase: answer.head.status.reasonPhrase)
         codec.write(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
-        for piece in answer.bodyPieces(file: file, allocator: context.channel.allocator) {
-            wire.write(NIOAny(piece), promise: nil)
+        for part in answer.parts {
+            switch part {
+            case .literal(let bytes):
+                wire.write(NIOAny(IOData.byteBuffer(context.channel.allocator.buffer(bytes: bytes))), promise: nil)
+            case .bytes(let range):
+                let region = FileRegion(fileHandle: file!, readerIndex: Int(range.lowerBound), endIndex: Int(range.upperBound))
+                wire.write(NIOAny(IOData.fileRegion(region)), promise: nil)
+            }
         }
         let ended = context.eventLoop.makePromise(of: Void.self)
         ended.futureResult.assumeIsolated().whenComplete { [self] _ in
@@ -209,46 +214,6 @@ struct StoredClipAnswer {
     /// descriptor per answer however many ranges, for the caller to close once it is written
     /// (nil with `hasBytes` if the descriptor is gone). Eviction or purge from here on cannot
     /// touch what is being sent.
-    /// The body as NIO writes it: literal parts as buffers, stored bytes as `FileRegion`s
-    /// (sendfile), except the first `inlineBytes` of a body that starts with stored bytes, which
-    /// are read into a buffer. Written right after the head, that buffer leaves with it in one
-    /// write and one 64 KiB segment, as nginx's `tcp_nopush` sends a head with the start of the
-    /// file: measured on loopback (5 interleaved rounds against nginx, 40 clips), requests/s went
-    /// from 0.62× to 0.97× of nginx's and CPU per hit from 1.42× to 1.13×; a head in a packet
-    /// of its own costs the client a wake-up and the kernel a segment per response.
-    func bodyPieces(file: NIOFileHandle?, allocator: ByteBufferAllocator) -> [IOData] {
-        var pieces: [IOData] = []
-        var parts = parts[...]
-        if case .bytes(let range) = parts.first, let file {
-            let count = Int(min(range.upperBound - range.lowerBound, Int64(Self.inlineBytes)))
-            var buffer = allocator.buffer(capacity: count)
-            let read = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { pointer -> Int in
-                let descriptor = (try? file.withUnsafeFileDescriptor { $0 }) ?? -1
-                return (try? Posix.readFully(descriptor, into: pointer.baseAddress!, count: count, at: range.lowerBound, path: "stored clip")) ?? 0
-            }
-            // A short read (a file cut short under us) sends the range from the file as usual.
-            if read == count {
-                pieces.append(.byteBuffer(buffer))
-                parts = parts.dropFirst()
-                if range.lowerBound + Int64(count) < range.upperBound {
-                    parts.insert(.bytes((range.lowerBound + Int64(count))..<range.upperBound), at: parts.startIndex)
-                }
-            }
-        }
-        for part in parts {
-            switch part {
-            case .literal(let bytes):
-                pieces.append(.byteBuffer(allocator.buffer(bytes: bytes)))
-            case .bytes(let range):
-                pieces.append(.fileRegion(FileRegion(fileHandle: file!, readerIndex: Int(range.lowerBound), endIndex: Int(range.upperBound))))
-            }
-        }
-        return pieces
-    }
-
-    /// 64 KiB (a loopback or TSO segment) less room for the head.
-    static let inlineBytes = 64_512
-
     func endLease() -> (hasBytes: Bool, file: NIOFileHandle?) {
         let hasBytes = parts.contains { if case .bytes = $0 { true } else { false } }
         let file = hasBytes ? lease.releaseKeepingDescriptor().map { NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: $0) } : nil

@@ -148,7 +148,15 @@ final class StoredClipWirePath: ChannelDuplexHandler, RemovableChannelHandler {
         closeAfterWrites?.track(written.futureResult)
         var head = context.channel.allocator.buffer(capacity: 512)
         head.writeHTTP1ResponseHead(answer.head)
-        let pieces: [IOData] = [.byteBuffer(head)] + answer.bodyPieces(file: file, allocator: context.channel.allocator)
+        var pieces: [IOData] = [.byteBuffer(head)]
+        for part in answer.parts {
+            switch part {
+            case .literal(let bytes):
+                pieces.append(.byteBuffer(context.channel.allocator.buffer(bytes: bytes)))
+            case .bytes(let range):
+                pieces.append(.fileRegion(FileRegion(fileHandle: file!, readerIndex: Int(range.lowerBound), endIndex: Int(range.upperBound))))
+            }
+        }
         for (index, piece) in pieces.enumerated() {
             context.write(wrapOutboundOut(piece), promise: index == pieces.count - 1 ? written : nil)
         }
@@ -163,8 +171,8 @@ final class FastPathConnection {
     /// Requests NIO's parser has read whose response's end has not been written yet.
     var requestsAbove = 0
     /// Answers of either fast path whose last byte has not reached the socket yet. Bounded, so a
-    /// client that pipelines without reading holds at most 8 descriptors and 8 inline buffers
-    /// (`StoredClipAnswer.inlineBytes`) per connection; further requests go to the router, which
+    /// client that pipelines without reading holds at most 8 descriptors per connection;
+    /// further requests go to the router, which
     /// waits for the socket.
     var answersInFlight = 0
 }
