@@ -37,8 +37,6 @@ final class StoredClipFastPath: ChannelDuplexHandler, RemovableChannelHandler {
 
     private let routes: ClipRoutes
     private let connection: FastPathConnection
-    /// Requests handed to the router whose responses have not ended yet.
-    private var routedInFlight = 0
     /// Bound on `FastPathConnection.answersInFlight`.
     static let maxAnswersInFlight = 8
     /// The current request was answered here: its body parts (if any) are dropped.
@@ -69,7 +67,9 @@ final class StoredClipFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         case .head(let head):
             // A client that does not read its answers gets the rest from the router, which waits
             // for the socket: at most a few answers (one descriptor each) queue per connection.
-            if routedInFlight == 0, connection.answersInFlight < Self.maxAnswersInFlight, let answer = routes.storedAnswer(head) {
+            // `requestsAbove` counts this request and any earlier one still with the router (a
+            // fast answer's end is written at once).
+            if connection.requestsAbove == 1, connection.answersInFlight < Self.maxAnswersInFlight, let answer = routes.storedAnswer(head) {
                 droppingBody = true
                 send(answer, context: context)
                 // As Hummingbird does after a routed response: no more requests, output closed
@@ -82,7 +82,6 @@ final class StoredClipFastPath: ChannelDuplexHandler, RemovableChannelHandler {
                 }
             } else {
                 droppingBody = false
-                routedInFlight += 1
                 // Hummingbird reads nothing after a routed `Connection: close` either.
                 if head.headerFields[.connection] == "close" { closing = true }
                 context.fireChannelRead(data)
@@ -96,7 +95,8 @@ final class StoredClipFastPath: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         // Answers to a burst of pipelined requests leave in one flush. (Corking the socket
-        // around it, as nginx's tcp_nopush does, was measured: 10% more CPU per hit on loopback.)
+        // around it, as nginx's tcp_nopush does, was measured on loopback: a quarter more
+        // requests/s, but a fifth more CPU per hit; bench/results/NOTES.md.)
         if needsFlush {
             needsFlush = false
             context.flush()
@@ -105,10 +105,7 @@ final class StoredClipFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if case .end = unwrapOutboundIn(data) {
-            routedInFlight = max(0, routedInFlight - 1)
-            connection.requestsAbove = max(0, connection.requestsAbove - 1)
-        }
+        if case .end = unwrapOutboundIn(data) { connection.requestsAbove = max(0, connection.requestsAbove - 1) }
         context.write(data, promise: promise)
     }
 
@@ -133,14 +130,8 @@ final class StoredClipFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         for field in answer.head.headerFields { headers.add(name: field.name.rawName, value: field.value) }
         let status = HTTPResponseStatus(statusCode: answer.head.status.code, reasonPhrase: answer.head.status.reasonPhrase)
         codec.write(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
-        for part in answer.parts {
-            switch part {
-            case .literal(let bytes):
-                wire.write(NIOAny(IOData.byteBuffer(context.channel.allocator.buffer(bytes: bytes))), promise: nil)
-            case .bytes(let range):
-                let region = FileRegion(fileHandle: file!, readerIndex: Int(range.lowerBound), endIndex: Int(range.upperBound))
-                wire.write(NIOAny(IOData.fileRegion(region)), promise: nil)
-            }
+        for piece in answer.bodyPieces(file: file, allocator: context.channel.allocator) {
+            wire.write(NIOAny(piece), promise: nil)
         }
         let ended = context.eventLoop.makePromise(of: Void.self)
         ended.futureResult.assumeIsolated().whenComplete { [self] _ in
@@ -214,6 +205,19 @@ struct StoredClipAnswer {
     /// descriptor per answer however many ranges, for the caller to close once it is written
     /// (nil with `hasBytes` if the descriptor is gone). Eviction or purge from here on cannot
     /// touch what is being sent.
+    /// The body as NIO writes it below the HTTP/1 encoder: literal parts (multipart framing) as
+    /// buffers, stored bytes as `FileRegion`s of `file` (sendfile; regions may share it).
+    func bodyPieces(file: NIOFileHandle?, allocator: ByteBufferAllocator) -> [IOData] {
+        parts.map { part in
+            switch part {
+            case .literal(let bytes):
+                .byteBuffer(allocator.buffer(bytes: bytes))
+            case .bytes(let range):
+                .fileRegion(FileRegion(fileHandle: file!, readerIndex: Int(range.lowerBound), endIndex: Int(range.upperBound)))
+            }
+        }
+    }
+
     func endLease() -> (hasBytes: Bool, file: NIOFileHandle?) {
         let hasBytes = parts.contains { if case .bytes = $0 { true } else { false } }
         let file = hasBytes ? lease.releaseKeepingDescriptor().map { NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: $0) } : nil

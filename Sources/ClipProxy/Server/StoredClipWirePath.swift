@@ -148,15 +148,7 @@ final class StoredClipWirePath: ChannelDuplexHandler, RemovableChannelHandler {
         closeAfterWrites?.track(written.futureResult)
         var head = context.channel.allocator.buffer(capacity: 512)
         head.writeHTTP1ResponseHead(answer.head)
-        var pieces: [IOData] = [.byteBuffer(head)]
-        for part in answer.parts {
-            switch part {
-            case .literal(let bytes):
-                pieces.append(.byteBuffer(context.channel.allocator.buffer(bytes: bytes)))
-            case .bytes(let range):
-                pieces.append(.fileRegion(FileRegion(fileHandle: file!, readerIndex: Int(range.lowerBound), endIndex: Int(range.upperBound))))
-            }
-        }
+        let pieces: [IOData] = [.byteBuffer(head)] + answer.bodyPieces(file: file, allocator: context.channel.allocator)
         for (index, piece) in pieces.enumerated() {
             context.write(wrapOutboundOut(piece), promise: index == pieces.count - 1 ? written : nil)
         }

@@ -66,7 +66,7 @@ struct WireRequest {
         }
         guard text.count > targetStart + versionSuffix.count, text.suffix(versionSuffix.count).elementsEqual(versionSuffix) else { return .unusual }
         let target = text[targetStart..<(text.count - versionSuffix.count)]
-        guard target.starts(with: anyRequest ? Array(clipsPrefix.prefix(1)) : clipsPrefix),
+        guard target.starts(with: anyRequest ? originFormPrefix : clipsPrefix),
               target.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { return .unusual }
 
         var fields = HTTPFields()
@@ -136,6 +136,7 @@ struct WireRequest {
     private static let headPrefix = Array("HEAD ".utf8)
     private static let versionSuffix = Array(" HTTP/1.1".utf8)
     private static let clipsPrefix = Array("/clips/".utf8)
+    private static let originFormPrefix = Array("/".utf8)
     /// RFC 9110 tchar.
     private static let tokenBytes: [Bool] = (0..<256).map { byte in
         let c = UInt8(byte)
