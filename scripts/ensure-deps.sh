@@ -12,10 +12,10 @@ build_packages=(pkg-config liblmdb-dev libavformat-dev libavcodec-dev libavutil-
 media_packages=(ffmpeg lame espeak-ng)
 # The curl command drives parallel and slow clients in server tests.
 client_packages=(curl)
-# Browser tests play clips in headless Chromium and in WebKit (Safari's engine, the strictest
-# <audio> client about Range and lengths): WebKitGTK's WebDriver with MiniBrowser on an Xvfb
-# display, GStreamer plugins for MP3 playback (scripts/webkit_page.py).
-browser_packages=(chromium webkit2gtk-driver xvfb gstreamer1.0-plugins-good gstreamer1.0-plugins-base gstreamer1.0-libav)
+# Browser tests play clips in headless Chromium (through chromedriver) and in WebKit (Safari's
+# engine, the strictest <audio> client about Range and lengths): WebKitGTK's WebDriver with
+# MiniBrowser on an Xvfb display, GStreamer plugins for MP3 playback (scripts/browser_page.py).
+browser_packages=(chromium chromium-driver webkit2gtk-driver xvfb gstreamer1.0-plugins-good gstreamer1.0-plugins-base gstreamer1.0-libav)
 # nginx is the oracle for HTTP Range and conditional semantics (RangeSemanticsTests).
 oracle_packages=(nginx)
 # prometheus (with promtool) and systemd-analyze check conf/prometheus and conf/systemd (OperationsConfigTests).
@@ -52,7 +52,7 @@ requirements=scripts/requirements-test.txt
 stamp=.venv/.requirements.sha256
 want_hash=$(sha256sum "$requirements" | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want_hash" ]; then
-  echo "==> preparing .venv (test servers: moto, mockupdb; selenium for WebKit)"
+  echo "==> preparing .venv (test servers: moto, mockupdb; selenium for the browser tests)"
   # An existing venv only needs the new requirements (it may be a link to a shared one, which
   # `python3 -m venv` refuses to touch).
   if [ ! -x .venv/bin/python ] && ! python3 -m venv .venv 2>/dev/null; then

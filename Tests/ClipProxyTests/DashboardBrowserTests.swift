@@ -29,13 +29,18 @@ struct DashboardDOM {
 
 @Suite("The dashboard in a browser: search, play with captions and waveform")
 struct DashboardBrowserTests {
+    /// The player has its clip's duration, cues and waveform and shows a caption, or reported an error.
+    static let playerDone = "(p => 'error' in p.dataset || ('duration' in p.dataset && 'cues' in p.dataset "
+        + "&& 'waveformDrawn' in p.dataset && document.getElementById('caption').textContent !== ''))"
+        + "(document.getElementById('player'))"
+
     @Test("/?q=lanterns&autoplay=1: two results with the word marked; the first plays 30 s with cues and a drawn waveform")
     func searchAndPlay() throws {
         let work = try TemporaryDirectory("dashboard-browser")
         defer { work.remove() }
         let server = try EmbeddedServer(work: work).start()
         defer { server.stop() }
-        let page = DashboardDOM(try HeadlessChromium.dumpDOM(of: server.baseURL + "/?q=lanterns&autoplay=1", virtualTimeMs: 15_000))
+        let page = DashboardDOM(try Browser.chromium.dumpDOM(of: server.baseURL + "/?q=lanterns&autoplay=1", until: Self.playerDone))
         #expect(page.attributes(of: "results")["data-count"] == "2", "\(page.dom.prefix(4000))")
         #expect(page.dom.components(separatedBy: "<mark>lanterns</mark>").count - 1 == 2)
         #expect(Int(page.attributes(of: "episodes")["data-count"] ?? "") == 7)
@@ -55,7 +60,7 @@ struct DashboardBrowserTests {
     @Test("Catalog text is shown as text: markup in a transcript is escaped, only the match is marked")
     func catalogTextIsEscaped() throws {
         try withCaptionServer("dashboard-escaping") { server in
-            let page = DashboardDOM(try HeadlessChromium.dumpDOM(of: server.baseURL + "/?q=chips+bold&autoplay=1", virtualTimeMs: 15_000))
+            let page = DashboardDOM(try Browser.chromium.dumpDOM(of: server.baseURL + "/?q=chips+bold&autoplay=1", until: Self.playerDone))
             #expect(page.attributes(of: "results")["data-count"] == "1", "\(page.dom.prefix(4000))")
             #expect(page.dom.contains("Fish &amp; <mark>chips</mark> &lt;b&gt;<mark>bold</mark>&lt;/b&gt; a --&gt; b"), "\(page.dom.prefix(6000))")
             #expect(!page.dom.contains("<b>bold</b>"), "no element was made from catalog text")

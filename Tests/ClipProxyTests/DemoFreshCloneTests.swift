@@ -145,7 +145,7 @@ struct DemoFreshCloneTests {
         var players = 0, durations: [Double] = []
         for browser in Browser.allCases {
             // check=1: the dashboard loads the first clip of every episode it lists.
-            let (page, dom) = try DashboardPlayers.load(url + "?check=1", in: browser, virtualSeconds: 20)
+            let (page, dom) = try DashboardPlayers.load(url + "?check=1", in: browser)
             #expect(page.players >= 3, "the page lists demo episodes with players:\n\(dom.prefix(3000))")
             page.expectAllPlayed(browser)
             (players, durations) = (page.players, page.durations)

@@ -149,8 +149,8 @@ struct DashboardPlayers {
     }
 
     /// Loads the page at `url` in `browser`.
-    static func load(_ url: String, in browser: Browser, virtualSeconds: Int) throws -> (DashboardPlayers, dom: String) {
-        let dom = try browser.dumpDOM(of: url, until: done, virtualSeconds: virtualSeconds)
+    static func load(_ url: String, in browser: Browser) throws -> (DashboardPlayers, dom: String) {
+        let dom = try browser.dumpDOM(of: url, until: done)
         return (DashboardPlayers(dom: dom), dom)
     }
 
@@ -170,7 +170,7 @@ struct DemoPageTests {
         defer { work.remove() }
         let server = try EmbeddedServer(work: work).start()
         defer { server.stop() }
-        let (page, _) = try DashboardPlayers.load(server.baseURL + "/?check=1", in: browser, virtualSeconds: 15)
+        let (page, _) = try DashboardPlayers.load(server.baseURL + "/?check=1", in: browser)
         #expect(page.players == 7, "the page lists the fixture episodes that have audio")
         page.expectAllPlayed(browser)
     }
@@ -255,7 +255,7 @@ struct BrowserSeekTests {
         // WebKit with preload="auto" downloads the whole clip in one 200 and seeks inside it without
         // another request; with "metadata" it stops after the first frames and fetches the rest for
         // the seek with `Range: bytes=N-`. Chromium asks `bytes=0-` either way, but with "metadata"
-        // it leaves that response unread and its virtual time stands still for a minute.
+        // it leaves that response unread for up to a minute before seeking, so it gets "auto".
         let preload = browser == .webkit ? "metadata" : "auto"
         let page = try BrowserPage.write(Self.seekPage(cold: proxy.endpoint + path("cold"), warm: proxy.endpoint + path("warm"),
                                                        preload: preload), in: work)

@@ -1,20 +1,36 @@
 import Foundation
 
 /// The engines the browser tests run in: Chromium, and WebKit (Safari's engine, the pickiest
-/// `<audio>` client about Range and lengths).
+/// `<audio>` client about Range and lengths). `scripts/browser_page.py` drives either through its
+/// WebDriver, in real time: callers say what to wait for, so a server slowed by a busy machine
+/// makes a test slower, never wrong. (Chromium's `--virtual-time-budget` did neither: under load
+/// its budget could run out before any clip had loaded.)
 public enum Browser: String, CaseIterable, Sendable, CustomStringConvertible {
     case chromium, webkit
 
     public var description: String { rawValue }
 
-    /// Loads `url` and returns the DOM once its scripts are done. `done` is a JavaScript expression
-    /// that holds by then: WebKit polls it in real time for up to `timeout` seconds; Chromium
-    /// runs `virtualSeconds` of virtual time instead (skipping idle time) and ignores it.
-    public func dumpDOM(of url: String, until done: String, virtualSeconds: Int = 15, timeout: TimeInterval = 60) throws -> String {
-        switch self {
-        case .chromium: try HeadlessChromium.dumpDOM(of: url, virtualTimeMs: virtualSeconds * 1000)
-        case .webkit: try HeadlessWebKit.dumpDOM(of: url, waitFor: done, timeout: timeout)
+    /// Loads `url` and returns its DOM once the JavaScript expression `done` holds (polled for up
+    /// to `timeout` seconds; past it, the error shows the page as it was).
+    public func dumpDOM(of url: String, until done: String, timeout: TimeInterval = 60) throws -> String {
+        let output = try load(url, ["--wait-for", done, "--dom"], timeout: timeout)
+        guard let dom = output["dom"] as? String else { throw TestSetupError("browser_page.py printed no DOM: \(output)") }
+        return dom
+    }
+
+    private func load(_ url: String, _ options: [String], timeout: TimeInterval) throws -> [String: Any] {
+        let python = try RepoPaths.require(RepoPaths.python, hint: "run `make test` (it prepares .venv with selenium and installs the browsers)")
+        let script = RepoPaths.scripts.appendingPathComponent("browser_page.py").path
+        // The script bounds each of its steps; this bound is for a script that hangs anyway.
+        let result = try BoundedProcess.run(python.path, [script, "--browser", rawValue, url, "--timeout", String(timeout)] + options,
+                                            limit: timeout * 3 + 90)
+        guard result.status == 0 else {
+            throw TestSetupError("\(self) could not load \(url) (browser_page.py exit \(result.status)): \(result.stderr.suffix(4000))")
         }
+        guard let output = try? JSONSerialization.jsonObject(with: result.stdout) as? [String: Any] else {
+            throw TestSetupError("browser_page.py printed no JSON object: \(String(decoding: result.stdout.prefix(2000), as: UTF8.self))")
+        }
+        return output
     }
 }
 

@@ -32,20 +32,18 @@ struct BrowserDurationTests {
         const results = {};
         const out = document.getElementById('out');
         document.querySelectorAll('audio').forEach(a => {
-          const done = v => { results[a.dataset.i] = v; out.textContent = JSON.stringify(results); };
+          const done = v => {
+            results[a.dataset.i] = v;
+            out.textContent = JSON.stringify(results);
+            if (Object.keys(results).length === \(cases.count)) out.dataset.done = '1';
+          };
           a.addEventListener('loadedmetadata', () => done(a.duration));
           a.addEventListener('error', () => done('error ' + (a.error && a.error.code)));
         });
         </script></body></html>
         """
-        try page.write(to: work.url.appendingPathComponent("page.html"), atomically: true, encoding: .utf8)
-        let dom = try HeadlessChromium.dumpDOM(of: work.url.appendingPathComponent("page.html").absoluteString)
-        guard let start = dom.range(of: "<pre id=\"out\">"), let end = dom.range(of: "</pre>", range: start.upperBound..<dom.endIndex) else {
-            Issue.record("no result in the page: \(dom.prefix(500))")
-            return
-        }
-        let json = String(dom[start.upperBound..<end.lowerBound])
-        let results = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any] ?? [:]
+        let url = try BrowserPage.write(page, in: work)
+        let (results, json) = try BrowserPage.results(in: try Browser.chromium.dumpDOM(of: url, until: BrowserPage.done))
         print("Chromium durations: \(json)")
         #expect(results.count == cases.count, "every clip reported: \(json)")
         for (i, c) in cases.enumerated() {

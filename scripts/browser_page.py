@@ -1,18 +1,21 @@
 #!/usr/bin/env python3
-"""Loads a page in WebKit (Safari's engine) and prints what it found as JSON.
+"""Loads a page in a real browser, in real time, and prints what it found as JSON.
 
-WebKitGTK's WebDriver drives MiniBrowser on a private Xvfb display through selenium. The page is
-loaded, then optionally: a JavaScript condition is polled until it holds, and a script runs with
-`done(value)` to call when it has its answer (it may wait for media events). Printed on stdout:
+Two engines, both through selenium and their WebDriver:
+  - chromium: headless Chromium through chromedriver;
+  - webkit: WebKitGTK's MiniBrowser (Safari's engine) on a private Xvfb display.
+The page is loaded, then optionally: a JavaScript condition is polled until it holds, and a
+script runs with `done(value)` to call when it has its answer (it may wait for media events).
+Nothing runs on virtual time, so a slow server makes a test slower, never wrong. Printed on stdout:
 
     {"url": ..., "seconds": ..., "result": <the value given to done, or null>, "dom": <outerHTML or null>}
 
-Exit status: 0 done; 2 bad arguments; 3 WebKit is not installed; 4 the condition or script did
+Exit status: 0 done; 2 bad arguments; 3 the browser is not installed; 4 the condition or script did
 not finish in time; 1 anything else. Every exit path stops Xvfb, the driver and the browser; if
 this script is SIGKILLed, Xvfb and the driver die with it (the browser is in its process group).
 
-    scripts/webkit_page.py http://127.0.0.1:8080/ --wait-for "document.title" --dom
-    scripts/webkit_page.py URL --script "const a = new Audio(URL); a.onloadedmetadata = () => done(a.duration);"
+    scripts/browser_page.py --browser chromium http://127.0.0.1:8080/ --wait-for "document.title" --dom
+    scripts/browser_page.py --browser webkit URL --script "const a = new Audio(URL); a.onloadedmetadata = () => done(a.duration);"
 """
 import argparse
 import atexit
@@ -30,7 +33,8 @@ import time
 
 from test_server_lifecycle import unblock_termination_signals
 
-INSTALL_HINT = "run `make test` (scripts/ensure-deps.sh installs webkit2gtk-driver, xvfb, the GStreamer plugins and selenium)"
+INSTALL_HINT = ("run `make test` (scripts/ensure-deps.sh installs chromium, chromium-driver, webkit2gtk-driver, xvfb, "
+                "the GStreamer plugins and selenium)")
 MINIBROWSER_GLOB = "/usr/lib/*/webkit2gtk-4.1/MiniBrowser"
 
 
@@ -78,6 +82,16 @@ def find_webkit():
     return driver, browsers[0], xvfb
 
 
+def find_chromium():
+    """chromedriver and the Chromium it drives (the same Debian build), or an installation hint."""
+    driver = shutil.which("chromedriver")
+    browser = next((path for path in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if os.access(path, os.X_OK)), None)
+    missing = [name for name, path in (("chromedriver", driver), ("chromium", browser)) if not path]
+    if missing:
+        raise PageError(f"Chromium is not installed ({', '.join(missing)} missing): {INSTALL_HINT}", 3)
+    return driver, browser
+
+
 def descendants(pid):
     """Every process below pid, read from /proc (each after its parent)."""
     children = {}
@@ -100,7 +114,7 @@ def descendants(pid):
 
 
 class Session:
-    """Xvfb + WebKitWebDriver + MiniBrowser; `close()` is safe to call any number of times."""
+    """A WebDriver and its browser (with Xvfb for WebKit); `close()` is safe to call any number of times."""
 
     def __init__(self):
         self.xvfb = None
@@ -108,13 +122,14 @@ class Session:
         self.driver = None
         self.closed = False
         # What Xvfb, the driver and the browser print: its end goes into error messages.
-        self.log = tempfile.NamedTemporaryFile(prefix="webkit-page-", suffix=".log")
+        self.log = tempfile.NamedTemporaryFile(prefix="browser-page-", suffix=".log")
+        self.profile = None
 
     def log_tail(self):
         self.log.flush()
         with open(self.log.name, "rb") as f:
             text = f.read()[-1500:].decode(errors="replace").strip()
-        return f"\n--- Xvfb and WebKit said:\n{text}" if text else ""
+        return f"\n--- the driver and browser said:\n{text}" if text else ""
 
     def start_display(self, xvfb, timeout):
         # -displayfd: Xvfb picks a free display itself and writes its number once it accepts
@@ -142,12 +157,9 @@ class Session:
             raise PageError(f"Xvfb gave no display within {timeout} s (exit status {self.xvfb.poll()})")
         return f":{number}"
 
-    def start_browser(self, driver_path, browser_path, display, timeout):
-        try:
-            from selenium import webdriver
-            from selenium.webdriver.webkitgtk.service import Service
-        except ImportError:
-            raise PageError(f"selenium is not in this Python ({sys.executable}): {INSTALL_HINT}", 3)
+    def start_webkit(self, driver_path, browser_path, display, timeout):
+        webdriver = import_selenium()
+        from selenium.webdriver.webkitgtk.service import Service
         options = webdriver.WebKitGTKOptions()
         options.binary_location = browser_path
         # MiniBrowser refuses WebDriver sessions unless started for automation.
@@ -160,6 +172,27 @@ class Session:
         self.service = Service(executable_path=driver_path, env=environment, log_output=self.log,
                                popen_kw={"preexec_fn": die_with_parent})
         self.driver = webdriver.WebKitGTK(options=options, service=self.service)
+        return self.ready(timeout)
+
+    def start_chromium(self, driver_path, browser_path, timeout):
+        webdriver = import_selenium()
+        from selenium.webdriver.chrome.service import Service
+        self.profile = tempfile.TemporaryDirectory(prefix="browser-page-chromium-")
+        options = webdriver.ChromeOptions()
+        options.binary_location = browser_path
+        for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                         "--disable-dev-shm-usage", f"--user-data-dir={self.profile.name}",
+                         # Pages play clips without a click, and local test pages fetch their neighbours.
+                         "--autoplay-policy=no-user-gesture-required", "--allow-file-access-from-files"):
+            options.add_argument(argument)
+        # As for WebKit: main() waits for the parsed document itself, not for every media download.
+        options.page_load_strategy = "none"
+        self.service = Service(executable_path=driver_path, log_output=self.log,
+                               popen_kw={"preexec_fn": die_with_parent})
+        self.driver = webdriver.Chrome(options=options, service=self.service)
+        return self.ready(timeout)
+
+    def ready(self, timeout):
         self.driver.set_page_load_timeout(timeout)
         self.driver.set_script_timeout(timeout)
         return self.driver
@@ -173,8 +206,8 @@ class Session:
         if self.driver is not None:
             from selenium.webdriver.remote.command import Command
             try:
-                # Ends the session, which closes MiniBrowser. Not driver.quit(): that also waits
-                # up to 60 s for WebKitWebDriver to honour SIGTERM, which it does not always.
+                # Ends the session, which closes the browser. Not driver.quit(): that also waits
+                # up to 60 s for the driver to honour SIGTERM, which WebKitWebDriver does not always.
                 self.driver.execute(Command.QUIT)
             except Exception:
                 pass  # the processes are killed below either way
@@ -190,7 +223,17 @@ class Session:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        if self.profile is not None:
+            self.profile.cleanup()
         self.log.close()
+
+
+def import_selenium():
+    try:
+        from selenium import webdriver
+    except ImportError:
+        raise PageError(f"selenium is not in this Python ({sys.executable}): {INSTALL_HINT}", 3)
+    return webdriver
 
 
 def wait_until(driver, condition, timeout):
@@ -230,8 +273,9 @@ def page_excerpt(driver):
 
 
 def parse_arguments():
-    parser = argparse.ArgumentParser(description="Load a page in WebKit and print JSON results.")
+    parser = argparse.ArgumentParser(description="Load a page in Chromium or WebKit and print JSON results.")
     parser.add_argument("url")
+    parser.add_argument("--browser", choices=("chromium", "webkit"), required=True)
     parser.add_argument("--wait-for", metavar="JS", help="a JavaScript expression to poll until it is truthy")
     parser.add_argument("--script", metavar="JS", help="run after loading (and waiting); calls done(value) with its answer")
     parser.add_argument("--dom", action="store_true", help="include document.documentElement.outerHTML")
@@ -254,11 +298,16 @@ def main():
     watchdog = Watchdog()
     began = time.monotonic()
     try:
-        driver_path, browser_path, xvfb = find_webkit()
-        watchdog.begin("starting Xvfb", 20)
-        display = session.start_display(xvfb, timeout=15)
-        watchdog.begin("starting WebKitWebDriver and MiniBrowser", 60)
-        driver = session.start_browser(driver_path, browser_path, display, arguments.timeout)
+        if arguments.browser == "webkit":
+            driver_path, browser_path, xvfb = find_webkit()
+            watchdog.begin("starting Xvfb", 20)
+            display = session.start_display(xvfb, timeout=15)
+            watchdog.begin("starting WebKitWebDriver and MiniBrowser", 60)
+            driver = session.start_webkit(driver_path, browser_path, display, arguments.timeout)
+        else:
+            driver_path, browser_path = find_chromium()
+            watchdog.begin("starting chromedriver and Chromium", 60)
+            driver = session.start_chromium(driver_path, browser_path, arguments.timeout)
         # Each step below has its own driver-side timeout; the watchdog is the backstop.
         watchdog.begin(f"loading {arguments.url}", arguments.timeout + 10)
         driver.get(arguments.url)
@@ -274,14 +323,14 @@ def main():
         return 0
     except PageError as error:
         watchdog.stop()
-        print(f"webkit_page: {error}{session.log_tail() if error.status != 3 else ''}", file=sys.stderr)
+        print(f"browser_page ({arguments.browser}): {error}{session.log_tail() if error.status != 3 else ''}", file=sys.stderr)
         return error.status
     except Exception as error:
         watchdog.stop()
-        print(f"webkit_page: {watchdog.step}: {type(error).__name__}: {error}{session.log_tail()}", file=sys.stderr)
+        print(f"browser_page ({arguments.browser}): {watchdog.step}: {type(error).__name__}: {error}{session.log_tail()}", file=sys.stderr)
         return 1
     finally:
-        watchdog.begin("stopping WebKit", 15)
+        watchdog.begin(f"stopping {arguments.browser}", 15)
         session.close()
         watchdog.stop()
 
