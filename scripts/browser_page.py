@@ -11,8 +11,11 @@ Nothing runs on virtual time, so a slow server makes a test slower, never wrong.
     {"url": ..., "seconds": ..., "result": <the value given to done, or null>, "dom": <outerHTML or null>}
 
 Exit status: 0 done; 2 bad arguments; 3 the browser is not installed; 4 the condition or script did
-not finish in time; 1 anything else. Every exit path stops Xvfb, the driver and the browser; if
-this script is SIGKILLed, Xvfb and the driver die with it (the browser is in its process group).
+not finish in time; 1 anything else. Every exit path stops Xvfb, the driver and the browser. If
+this script alone is SIGKILLed, Xvfb and the driver die with it, and the browser follows (WebKit
+is in the script's process group; Chromium talks to its driver over a pipe and exits when it
+closes). Temporary files (the browser profile, logs) go under --temp-dir when given, for the
+caller to remove whatever a killed run leaves.
 
     scripts/browser_page.py --browser chromium http://127.0.0.1:8080/ --wait-for "document.title" --dom
     scripts/browser_page.py --browser webkit URL --script "const a = new Audio(URL); a.onloadedmetadata = () => done(a.duration);"
@@ -177,11 +180,17 @@ class Session:
     def start_chromium(self, driver_path, browser_path, timeout):
         webdriver = import_selenium()
         from selenium.webdriver.chrome.service import Service
-        self.profile = tempfile.TemporaryDirectory(prefix="browser-page-chromium-")
+        # A browser still dying may write into its profile while it is removed: never an error.
+        self.profile = tempfile.TemporaryDirectory(prefix="browser-page-chromium-", ignore_cleanup_errors=True)
         options = webdriver.ChromeOptions()
         options.binary_location = browser_path
         for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
                          "--disable-dev-shm-usage", f"--user-data-dir={self.profile.name}",
+                         # DevTools over a pipe, not a port: Chromium exits when its driver dies.
+                         "--remote-debugging-pipe",
+                         # Only fatal messages: the rest (D-Bus, UPower) would bury the useful end of
+                         # the log that error messages quote.
+                         "--log-level=3",
                          # Pages play clips without a click, and local test pages fetch their neighbours.
                          "--autoplay-policy=no-user-gesture-required", "--allow-file-access-from-files"):
             options.add_argument(argument)
@@ -280,11 +289,15 @@ def parse_arguments():
     parser.add_argument("--script", metavar="JS", help="run after loading (and waiting); calls done(value) with its answer")
     parser.add_argument("--dom", action="store_true", help="include document.documentElement.outerHTML")
     parser.add_argument("--timeout", type=float, default=30, help="seconds for each of loading, waiting and the script (default 30)")
+    parser.add_argument("--temp-dir", metavar="DIR", help="put temporary files here (the browser's too), for the caller to remove")
     return parser.parse_args()
 
 
 def main():
     arguments = parse_arguments()
+    if arguments.temp_dir:
+        # Before anything is created; the driver and browser inherit it.
+        os.environ["TMPDIR"] = tempfile.tempdir = arguments.temp_dir
     # Children inherit the signal mask: unblocked here, Xvfb and the driver stop at SIGTERM.
     unblock_termination_signals()
     session = Session()

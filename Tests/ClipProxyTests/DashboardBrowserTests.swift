@@ -29,8 +29,10 @@ struct DashboardDOM {
 
 @Suite("The dashboard in a browser: search, play with captions and waveform")
 struct DashboardBrowserTests {
-    /// The player has its clip's duration, cues and waveform and shows a caption, or reported an error.
-    static let playerDone = "(p => 'error' in p.dataset || ('duration' in p.dataset && 'cues' in p.dataset "
+    /// The episode list is in (or failed), and the player has its clip's duration, cues and
+    /// waveform and shows a caption, or reported an error.
+    static let playerDone = "(e => e.dataset.count !== undefined || e.classList.contains('failed'))(document.getElementById('episodes')) && "
+        + "(p => 'error' in p.dataset || ('duration' in p.dataset && 'cues' in p.dataset "
         + "&& 'waveformDrawn' in p.dataset && document.getElementById('caption').textContent !== ''))"
         + "(document.getElementById('player'))"
 

@@ -3,16 +3,18 @@ import Foundation
 /// The engines the browser tests run in: Chromium, and WebKit (Safari's engine, the pickiest
 /// `<audio>` client about Range and lengths). `scripts/browser_page.py` drives either through its
 /// WebDriver, in real time: callers say what to wait for, so a server slowed by a busy machine
-/// makes a test slower, never wrong. (Chromium's `--virtual-time-budget` did neither: under load
-/// its budget could run out before any clip had loaded.)
+/// makes a test slower, never wrong. (Under Chromium's `--virtual-time-budget`, a busy machine
+/// could make the budget run out before any clip had loaded.)
 public enum Browser: String, CaseIterable, Sendable, CustomStringConvertible {
     case chromium, webkit
 
     public var description: String { rawValue }
 
     /// Loads `url` and returns its DOM once the JavaScript expression `done` holds (polled for up
-    /// to `timeout` seconds; past it, the error shows the page as it was).
-    public func dumpDOM(of url: String, until done: String, timeout: TimeInterval = 60) throws -> String {
+    /// to `timeout` seconds; past it, the error shows the page as it was). The bound is generous
+    /// because a page returns as soon as `done` holds, and on a busy machine a browser has been
+    /// seen to sit on a media response for a minute before going on.
+    public func dumpDOM(of url: String, until done: String, timeout: TimeInterval = 120) throws -> String {
         let output = try load(url, ["--wait-for", done, "--dom"], timeout: timeout)
         guard let dom = output["dom"] as? String else { throw TestSetupError("browser_page.py printed no DOM: \(output)") }
         return dom
@@ -21,8 +23,12 @@ public enum Browser: String, CaseIterable, Sendable, CustomStringConvertible {
     private func load(_ url: String, _ options: [String], timeout: TimeInterval) throws -> [String: Any] {
         let python = try RepoPaths.require(RepoPaths.python, hint: "run `make test` (it prepares .venv with selenium and installs the browsers)")
         let script = RepoPaths.scripts.appendingPathComponent("browser_page.py").path
+        // Everything the script and the browser write to temporary files, removed even after a kill.
+        let temporary = try TemporaryDirectory("browser-\(rawValue)")
+        defer { temporary.remove() }
         // The script bounds each of its steps; this bound is for a script that hangs anyway.
-        let result = try BoundedProcess.run(python.path, [script, "--browser", rawValue, url, "--timeout", String(timeout)] + options,
+        let result = try BoundedProcess.run(python.path, [script, "--browser", rawValue, url, "--timeout", String(timeout),
+                                                          "--temp-dir", temporary.path] + options,
                                             limit: timeout * 3 + 90)
         guard result.status == 0 else {
             throw TestSetupError("\(self) could not load \(url) (browser_page.py exit \(result.status)): \(result.stderr.suffix(4000))")
