@@ -1,24 +1,23 @@
 #!/usr/bin/env python3
-"""Loads a page in a real browser, in real time, and prints what it found as JSON.
+"""Loads a page in a real browser, in real time, and prints its DOM as JSON once it is done.
 
 Two engines, both through selenium and their WebDriver:
   - chromium: headless Chromium through chromedriver;
   - webkit: WebKitGTK's MiniBrowser (Safari's engine) on a private Xvfb display.
-The page is loaded, then optionally: a JavaScript condition is polled until it holds, and a
-script runs with `done(value)` to call when it has its answer (it may wait for media events).
+The page is loaded and a JavaScript condition (the page's own "done") is polled until it holds.
 Nothing runs on virtual time, so a slow server makes a test slower, never wrong. Printed on stdout:
 
-    {"url": ..., "seconds": ..., "result": <the value given to done, or null>, "dom": <outerHTML or null>}
+    {"url": ..., "seconds": ..., "dom": <document.documentElement.outerHTML>}
 
-Exit status: 0 done; 2 bad arguments; 3 the browser is not installed; 4 the condition or script did
-not finish in time; 1 anything else. Every exit path stops Xvfb, the driver and the browser. If
+Exit status: 0 done; 2 bad arguments; 3 the browser is not installed; 4 the page or the condition
+did not get there in time; 1 anything else. Every exit path stops Xvfb, the driver and the browser. If
 this script alone is SIGKILLed, Xvfb and the driver die with it, and the browser follows (WebKit
 is in the script's process group; Chromium talks to its driver over a pipe and exits when it
 closes). Temporary files (the browser profile, logs) go under --temp-dir when given, for the
 caller to remove whatever a killed run leaves.
 
-    scripts/browser_page.py --browser chromium http://127.0.0.1:8080/ --wait-for "document.title" --dom
-    scripts/browser_page.py --browser webkit URL --script "const a = new Audio(URL); a.onloadedmetadata = () => done(a.duration);"
+    scripts/browser_page.py --browser chromium http://127.0.0.1:8080/ --wait-for "document.title"
+    scripts/browser_page.py --browser webkit URL --wait-for "document.querySelector('#out[data-done]')"
 """
 import argparse
 import atexit
@@ -39,6 +38,7 @@ from test_server_lifecycle import unblock_termination_signals
 INSTALL_HINT = ("run `make test` (scripts/ensure-deps.sh installs chromium, chromium-driver, webkit2gtk-driver, xvfb, "
                 "the GStreamer plugins and selenium)")
 MINIBROWSER_GLOB = "/usr/lib/*/webkit2gtk-4.1/MiniBrowser"
+OUTER_HTML = "return document.documentElement.outerHTML;"
 
 
 class PageError(Exception):
@@ -265,30 +265,19 @@ def wait_until(driver, condition, timeout):
         time.sleep(0.1)
 
 
-def run_script(driver, body, timeout):
-    """Runs `body` with `done(value)` in scope and returns the value it passes."""
-    from selenium.common.exceptions import TimeoutException
-    try:
-        return driver.execute_async_script("const done = arguments[arguments.length - 1];\n" + body)
-    except TimeoutException:
-        raise PageError(f"the script did not call done() within {timeout} s; the page: {page_excerpt(driver)}", 4)
-
-
 def page_excerpt(driver):
     try:
-        return driver.execute_script("return document.documentElement.outerHTML;")[:3000]
+        return driver.execute_script(OUTER_HTML)[:3000]
     except Exception as error:
         return f"(unreadable: {error})"
 
 
 def parse_arguments():
-    parser = argparse.ArgumentParser(description="Load a page in Chromium or WebKit and print JSON results.")
+    parser = argparse.ArgumentParser(description="Load a page in Chromium or WebKit and print its DOM as JSON once a condition holds.")
     parser.add_argument("url")
     parser.add_argument("--browser", choices=("chromium", "webkit"), required=True)
-    parser.add_argument("--wait-for", metavar="JS", help="a JavaScript expression to poll until it is truthy")
-    parser.add_argument("--script", metavar="JS", help="run after loading (and waiting); calls done(value) with its answer")
-    parser.add_argument("--dom", action="store_true", help="include document.documentElement.outerHTML")
-    parser.add_argument("--timeout", type=float, default=30, help="seconds for each of loading, waiting and the script (default 30)")
+    parser.add_argument("--wait-for", metavar="JS", required=True, help="a JavaScript expression to poll until it is truthy")
+    parser.add_argument("--timeout", type=float, default=30, help="seconds for each of loading and waiting (default 30)")
     parser.add_argument("--temp-dir", metavar="DIR", help="put temporary files here (the browser's too), for the caller to remove")
     return parser.parse_args()
 
@@ -325,14 +314,11 @@ def main():
         watchdog.begin(f"loading {arguments.url}", arguments.timeout + 10)
         driver.get(arguments.url)
         wait_until(driver, "location.href !== 'about:blank' && document.readyState !== 'loading'", arguments.timeout)
-        if arguments.wait_for:
-            watchdog.begin("waiting for the condition", arguments.timeout + 10)
-            wait_until(driver, arguments.wait_for, arguments.timeout)
-        watchdog.begin("running the script", arguments.timeout + 10)
-        result = run_script(driver, arguments.script, arguments.timeout) if arguments.script else None
-        dom = driver.execute_script("return document.documentElement.outerHTML;") if arguments.dom else None
+        watchdog.begin("waiting for the condition", arguments.timeout + 10)
+        wait_until(driver, arguments.wait_for, arguments.timeout)
+        dom = driver.execute_script(OUTER_HTML)
         watchdog.stop()
-        print(json.dumps({"url": arguments.url, "seconds": round(time.monotonic() - began, 2), "result": result, "dom": dom}))
+        print(json.dumps({"url": arguments.url, "seconds": round(time.monotonic() - began, 2), "dom": dom}))
         return 0
     except PageError as error:
         watchdog.stop()

@@ -15,12 +15,6 @@ public enum Browser: String, CaseIterable, Sendable, CustomStringConvertible {
     /// because a page returns as soon as `done` holds, and on a busy machine a browser has been
     /// seen to sit on a media response for a minute before going on.
     public func dumpDOM(of url: String, until done: String, timeout: TimeInterval = 120) throws -> String {
-        let output = try load(url, ["--wait-for", done, "--dom"], timeout: timeout)
-        guard let dom = output["dom"] as? String else { throw TestSetupError("browser_page.py printed no DOM: \(output)") }
-        return dom
-    }
-
-    private func load(_ url: String, _ options: [String], timeout: TimeInterval) throws -> [String: Any] {
         let python = try RepoPaths.require(RepoPaths.python, hint: "run `make test` (it prepares .venv with selenium and installs the browsers)")
         let script = RepoPaths.scripts.appendingPathComponent("browser_page.py").path
         // Everything the script and the browser write to temporary files, removed even after a kill.
@@ -28,15 +22,15 @@ public enum Browser: String, CaseIterable, Sendable, CustomStringConvertible {
         defer { temporary.remove() }
         // The script bounds each of its steps; this bound is for a script that hangs anyway.
         let result = try BoundedProcess.run(python.path, [script, "--browser", rawValue, url, "--timeout", String(timeout),
-                                                          "--temp-dir", temporary.path] + options,
+                                                          "--temp-dir", temporary.path, "--wait-for", done],
                                             limit: timeout * 3 + 90)
         guard result.status == 0 else {
             throw TestSetupError("\(self) could not load \(url) (browser_page.py exit \(result.status)): \(result.stderr.suffix(4000))")
         }
-        guard let output = try? JSONSerialization.jsonObject(with: result.stdout) as? [String: Any] else {
-            throw TestSetupError("browser_page.py printed no JSON object: \(String(decoding: result.stdout.prefix(2000), as: UTF8.self))")
+        guard let output = try? JSONSerialization.jsonObject(with: result.stdout) as? [String: Any], let dom = output["dom"] as? String else {
+            throw TestSetupError("browser_page.py printed no JSON object with a DOM: \(String(decoding: result.stdout.prefix(2000), as: UTF8.self))")
         }
-        return output
+        return dom
     }
 }
 

@@ -201,10 +201,6 @@ struct StoredClipAnswer {
     let parts: [ByteRangeResponse.Part]
     let lease: ClipStore.Lease
 
-    /// Ends the lease. When the body has stored bytes the lease hands over its open file: one
-    /// descriptor per answer however many ranges, for the caller to close once it is written
-    /// (nil with `hasBytes` if the descriptor is gone). Eviction or purge from here on cannot
-    /// touch what is being sent.
     /// The body as NIO writes it below the HTTP/1 encoder: literal parts (multipart framing) as
     /// buffers, stored bytes as `FileRegion`s of `file` (sendfile; regions may share it).
     func bodyPieces(file: NIOFileHandle?, allocator: ByteBufferAllocator) -> [IOData] {
@@ -218,6 +214,10 @@ struct StoredClipAnswer {
         }
     }
 
+    /// Ends the lease. When the body has stored bytes the lease hands over its open file: one
+    /// descriptor per answer however many ranges, for the caller to close once it is written
+    /// (nil with `hasBytes` if the descriptor is gone). Eviction or purge from here on cannot
+    /// touch what is being sent.
     func endLease() -> (hasBytes: Bool, file: NIOFileHandle?) {
         let hasBytes = parts.contains { if case .bytes = $0 { true } else { false } }
         let file = hasBytes ? lease.releaseKeepingDescriptor().map { NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: $0) } : nil

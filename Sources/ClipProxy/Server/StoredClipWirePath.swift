@@ -148,9 +148,10 @@ final class StoredClipWirePath: ChannelDuplexHandler, RemovableChannelHandler {
         closeAfterWrites?.track(written.futureResult)
         var head = context.channel.allocator.buffer(capacity: 512)
         head.writeHTTP1ResponseHead(answer.head)
-        let pieces: [IOData] = [.byteBuffer(head)] + answer.bodyPieces(file: file, allocator: context.channel.allocator)
-        for (index, piece) in pieces.enumerated() {
-            context.write(wrapOutboundOut(piece), promise: index == pieces.count - 1 ? written : nil)
+        let body = answer.bodyPieces(file: file, allocator: context.channel.allocator)
+        context.write(wrapOutboundOut(.byteBuffer(head)), promise: body.isEmpty ? written : nil)
+        for (index, piece) in body.enumerated() {
+            context.write(wrapOutboundOut(piece), promise: index == body.count - 1 ? written : nil)
         }
         needsFlush = true
         if closing { context.flush() }
@@ -163,9 +164,8 @@ final class FastPathConnection {
     /// Requests NIO's parser has read whose response's end has not been written yet.
     var requestsAbove = 0
     /// Answers of either fast path whose last byte has not reached the socket yet. Bounded, so a
-    /// client that pipelines without reading holds at most 8 descriptors per connection;
-    /// further requests go to the router, which
-    /// waits for the socket.
+    /// client that pipelines without reading holds at most 8 descriptors per connection; further
+    /// requests go to the router, which waits for the socket.
     var answersInFlight = 0
 }
 

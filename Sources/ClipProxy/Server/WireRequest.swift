@@ -4,9 +4,9 @@ import NIOCore
 /// A plain `GET` or `HEAD` of `/clips/...`, read straight from the connection's bytes.
 ///
 /// Deliberately much narrower than HTTP/1.1: HTTP/1.1 only, a target of visible ASCII, header
-/// fields of token names and printable values (no whitespace after them), no body (no Content-Length or Transfer-Encoding),
-/// no Upgrade or Expect, `Connection` absent, `close` or `keep-alive`, at most `maxBytes` and 64
-/// fields. Everything else is `.unusual` and goes to NIO's full parser (llhttp), so the two never
+/// fields of token names and printable values (no whitespace after them), no body (no
+/// Content-Length or Transfer-Encoding), no Upgrade or Expect, `Connection` absent, `close` or
+/// `keep-alive`, at most `maxBytes` and 64 fields. Everything else is `.unusual` and goes to NIO's full parser (llhttp), so the two never
 /// disagree about where a request ends: whatever this accepts, llhttp parses the same way.
 struct WireRequest {
     let request: HTTPRequest
