@@ -6,8 +6,13 @@ import Index
 /// Runs the built `clipproxy` binary and returns (status, stdout, stderr).
 func runClipProxy(_ arguments: [String], environment: [String: String]? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
     let binary = try RepoPaths.require(RepoPaths.clipproxyBinary, hint: "build it with `swift build`")
+    return try runProcess(binary.path, arguments, environment: environment)
+}
+
+/// Runs `executable` with `arguments` to its end; its exit status and output.
+func runProcess(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
     let process = Process()
-    process.executableURL = binary
+    process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
     if let environment { process.environment = environment }
     let out = Pipe(), err = Pipe()

@@ -370,7 +370,7 @@ struct CaptionMongoTests {
         let deadline = Date().addingTimeInterval(10)
         while try fetch(server.baseURL + "/readyz").status != 200 && Date() < deadline { usleep(200_000) }
         // A purge forgets the chunks with the episode.
-        #expect(try fetch("\(server.baseURL)/admin/purge/\(CaptionCatalog.episode)", method: "POST").status == 200)
+        #expect(try adminFetch(server, "/admin/purge/\(CaptionCatalog.episode)").status == 200)
         let corrected = String(decoding: try fetch(server.baseURL + url).body, as: UTF8.self)
         #expect(corrected.contains("in particular. (corrected)\n"), "\(corrected)")
 

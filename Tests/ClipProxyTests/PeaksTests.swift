@@ -205,7 +205,7 @@ struct PeaksServerTests {
         let folder = work.path + "/l2/the-daily-tones/0e983347-7815-4b33-8a7e-2b1c9f0e1a11"
         let peaksFiles = { try FileManager.default.contentsOfDirectory(atPath: folder).filter { $0.contains(".peaks-") } }
         #expect(try peaksFiles().count == 1)
-        #expect(try fetch("\(server.baseURL)/admin/purge/\(ServerTests.episode)?second_tier=1", method: "POST").status == 200)
+        #expect(try adminFetch(server, "/admin/purge/\(ServerTests.episode)?second_tier=1").status == 200)
         #expect(try peaksFiles().isEmpty)
         #expect(try fetch(url).status == 200)
         #expect(occurrences("peaks computed", in: server.log) == 2, "computed again after the purge")

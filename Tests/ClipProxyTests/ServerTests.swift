@@ -5,13 +5,21 @@ import TestSupport
 @testable import Upstream
 
 /// A GET or HEAD through libcurl: status, lowercased headers, body.
-func fetch(_ url: String, method: String = "GET", headers: [(name: String, value: String)] = []) throws -> (status: Int, headers: [String: String], body: [UInt8]) {
+func fetch(_ url: String, method: String = "GET", headers: [(name: String, value: String)] = [],
+           unixSocket: String? = nil) throws -> (status: Int, headers: [String: String], body: [UInt8]) {
     var body: [UInt8] = []
-    let head = try CurlTransfer().perform(HTTPRequest(method: method, url: url, headers: headers)) { chunk in
+    var request = HTTPRequest(method: method, url: url, headers: headers)
+    request.unixSocketPath = unixSocket
+    let head = try CurlTransfer().perform(request) { chunk in
         body.append(contentsOf: chunk)
         return true
     }
     return (head.status, Dictionary(head.headers.map { ($0.name, $0.value) }, uniquingKeysWith: { a, _ in a }), body)
+}
+
+/// A request to the server's admin listener (`POST /admin/purge/...` by default).
+func adminFetch(_ server: ClipProxyProcess, _ pathAndQuery: String, method: String = "POST") throws -> (status: Int, headers: [String: String], body: [UInt8]) {
+    try fetch(server.adminBaseURL + pathAndQuery, method: method, unixSocket: server.adminSocket)
 }
 
 /// The embedded default (catalog files, source directory, clip directory) on the fixtures.

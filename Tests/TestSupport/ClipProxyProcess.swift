@@ -3,6 +3,8 @@ import Foundation
 /// `clipproxy serve` as a real process on a free port, configured through its environment.
 public final class ClipProxyProcess: @unchecked Sendable {
     public let baseURL: String
+    /// The admin listener as it printed itself: `unix:PATH` or `HOST:PORT` (`admin.listen`).
+    public let adminListener: String
     public let process: Process
     /// The variables given to `init`, to start the same configuration again.
     public let environment: [String: String]
@@ -34,8 +36,10 @@ public final class ClipProxyProcess: @unchecked Sendable {
                 lines.append(chunk)
             }
         }.start()
-        let seen = lines.wait(for: "listening on", timeout: timeout)
-        guard let range = seen.range(of: #"http://[0-9.]+:[0-9]+"#, options: .regularExpression) else {
+        // Both listeners print a line once they accept connections, in either order.
+        let seen = lines.wait(for: ["clipproxy listening on", "clipproxy admin listening on"], timeout: timeout)
+        guard let range = seen.range(of: #"clipproxy listening on http://[0-9.]+:[0-9]+"#, options: .regularExpression),
+              let admin = seen.range(of: #"clipproxy admin listening on [^\n]+"#, options: .regularExpression) else {
             let running = process.isRunning
             if running { kill(process.processIdentifier, SIGKILL) }
             process.waitUntilExit()
@@ -43,8 +47,15 @@ public final class ClipProxyProcess: @unchecked Sendable {
             throw TestSetupError("clipproxy serve did not start within \(Int(timeout)) s (still running: \(running), "
                                  + "exit \(process.terminationStatus), reason \(process.terminationReason.rawValue)); stdout: \(seen)\nstderr: \(log.suffix(3000))")
         }
-        baseURL = String(seen[range])
+        baseURL = String(seen[range].dropFirst("clipproxy listening on ".count))
+        adminListener = String(seen[admin].dropFirst("clipproxy admin listening on ".count))
     }
+
+    /// The admin socket's path (nil when the admin listener is a TCP port).
+    public var adminSocket: String? { adminListener.hasPrefix("unix:") ? String(adminListener.dropFirst(5)) : nil }
+
+    /// The base URL that reaches the admin listener (with `adminSocket` as the connection when set).
+    public var adminBaseURL: String { adminSocket == nil ? "http://" + adminListener : "http://localhost" }
 
     /// Waits until `text` appears in the log at least `count` times (fills finish just after their
     /// last byte is sent, so a test that expects an L1 hit next waits for "fill finished").
@@ -97,12 +108,12 @@ private final class LineCollector: @unchecked Sendable {
         condition.unlock()
     }
 
-    /// Everything read when `marker` appeared, the stream closed, or the time ran out.
-    func wait(for marker: String, timeout: TimeInterval) -> String {
+    /// Everything read when every marker appeared, the stream closed, or the time ran out.
+    func wait(for markers: [String], timeout: TimeInterval) -> String {
         let deadline = Date().addingTimeInterval(timeout)
         condition.lock()
         defer { condition.unlock() }
-        while !text.contains(marker) && !closed && condition.wait(until: deadline) {}
+        while !markers.allSatisfy(text.contains) && !closed && condition.wait(until: deadline) {}
         return text
     }
 }

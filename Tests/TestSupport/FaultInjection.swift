@@ -116,23 +116,3 @@ public func prometheusValue(_ text: String, _ name: String, labels: [String: Str
     }
     return total
 }
-
-/// A local IPv4 address that is not loopback (for requests that must come from a non-loopback
-/// peer), or nil when the machine has none.
-public func nonLoopbackIPv4() -> String? {
-    var list: UnsafeMutablePointer<ifaddrs>?
-    guard getifaddrs(&list) == 0, let first = list else { return nil }
-    defer { freeifaddrs(list) }
-    var cursor: UnsafeMutablePointer<ifaddrs>? = first
-    while let entry = cursor {
-        defer { cursor = entry.pointee.ifa_next }
-        guard let address = entry.pointee.ifa_addr, address.pointee.sa_family == sa_family_t(AF_INET) else { continue }
-        let ipv4 = address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr }
-        guard UInt32(bigEndian: ipv4.s_addr) >> 24 != 127 else { continue }
-        var buffer = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
-        var copy = ipv4
-        guard inet_ntop(AF_INET, &copy, &buffer, socklen_t(buffer.count)) != nil else { continue }
-        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
-    return nil
-}

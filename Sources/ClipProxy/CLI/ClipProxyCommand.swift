@@ -162,20 +162,29 @@ struct IndexSourcesCommand: AsyncParsableCommand {
 
 struct PurgeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "purge", abstract: "Make the running server forget an episode now.",
+        commandName: "purge", abstract: "Make running servers forget an episode now.",
         discussion: """
-        Drops the episode's resolution, frame index and clips from the running server's local store \
-        (and with --second-tier its clips in the clip bucket or clip directory), so the next request \
+        Drops the episode's resolution, frame index and clips from each server's local store (and \
+        with --second-tier its clips in the clip bucket or clip directory), so the next request \
         resolves, indexes and cuts it afresh. Needed when an episode's audio was replaced under a \
         new object name, or its clips must go (takedown); a source re-uploaded under the same key \
-        is noticed without it. Runs against http.host/http.port (or --server) on the same machine.
+        is noticed without it. Talks to each server's admin listener (admin.listen: by default \
+        admin.sock in cache.dir), never to its public port. Give --admin once per node to purge a \
+        cluster; one line per node is printed, and the exit status is 1 if any node failed.
         """)
     @Argument(help: "Episode id.") var episodeId: String
     @Flag(name: .long, help: "Also delete the episode's clips from the second tier (clip bucket or clip directory).") var secondTier = false
-    @Option(name: .long, help: "Base URL of the server, e.g. http://127.0.0.1:8080 (default: from the configuration).") var server: String?
+    @Option(name: .long, help: "A node's admin listener: a Unix socket path or a loopback HOST:PORT; repeat for each node (default: admin.listen of the configuration).")
+    var admin: [String] = []
+    @Option(name: .long, help: ArgumentHelp("No longer used: purge talks to the admin listener.", visibility: .hidden)) var server: String?
     @OptionGroup var options: ConfigOption
+    func validate() throws {
+        if server != nil {
+            throw ValidationError("--server is gone: the public port no longer answers /admin/; use --admin with the node's admin.listen (a socket path or a loopback HOST:PORT)")
+        }
+    }
     func run() async throws {
-        try ClipURLTools.purge(episodeId: episodeId, secondTier: secondTier, server: server, try options.load())
+        try PurgeTool.run(episodeId: episodeId, secondTier: secondTier, admins: admin, try options.load())
     }
 }
 

@@ -23,26 +23,6 @@ enum ClipURLTools {
         return path + "?" + signer.signedQuery(path: path, parameters: parameters.filter { $0.0 != "exp" && $0.0 != "sig" }, expiresAt: expiresAt)
     }
 
-    /// Asks the running server to forget an episode (`POST /admin/purge/...`) and prints its answer.
-    static func purge(episodeId: String, secondTier: Bool, server: String?, _ configuration: Configuration) throws {
-        let base = server ?? localServer(configuration)
-        let url = base + "/admin/purge/\(URLSigner.encode(episodeId))" + (secondTier ? "?second_tier=1" : "")
-        var body: [UInt8] = []
-        let head: HTTPResponseHead
-        do {
-            head = try CurlTransfer().perform(HTTPRequest(method: "POST", url: url),
-                                              timeouts: TransferTimeouts(connect: .seconds(5), lowSpeedWindow: .seconds(60))) { chunk in
-                body += chunk
-                return true
-            }
-        } catch {
-            throw ToolError("purge \(episodeId): \(error) (is `clipproxy serve` running at \(base)?)")
-        }
-        let text = String(decoding: body, as: UTF8.self)
-        guard head.status == 200 else { throw ToolError("purge \(episodeId): HTTP \(head.status) \(text)") }
-        print(text)
-    }
-
     /// The running server's base URL from the configuration (a wildcard host means this machine).
     static func localServer(_ configuration: Configuration) -> String {
         let host = configuration.httpHost == "0.0.0.0" ? "127.0.0.1" : configuration.httpHost

@@ -22,6 +22,10 @@ struct Configuration: Sendable, Equatable {
     /// Stored clips answered on the event loop, below the router (`StoredClipFastPath`).
     var httpFastPath = true
     var httpFastPathWire = true
+    /// `/metrics` on the public port as well as on the admin listener (Prometheus scrapes TCP only).
+    var httpMetrics = true
+    /// The admin listener; nil: `admin.sock` in `cache.dir` (`AdminAddress.defaultSocket`).
+    var adminListen: AdminAddress?
     var cacheDir = "./.cache/clipproxy"
     var cacheMaxBytes: Int64 = 10 << 30
     var catalogKind = "file"
@@ -53,6 +57,9 @@ struct Configuration: Sendable, Equatable {
     /// How long a cold clip waits for a fill slot before answering 503.
     var limitsFillQueueWaitMs: Int64 = 5_000
 
+    /// Where the admin endpoints listen.
+    var adminAddress: AdminAddress { adminListen ?? .defaultSocket(cacheDir: cacheDir) }
+
     /// What the file or environment said that still works but should change (old key names).
     var warnings: [String] = []
 
@@ -77,6 +84,8 @@ struct Configuration: Sendable, Equatable {
         Key(name: "http.max_header_bytes") { $0.httpMaxHeaderBytes = Int(try integer($1, "http.max_header_bytes", in: 1024...1 << 20)) },
         Key(name: "http.fast_path") { $0.httpFastPath = try boolean($1, "http.fast_path") },
         Key(name: "http.fast_path_wire") { $0.httpFastPathWire = try boolean($1, "http.fast_path_wire") },
+        Key(name: "http.metrics") { $0.httpMetrics = try boolean($1, "http.metrics") },
+        Key(name: "admin.listen") { $0.adminListen = $1.trimmingCharacters(in: .whitespaces).isEmpty ? nil : try AdminAddress.parse($1) },
         Key(name: "cache.dir") { $0.cacheDir = try nonEmpty($1, "cache.dir") },
         Key(name: "cache.max_bytes") { $0.cacheMaxBytes = try byteSize($1, "cache.max_bytes") },
         Key(name: "catalog.kind") { $0.catalogKind = try oneOf($1, "catalog.kind", ["file", "mongo"]) },

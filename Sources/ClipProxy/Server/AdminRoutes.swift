@@ -2,20 +2,13 @@ import Foundation
 import Hummingbird
 import NIOCore
 
-/// The request context of every route: Hummingbird's basic context plus the peer's address,
-/// which the admin endpoints check.
-struct ClipRequestContext: RequestContext, RemoteAddressRequestContext {
-    var coreContext: CoreRequestContextStorage
-    let remoteAddress: SocketAddress?
+/// The request context of every route, public and admin. It carries no peer address on
+/// purpose: no request is granted more because of where it seems to come from (behind a local
+/// proxy every request comes from 127.0.0.1).
+typealias ClipRequestContext = BasicRequestContext
 
-    init(source: ApplicationRequestContextSource) {
-        coreContext = .init(source: source)
-        remoteAddress = source.channel.remoteAddress
-    }
-}
-
-/// Operator endpoints, answered only to clients on the same machine (`clipproxy purge` runs
-/// there): a purge is destructive, and URL signing guards only `/clips`.
+/// Operator endpoints, served only on the admin listener (`admin.listen`, see `AdminListener`),
+/// never on the public port: a purge is destructive, and URL signing guards only `/clips`.
 struct AdminRoutes: Sendable {
     let pipeline: ClipPipeline
 
@@ -25,9 +18,6 @@ struct AdminRoutes: Sendable {
 
     /// `POST /admin/purge/{episode_id}[?second_tier=1]`: forget the episode now (see `ClipPipeline.purge`).
     func purge(_ request: Request, _ context: ClipRequestContext) async throws -> Response {
-        guard Self.isLoopback(context.remoteAddress) else {
-            return HTTPProblem(.forbidden, "admin_loopback_only", "admin endpoints answer only clients on the server's own machine; run `clipproxy purge` there").response()
-        }
         let episodeId: String
         do {
             episodeId = try ClipRoutes.episodeId(context.parameters.get("episode") ?? "")
@@ -46,15 +36,6 @@ struct AdminRoutes: Sendable {
         } catch {
             pipeline.logger.error("purge failed", metadata: ["episode.id": "\(episodeId)", "error": "\(error)"])
             return HTTPProblem(error).response()
-        }
-    }
-
-    static func isLoopback(_ address: SocketAddress?) -> Bool {
-        switch address {
-        case .v4(let v4)?: v4.address.sin_addr.s_addr.bigEndian >> 24 == 127
-        case .v6?: address?.ipAddress == "::1" || address?.ipAddress?.hasPrefix("::ffff:127.") == true
-        case .unixDomainSocket?: true
-        default: false
         }
     }
 }

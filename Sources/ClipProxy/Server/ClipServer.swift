@@ -5,6 +5,7 @@ import Index
 import Logging
 import NIOCore
 import NIOPosix
+import ServiceLifecycle
 import Upstream
 
 /// `clipproxy serve`: builds the pipeline from the configuration and runs the HTTP server until
@@ -29,7 +30,7 @@ enum ClipServer {
                                     threads: threads, logger: logger, metrics: metrics)
 
         let router = Router(context: ClipRequestContext.self)
-        router.add(middleware: UnroutedAsJSON())
+        router.add(middleware: UnroutedAsJSON(routes: KnownRoutes.publicPort(metrics: configuration.httpMetrics)))
         router.add(middleware: RequestLimits(maxURIBytes: configuration.httpMaxURIBytes, maxHeaderBytes: configuration.httpMaxHeaderBytes))
         let signer = URLSigner(key: configuration.signingKey, previousKey: configuration.signingPreviousKey)
         let clipRoutes = ClipRoutes(pipeline: pipeline, signer: signer, sendFile: .shared)
@@ -38,7 +39,6 @@ enum ClipServer {
         clipRoutes.register(on: crossOrigin)
         AudioClipsAPI(pipeline: pipeline, signer: signer).register(on: crossOrigin)
         DashboardAPI(pipeline: pipeline, signer: signer).register(on: crossOrigin)
-        AdminRoutes(pipeline: pipeline).register(on: router)
         router.get("/healthz") { _, _ in jsonResponse(.ok, ["status": "ok"]) }
         let readiness = Readiness(checks: try readinessChecks(configuration, store: store, catalog: catalog, logger: logger),
                                   runBlocking: { work in try await pipeline.blocking(work) })
@@ -51,12 +51,14 @@ enum ClipServer {
             }
             return jsonResponse(.ok, ["status": "ready", "checked": report.checked.joined(separator: ",")])
         }
-        router.get("/metrics") { _, _ in
+        let exposition: @Sendable (Request, ClipRequestContext) -> Response = { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8", .cacheControl: "no-store"],
                      body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.exposition())))
         }
+        if configuration.httpMetrics { router.get("/metrics", use: exposition) }
         router.get("/") { _, _ in DashboardPage.response() }
 
+        let admin = try adminApplication(configuration, pipeline: pipeline, exposition: exposition, logger: logger)
         let app = Application(
             router: router,
             server: .http1(configuration: .init(
@@ -66,16 +68,56 @@ enum ClipServer {
                 httpDecoderConfiguration: .init(maxHeaderFieldSize: max(64 << 10, 2 * configuration.httpMaxHeaderBytes),
                                                 maxHeaderListSize: max(64 << 10, 2 * configuration.httpMaxHeaderBytes)))),
             configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: serverName),
+            // Stopped after the public server (services stop in reverse order).
+            services: [admin.application],
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? configuration.httpPort
                 // Tests and scripts read this line to find the port when http.port is 0.
                 FileHandle.standardOutput.write(Data("clipproxy listening on http://\(configuration.httpHost):\(port)/\n".utf8))
             },
             logger: logger)
+        defer { admin.socketFile?.remove(logger: logger) }
         try await app.runService()
         try store.flushRecency()
         try await threads.shutdownGracefully()
         logger.info("clipproxy stopped")
+    }
+
+    /// The admin listener (`admin.listen`): `/admin/purge`, `/healthz` and `/metrics`, never on
+    /// the public port. A stale Unix socket is replaced before binding, a live one stops the start.
+    static func adminApplication(_ configuration: Configuration, pipeline: ClipPipeline,
+                                 exposition: @escaping @Sendable (Request, ClipRequestContext) -> Response,
+                                 logger: Logger) throws -> (application: any Service, socketFile: AdminSocketFile?) {
+        let router = Router(context: ClipRequestContext.self)
+        router.add(middleware: UnroutedAsJSON(routes: KnownRoutes.adminListener))
+        AdminRoutes(pipeline: pipeline).register(on: router)
+        router.get("/healthz") { _, _ in jsonResponse(.ok, ["status": "ok"]) }
+        router.get("/metrics", use: exposition)
+        let address = configuration.adminAddress
+        var socketFile: AdminSocketFile?
+        if case .unixSocket(let path) = address {
+            socketFile = AdminSocketFile(path: path)
+            _ = try socketFile?.claim(logger: logger)
+        }
+        let application = Application(
+            router: router,
+            configuration: .init(address: address.bindAddress, serverName: serverName),
+            onServerRunning: { [socketFile] channel in
+                var shown = address
+                if let socketFile {
+                    do { try socketFile.restrict() } catch {
+                        logger.critical("admin socket left open to others; closing it", metadata: ["error": "\(error)"])
+                        try? await channel.close()
+                        return
+                    }
+                } else if case .loopback(let host, _) = address, let port = channel.localAddress?.port {
+                    shown = .loopback(host: host, port: port)
+                }
+                // Tests and scripts read this line to find the admin listener when its port is 0.
+                FileHandle.standardOutput.write(Data("clipproxy admin listening on \(shown)\n".utf8))
+            },
+            logger: logger)
+        return (application, socketFile)
     }
 
     /// Sent as `Server` on every response.

@@ -36,20 +36,14 @@ struct RequestLimits<Context: RequestContext>: RouterMiddleware {
 /// path exists but not for this method, else 404.
 struct UnroutedAsJSON<Context: RequestContext>: RouterMiddleware {
     /// The methods each path shape accepts (a `*` segment matches any one segment).
-    static var routes: [(pattern: [Substring], methods: String)] {
-        [
-            (["clips", "*", "*"], "GET, HEAD, OPTIONS"), (["api", "v1", "audio_clips", "*"], "GET"),
-            (["api", "v1", "episodes"], "GET"), (["api", "v1", "search"], "GET"),
-            (["healthz"], "GET"), (["readyz"], "GET"), (["metrics"], "GET"), ([], "GET"), (["admin", "purge", "*"], "POST"),
-        ]
-    }
+    let routes: [KnownRoutes.Route]
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
         } catch let error as HTTPError where error.status == .notFound {
             let segments = request.uri.path.split(separator: "/")
-            if let route = Self.routes.first(where: { route in
+            if let route = routes.first(where: { route in
                 route.pattern.count == segments.count && zip(route.pattern, segments).allSatisfy { $0 == "*" || $0 == $1 }
             }) {
                 var response = HTTPProblem(.methodNotAllowed, "method_not_allowed", "\(request.method) is not supported here; use \(route.methods)").response()
@@ -59,4 +53,21 @@ struct UnroutedAsJSON<Context: RequestContext>: RouterMiddleware {
             return HTTPProblem(.notFound, "no_such_endpoint", "no endpoint at \(request.uri.path); see openapi.yaml for what this server offers").response()
         }
     }
+}
+
+/// The paths each listener answers, for `UnroutedAsJSON`'s 405 and 404.
+enum KnownRoutes {
+    typealias Route = (pattern: [Substring], methods: String)
+
+    /// The public port's paths. `/admin/...` is not among them: it is answered only on the admin listener.
+    static func publicPort(metrics: Bool) -> [Route] {
+        [
+            (["clips", "*", "*"], "GET, HEAD, OPTIONS"), (["api", "v1", "audio_clips", "*"], "GET"),
+            (["api", "v1", "episodes"], "GET"), (["api", "v1", "search"], "GET"),
+            (["healthz"], "GET"), (["readyz"], "GET"), ([], "GET"),
+        ] + (metrics ? [(["metrics"], "GET")] : [])
+    }
+
+    /// The admin listener's paths.
+    static var adminListener: [Route] { [(["admin", "purge", "*"], "POST"), (["healthz"], "GET"), (["metrics"], "GET")] }
 }

@@ -25,6 +25,9 @@ public struct HTTPRequest: Sendable {
     public var headers: [(name: String, value: String)]
     /// Request body, sent with Content-Length (S3 PutObject needs an exact length).
     public var body: HTTPRequestBody?
+    /// Connect to this Unix domain socket instead of the URL's host and port (the URL still
+    /// gives the path and the Host header): `clipproxy purge` reaching an admin socket.
+    public var unixSocketPath: String?
 
     public init(method: String, url: String, headers: [(name: String, value: String)] = [], body: [UInt8]? = nil) {
         self.init(method: method, url: url, headers: headers, upload: body.map(HTTPRequestBody.bytes))
@@ -149,6 +152,8 @@ public final class CurlTransfer {
         defer { curl_slist_free_all(headerList) }
 
         ccurl_setopt_string(handle, CURLOPT_URL, request.url)
+        // Set on every transfer (nil clears it) because pooled handles keep their options.
+        ccurl_setopt_string(handle, CURLOPT_UNIX_SOCKET_PATH, request.unixSocketPath)
         // S3 keys may contain `.` and `..` segments: send the path as given, never "normalised".
         ccurl_setopt_long(handle, CURLOPT_PATH_AS_IS, 1)
         ccurl_setopt_long(handle, CURLOPT_NOSIGNAL, 1)  // threads + timeouts: no SIGALRM
