@@ -58,6 +58,18 @@ struct ConfigurationTests {
         #expect(try Configuration.load(file: nil, environment: [:]).warnings.isEmpty)
     }
 
+    @Test("http.fast_path_wire (removed) is accepted from the file or the environment with a warning, and changes nothing")
+    func removedKey() throws {
+        let (dir, file) = try write("http:\n  fast_path_wire: false\n  port: 9000\n")
+        defer { dir.remove() }
+        let fromFile = try Configuration.load(file: file, environment: [:])
+        #expect(fromFile.httpPort == 9000 && fromFile.httpFastPath)
+        #expect(fromFile.warnings == ["\(file): http.fast_path_wire does nothing any more (every request goes through the HTTP/1 parser); remove it"])
+        let fromEnvironment = try Configuration.load(file: nil, environment: ["CLIPPROXY_HTTP_FAST_PATH_WIRE": "true"])
+        #expect(fromEnvironment.warnings == ["CLIPPROXY_HTTP_FAST_PATH_WIRE does nothing any more (every request goes through the HTTP/1 parser); unset it"])
+        #expect(fromEnvironment == (try Configuration.load(file: nil, environment: [:])).with(warnings: fromEnvironment.warnings))
+    }
+
     @Test("Mistakes name the key and what is wrong", arguments: [
         ("cache:\n  max_byte: 5\n", "did you mean cache.max_bytes"),
         ("http:\n  port: 70000\n", "http.port must be an integer"),
@@ -85,5 +97,13 @@ struct ConfigurationTests {
             #expect(documented[key.name] != nil, "\(key.name) is not in conf/clipproxy.yaml")
             #expect(text.contains(key.environmentVariable), "\(key.environmentVariable) is not mentioned")
         }
+    }
+}
+
+extension Configuration {
+    func with(warnings: [String]) -> Configuration {
+        var copy = self
+        copy.warnings = warnings
+        return copy
     }
 }

@@ -1,38 +1,10 @@
 import Foundation
-import NIOCore
 import Testing
 import TestSupport
 @testable import ClipProxy
 
-@Suite("Stored clips by sendfile: markers, descriptor ownership, no leaks")
+@Suite("Stored clips by sendfile: descriptor ownership, no leaks")
 struct SendFileTests {
-    @Test("Only a registered marker is taken, once; cancel closes a descriptor nobody took")
-    func tickets() throws {
-        let tickets = SendFileTickets()
-        let fd = open("/dev/null", O_RDONLY)
-        let (id, marker) = tickets.register(descriptor: fd, range: 0..<10)
-        #expect(marker.readableBytes == tickets.markerLength)
-        // A buffer of the same length that is not a marker (as clip bytes could be) passes.
-        var lookalike = ByteBuffer()
-        lookalike.writeBytes([UInt8](repeating: 0, count: tickets.markerLength))
-        #expect(tickets.take(lookalike).isBytes)
-        var forged = marker
-        forged.setInteger(UInt8(marker.getInteger(at: 0, as: UInt8.self)! ^ 1), at: 0)
-        #expect(tickets.take(forged).isBytes, "the magic prefix must match")
-        #expect(tickets.take(marker).ticket?.descriptor == fd)
-        #expect(!tickets.take(marker).isBytes && tickets.take(marker).ticket == nil,
-                "taken once; a marker whose ticket is gone is still a marker, never clip bytes")
-        tickets.cancel(id)  // already taken: the taker owns the descriptor
-        #expect(fcntl(fd, F_GETFD) >= 0, "cancel after take leaves the descriptor to its owner")
-        close(fd)
-
-        let other = open("/dev/null", O_RDONLY)
-        let (otherId, _) = tickets.register(descriptor: other, range: 0..<1)
-        tickets.cancel(otherId)
-        #expect(fcntl(other, F_GETFD) == -1, "cancel closes an untaken descriptor")
-        #expect(tickets.pending == 0)
-    }
-
     @Test("Clients that hang up during stored transfers leave no descriptor open in the server")
     func noDescriptorLeaks() throws {
         let work = try TemporaryDirectory("sendfile")
@@ -95,9 +67,4 @@ struct SendFileTests {
         #expect(after <= before, "after pipelined hang-ups: descriptors before \(before), after \(after)")
         #expect(sameBytes(try fetch(url).body, expected), "still serving exact bytes")
     }
-}
-
-extension SendFileTickets.Taken {
-    var isBytes: Bool { if case .bytes = self { true } else { false } }
-    var ticket: SendFileTickets.Ticket? { if case .marker(let ticket) = self { ticket } else { nil } }
 }

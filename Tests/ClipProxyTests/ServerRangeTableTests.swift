@@ -313,20 +313,16 @@ struct ServerRangeTableTests {
 
     /// Which part of clipproxy answers a stored clip.
     enum Answerer: String, CaseIterable, CustomTestStringConvertible {
-        /// The fast path, before NIO's HTTP/1 parser (`StoredClipWirePath`).
-        case wire
-        /// The fast path, after the parser (`StoredClipFastPath`; `http.fast_path_wire: false`).
-        case parsed
-        /// The router (`http.fast_path: false`).
+        /// The stored-clip send path (`StoredClipFastPath`, sendfile).
+        case fast
+        /// The router, reading the stored file (`http.fast_path: false`).
         case route
         var testDescription: String { rawValue }
-        var environment: [String: String] {
-            ["CLIPPROXY_HTTP_FAST_PATH": String(self != .route), "CLIPPROXY_HTTP_FAST_PATH_WIRE": String(self == .wire)]
-        }
+        var environment: [String: String] { ["CLIPPROXY_HTTP_FAST_PATH": String(self == .fast)] }
     }
 
-    /// Run three times: answered by each part that can answer a stored clip. Each row checks
-    /// which one answered, through the fast path's two counters.
+    /// Run twice: answered by each part that can answer a stored clip. Each row checks which one
+    /// answered, through the fast path's counter.
     @Test("A cached clip: every shape answers as nginx serving the same bytes", arguments: Answerer.allCases)
     func cachedClip(answerer: Answerer) throws {
         try Self.withServer("range-table-cached", environment: answerer.environment) { server, port in
@@ -353,10 +349,9 @@ struct ServerRangeTableTests {
 
             var rows: [Row] = []
             for shape in ServerRangeTable.shapes {
-                let (fastBefore, wireBefore) = (try fastPathResponses(server), try fastPathResponses(server, wire: true))
+                let fastBefore = try fastPathResponses(server)
                 let ours = try RawHTTPClient.send(method: shape.method, path: path, headers: shape.fields(ourValidators), port: port)
-                let answeredBy: Answerer = try fastPathResponses(server, wire: true) > wireBefore ? .wire
-                    : try fastPathResponses(server) > fastBefore ? .parsed : .route
+                let answeredBy: Answerer = try fastPathResponses(server) > fastBefore ? .fast : .route
                 let theirs = try RawHTTPClient.send(method: shape.method, path: "/clip.mp3", headers: shape.fields(theirValidators),
                                                     port: nginx.port)
                 var row = Self.compare(shape, ours: ours, theirs: theirs)

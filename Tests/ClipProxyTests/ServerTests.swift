@@ -328,3 +328,31 @@ struct MetricsAndCORSTests {
         #expect(metrics.contains("clipproxy_bytes_served_total \(cold.body.count * 2)"))
     }
 }
+
+@Suite("Date and Last-Modified")
+struct DateHeaderTests {
+    /// RFC 9110 8.8.2.1: an origin must not send a Last-Modified later than its Date. A clip's
+    /// Last-Modified is the moment it was cut; the Date comes from the clock as the head is written.
+    @Test("Last-Modified is never later than Date: cold clips and their hits, fast path and router", arguments: [true, false])
+    func lastModifiedNotAfterDate(fastPath: Bool) throws {
+        let work = try TemporaryDirectory("date-header")
+        defer { work.remove() }
+        var environment = EmbeddedServer(work: work).environment
+        environment["CLIPPROXY_HTTP_FAST_PATH"] = String(fastPath)
+        let server = try ClipProxyProcess(environment: environment)
+        defer { server.stop() }
+        var checked = 0
+        for index in 0..<20 {
+            let url = "\(server.baseURL)/clips/\(ServerTests.episode)/\(index * 1_500)"
+            for attempt in ["cold", "hit"] {
+                let response = try fetch(url)
+                let date = try #require(response.headers["date"].flatMap(parseImfFixdate), "\(attempt) \(url): no Date")
+                let modified = try #require(response.headers["last-modified"].flatMap(parseImfFixdate), "\(attempt) \(url): no Last-Modified")
+                #expect(modified <= date, "\(attempt) \(url): Last-Modified \(response.headers["last-modified"]!) after Date \(response.headers["date"]!)")
+                checked += 1
+                if attempt == "cold" { #expect(server.waitForLog("fill finished", count: index + 1)) }
+            }
+        }
+        #expect(checked == 40)
+    }
+}

@@ -21,7 +21,6 @@ struct Configuration: Sendable, Equatable {
     var httpMaxHeaderBytes = 16_384
     /// Stored clips answered on the event loop, below the router (`StoredClipFastPath`).
     var httpFastPath = true
-    var httpFastPathWire = true
     /// `/metrics` on the public port as well as on the admin listener (Prometheus scrapes TCP only).
     var httpMetrics = true
     /// The admin listener; nil: `admin.sock` in `cache.dir` (`AdminAddress.defaultSocket`).
@@ -65,6 +64,8 @@ struct Configuration: Sendable, Equatable {
 
     /// Old key names still accepted, with the key that replaced each.
     static let renamedKeys = ["clipstore.dir": "second_tier.dir"]
+    /// Keys that no longer do anything, with why: accepted with a warning, so an old file keeps working.
+    static let removedKeys = ["http.fast_path_wire": "every request goes through the HTTP/1 parser"]
 
     /// Every key, its environment variable, and how to apply a textual value.
     struct Key: Sendable {
@@ -83,7 +84,6 @@ struct Configuration: Sendable, Equatable {
         Key(name: "http.max_uri_bytes") { $0.httpMaxURIBytes = Int(try integer($1, "http.max_uri_bytes", in: 256...1 << 20)) },
         Key(name: "http.max_header_bytes") { $0.httpMaxHeaderBytes = Int(try integer($1, "http.max_header_bytes", in: 1024...1 << 20)) },
         Key(name: "http.fast_path") { $0.httpFastPath = try boolean($1, "http.fast_path") },
-        Key(name: "http.fast_path_wire") { $0.httpFastPathWire = try boolean($1, "http.fast_path_wire") },
         Key(name: "http.metrics") { $0.httpMetrics = try boolean($1, "http.metrics") },
         Key(name: "admin.listen") { $0.adminListen = $1.trimmingCharacters(in: .whitespaces).isEmpty ? nil : try AdminAddress.parse($1) },
         Key(name: "cache.dir") { $0.cacheDir = try nonEmpty($1, "cache.dir") },
@@ -122,6 +122,10 @@ struct Configuration: Sendable, Equatable {
             }
             let values = try flatten(text, file: file)
             for (given, value) in values.sorted(by: { $0.key < $1.key }) {
+                if let why = removedKeys[given] {
+                    configuration.warnings.append("\(file): \(given) does nothing any more (\(why)); remove it")
+                    continue
+                }
                 var name = given
                 if let renamed = renamedKeys[given] {
                     if values[renamed] != nil {  // the new name wins
@@ -146,6 +150,9 @@ struct Configuration: Sendable, Equatable {
             }
             configuration.warnings.append("\(Key.environmentVariable(for: old)) is deprecated; use \(key.environmentVariable)")
             try key.apply(&configuration, value)
+        }
+        for (removed, why) in removedKeys.sorted(by: { $0.key < $1.key }) where environment[Key.environmentVariable(for: removed)] != nil {
+            configuration.warnings.append("\(Key.environmentVariable(for: removed)) does nothing any more (\(why)); unset it")
         }
         for key in keys {
             if let value = environment[key.environmentVariable] { try key.apply(&configuration, value) }

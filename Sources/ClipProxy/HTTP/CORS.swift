@@ -19,9 +19,10 @@ struct CORSPolicy: Sendable {
     }
 }
 
-/// CORS headers on every response of the routes it is added to, errors included; the routes
-/// themselves never think about it. (The stored-clip fast path applies the same policy itself.)
-struct CORSMiddleware<Context: RequestContext>: RouterMiddleware {
+/// CORS headers on every response of the routes it is added to, errors included. (Named apart
+/// from Hummingbird's `CORSMiddleware`, which answers preflights itself; `/clips` answers
+/// build theirs in `ClipRoutes.responseHead` for the router and the fast path alike.)
+struct CrossOriginHeaders<Context: RequestContext>: RouterMiddleware {
     let policy: CORSPolicy
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {

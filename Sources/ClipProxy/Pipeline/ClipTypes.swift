@@ -167,9 +167,13 @@ final class EmitBatch: @unchecked Sendable {
 extension PreparedClip {
     /// What RFC 9110 decisions are made about: the exact length, a strong ETag from the clip key,
     /// Last-Modified (the clip's first cut, whole seconds) and the type.
+    /// The clip as RFC 9110 sees it. Its Last-Modified is when it was first cut, never later than
+    /// now (a copy stamped by another node whose clock runs ahead): the `Date` written after
+    /// this is never earlier than it.
     func representation(createdMs: Int64) -> ByteRangeResponse.Representation {
-        ByteRangeResponse.Representation(length: plan.byteCount, etag: "\"\(key.hex.prefix(32))\"",
-                                         lastModified: Date(timeIntervalSince1970: Double(createdMs / 1000)), contentType: "audio/mpeg")
+        let modifiedMs = min(createdMs, ClipStore.nowMs())
+        return ByteRangeResponse.Representation(length: plan.byteCount, etag: "\"\(key.hex.prefix(32))\"",
+                                                lastModified: Date(timeIntervalSince1970: Double(modifiedMs / 1000)), contentType: "audio/mpeg")
     }
 }
 

@@ -23,8 +23,6 @@ struct ClipMetrics: Sendable {
     let sourceChanged: Metrics.Counter
     /// Stored clips answered by `StoredClipFastPath` (also counted as l1_hit responses).
     let fastPathAnswers: Metrics.Counter
-    /// The part of `fastPathAnswers` read and answered before NIO's HTTP/1 parser.
-    let wirePathAnswers: Metrics.Counter
 
     /// Routes swift-metrics to a Prometheus registry; call once per process.
     static func bootstrap() -> ClipMetrics {
@@ -56,7 +54,6 @@ struct ClipMetrics: Sendable {
         catalogStale = counter("clipproxy_catalog_stale_total")
         sourceChanged = counter("clipproxy_source_changed_total")
         fastPathAnswers = counter("clipproxy_fast_path_responses_total")
-        wirePathAnswers = counter("clipproxy_fast_path_wire_responses_total")
     }
 
     func response(status: Int) {

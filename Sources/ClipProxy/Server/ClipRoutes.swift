@@ -14,9 +14,6 @@ struct ClipRoutes: Sendable {
     let pipeline: ClipPipeline
     /// nil when URL signing is off.
     let signer: URLSigner?
-    /// Stored clips are sent with sendfile through these tickets when the server installed
-    /// `SendFileHandler`; nil: read and written in chunks.
-    var sendFile: SendFileTickets? = nil
     static let chunkSize: Int64 = 64 << 10
     var cors: CORSPolicy { CORSPolicy(allowedOrigins: pipeline.configuration.httpCorsOrigins) }
 
@@ -53,7 +50,7 @@ struct ClipRoutes: Sendable {
         } catch {
             return refuse(HTTPProblem(error), error, clipRequest)
         }
-        return respond(answer)
+        return respond(answer, origin: request.headers[.origin])
     }
 
     /// A valid, signed (when signing is on) request, or the 400/403 that says what is wrong.
@@ -76,22 +73,21 @@ struct ClipRoutes: Sendable {
     }
 
     /// The decided status and headers, and a body that streams the decided parts from wherever
-    /// the clip is: the local store (sendfile), a fill in memory, or the bytes read for a part.
-    private func respond(_ answer: ClipPipeline.Answer) -> Response {
+    /// the clip is: the local store (read in chunks: a stored clip prepared within the last
+    /// minute is sent with sendfile by `StoredClipFastPath`, before the router), a fill in memory,
+    /// or the bytes read for a part.
+    private func respond(_ answer: ClipPipeline.Answer, origin: String?) -> Response {
         let (body, decision) = (answer.body, answer.decision)
-        let headers = responseHeaders(decision, tier: body.tier)
+        let head = responseHead(decision, tier: body.tier, origin: origin)
         recordAnswer(answer.clip, tier: body.tier, status: decision.status)
-        let status = HTTPResponse.Status(code: decision.status)
         guard !decision.parts.isEmpty else {
             body.release()
-            return Response(status: status, headers: headers, body: ResponseBody())
+            return Response(status: head.status, headers: head.headerFields, body: ResponseBody())
         }
         let pipeline = self.pipeline
         let parts = decision.parts
-        let multipart = parts.count > 1
         let partBytes = answer.partBytes
-        let sendFile = self.sendFile
-        return Response(status: status, headers: headers, body: ResponseBody(contentLength: Int(decision.bodyLength)) { writer in
+        return Response(status: head.status, headers: head.headerFields, body: ResponseBody(contentLength: Int(decision.bodyLength)) { writer in
             defer { body.release() }
             for part in parts {
                 switch part {
@@ -99,14 +95,7 @@ struct ClipRoutes: Sendable {
                 case .bytes(let range):
                     switch body {
                     case .stored(let lease, _):
-                        // One range by sendfile; the many small ranges of a multipart answer are
-                        // read and written (a descriptor per range would pile up, unthrottled,
-                        // for a client that does not read).
-                        if let sendFile, !multipart {
-                            try await Self.sendStored(lease, range: range, tickets: sendFile, into: &writer)
-                        } else {
-                            try await Self.streamStored(lease, range: range, into: &writer)
-                        }
+                        try await Self.streamStored(lease, range: range, into: &writer)
                     case .filling(let fill, _):
                         try await Self.streamFill(fill, range: range, pipeline: pipeline, into: &writer)
                     case .part:
@@ -118,19 +107,6 @@ struct ClipRoutes: Sendable {
             }
             try await writer.finish(nil)
         })
-    }
-
-    /// A stored clip's range by sendfile: a descriptor of its own (a duplicate of the lease's,
-    /// so it stays valid whatever evicts the clip meanwhile) handed to `SendFileHandler` through a ticket.
-    static func sendStored(_ lease: ClipStore.Lease, range: Range<Int64>, tickets: SendFileTickets,
-                           into writer: inout any ResponseBodyWriter) async throws {
-        let descriptor = dup(lease.descriptor)
-        guard descriptor >= 0 else { throw SystemCallError("dup", lease.path, code: errno) }
-        let (id, marker) = tickets.register(descriptor: descriptor, range: range)
-        do { try await writer.write(marker) } catch {
-            tickets.cancel(id)
-            throw error
-        }
     }
 
     /// A stored clip's range in chunks, read straight into the buffer that is written, on this
@@ -171,17 +147,21 @@ struct ClipRoutes: Sendable {
         }
     }
 
-    /// Preconditions, Range, If-Range, multipart (RFC 9110 as nginx implements it), then the
-    /// headers every clip response carries (CORS follows, from `CORSMiddleware`). The fast path
-    /// sends exactly these too.
-    func responseHeaders(_ decision: ByteRangeResponse, tier: ClipBody.Tier) -> HTTPFields {
+    /// The status line and header fields of every `/clips` answer, routed or sent by the fast
+    /// path: preconditions, Range, If-Range, multipart (RFC 9110 as nginx implements it), caching,
+    /// the tier, CORS for `origin`, `Server`. (`Date` is set as the head is written, by
+    /// `ResponseDate`, for every response.)
+    func responseHead(_ decision: ByteRangeResponse, tier: ClipBody.Tier, origin: String?) -> HTTPResponse {
         var headers = HTTPFields()
+        headers.reserveCapacity(decision.headers.count + 6)
         for (name, value) in decision.headers {
             if let field = Self.decisionFieldNames[name] ?? HTTPField.Name(name) { headers.append(HTTPField(name: field, value: value)) }
         }
         headers[.cacheControl] = "public, max-age=31536000, immutable"
         headers[Self.clipTierField] = tier.rawValue
-        return headers
+        cors.apply(origin: origin, to: &headers)
+        headers[.server] = ClipServer.serverName
+        return HTTPResponse(status: .init(code: decision.status), headerFields: headers)
     }
 
     static let clipTierField = HTTPField.Name("X-Clip-Tier")!

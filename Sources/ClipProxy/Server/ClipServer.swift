@@ -33,9 +33,9 @@ enum ClipServer {
         router.add(middleware: UnroutedAsJSON(routes: KnownRoutes.publicPort(metrics: configuration.httpMetrics)))
         router.add(middleware: RequestLimits(maxURIBytes: configuration.httpMaxURIBytes, maxHeaderBytes: configuration.httpMaxHeaderBytes))
         let signer = URLSigner(key: configuration.signingKey, previousKey: configuration.signingPreviousKey)
-        let clipRoutes = ClipRoutes(pipeline: pipeline, signer: signer, sendFile: .shared)
+        let clipRoutes = ClipRoutes(pipeline: pipeline, signer: signer)
         // Routes whose answers scripts on other origins may read: CORS on all of them, errors too.
-        let crossOrigin = router.group().add(middleware: CORSMiddleware(policy: clipRoutes.cors))
+        let crossOrigin = router.group().add(middleware: CrossOriginHeaders(policy: clipRoutes.cors))
         clipRoutes.register(on: crossOrigin)
         AudioClipsAPI(pipeline: pipeline, signer: signer).register(on: crossOrigin)
         DashboardAPI(pipeline: pipeline, signer: signer).register(on: crossOrigin)
@@ -61,12 +61,7 @@ enum ClipServer {
         let admin = try adminApplication(configuration, pipeline: pipeline, exposition: exposition, logger: logger)
         let app = Application(
             router: router,
-            server: .http1(configuration: .init(
-                additionalChannelHandlers: connectionHandlers(clipRoutes, configuration),
-                idleTimeout: .seconds(Int64(configuration.httpIdleTimeoutS)),
-                // The decoder's hard limit protects memory; RequestLimits answers 414/431 below it.
-                httpDecoderConfiguration: .init(maxHeaderFieldSize: max(64 << 10, 2 * configuration.httpMaxHeaderBytes),
-                                                maxHeaderListSize: max(64 << 10, 2 * configuration.httpMaxHeaderBytes)))),
+            server: ClipHTTP1Channel.builder(routes: clipRoutes, configuration: configuration),
             configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: serverName),
             // Stopped after the public server (services stop in reverse order).
             services: [admin.application],
@@ -122,22 +117,6 @@ enum ClipServer {
 
     /// Sent as `Server` on every response.
     static let serverName = "clipproxy"
-
-    /// Each connection's handlers between Hummingbird's HTTP/1 codec and its router: sendfile
-    /// for stored bytes, closes that let written responses finish, and the stored-clip fast path.
-    static func connectionHandlers(_ routes: ClipRoutes, _ configuration: Configuration) -> [any RemovableChannelHandler] {
-        var handlers: [any RemovableChannelHandler] = [
-            SendFileHandler(tickets: .shared),
-            // Shutdown waits at most this for a slow client (30 s: within common grace periods).
-            CloseAfterWrites(limit: .seconds(Int64(min(configuration.httpIdleTimeoutS, 30)))),
-        ]
-        if configuration.httpFastPath {
-            handlers.append(StoredClipFastPath.Installer(routes: routes, wirePath: configuration.httpFastPathWire,
-                                                         idleTimeout: .seconds(Int64(configuration.httpIdleTimeoutS)),
-                                                         maxHeaderBytes: configuration.httpMaxHeaderBytes))
-        }
-        return handlers
-    }
 
     /// What `/readyz` checks: the index, the catalog, the source store and the second tier.
     static func readinessChecks(_ configuration: Configuration, store: ClipStore, catalog: any EpisodeCatalog,
