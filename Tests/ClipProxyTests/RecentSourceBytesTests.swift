@@ -35,7 +35,7 @@ struct RecentSourceBytesTests {
         let bytes = probeBytes(1_000_000, seed: 40)
         let recent = RecentSourceBytes()
         let scanned = CountingSource(bytes)
-        let recorder = recent.recording(scanned)
+        let recorder = recent.recording(scanned, identity: "s3:b/k#etag")
         _ = try recorder.read(offset: 0, count: 1000)         // an early read elsewhere
         _ = try recorder.read(offset: 200_000, count: 100_000) // the scan's run starts here...
         _ = try recorder.read(offset: 300_000, count: 100_000) // ...and goes on contiguously
@@ -43,7 +43,7 @@ struct RecentSourceBytesTests {
         let run = recorder.lastRun
         #expect(run.start == 200_000 && run.bytes.count == 250_000)
         #expect(sameBytes(run.bytes, bytes[200_000..<450_000]))
-        recent.keep(recorder, identity: "s3:b/k#etag")
+        recent.keep(recorder)
 
         let cut = CountingSource(bytes)
         let source = recent.source(cut, identity: "s3:b/k#etag")
@@ -65,7 +65,7 @@ struct RecentSourceBytesTests {
         let limit = RecentSourceBytes.bytesPerSource
         let bytes = probeBytes(limit + 1_500_000, seed: 41)
         let recent = RecentSourceBytes()
-        let recorder = recent.recording(CountingSource(bytes))
+        let recorder = recent.recording(CountingSource(bytes), identity: "long")
         var offset: Int64 = 0
         while offset < Int64(bytes.count) {
             offset += Int64(try recorder.read(offset: offset, count: 1 << 20).count)
@@ -76,9 +76,9 @@ struct RecentSourceBytesTests {
 
         let small = probeBytes(10_000, seed: 42)
         let sources = (0...RecentSourceBytes.sourceLimit).map { i -> String in
-            let recorder = recent.recording(CountingSource(small))
+            let recorder = recent.recording(CountingSource(small), identity: "source-\(i)")
             _ = try? recorder.read(offset: 0, count: 10_000)
-            recent.keep(recorder, identity: "source-\(i)")
+            recent.keep(recorder)
             return "source-\(i)"
         }
         let probe = CountingSource(small)

@@ -50,3 +50,9 @@ actor FillSlots {
 
     var snapshot: (running: Int, waiting: Int) { (running, waiting.count) }
 }
+
+/// All fill slots are busy and the queue is full, or a cold clip waited too long for a slot.
+enum ServiceError: Error, CustomStringConvertible {
+    case overloaded
+    var description: String { "too many clips are being cut right now; retry in a second" }
+}

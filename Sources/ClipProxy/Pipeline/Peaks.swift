@@ -110,7 +110,7 @@ extension ClipPipeline {
     private func sharePeaks(_ bytes: [UInt8], key: ClipKey, of clip: PreparedClip, _ shape: PeaksShape) {
         guard let tier = secondTier as? any DerivedObjectTier else { return }
         let location = shape.location(of: clip, in: tier)
-        Task.detached { [self] in
+        background.start("peaks share") { [self] in
             do {
                 try await blocking { [store, storeWrites] in
                     try tier.storeDerivedObject(bytes, at: location, contentType: "application/json")

@@ -19,10 +19,11 @@ final class RecentSourceBytes: Sendable {
     static let sourceLimit = 8
     static let keepFor: Duration = .seconds(30)
 
-    /// Wraps a source being scanned; `keep(_:identity:)` then takes what it read last.
-    func recording(_ base: any ByteSource) -> Recorder { Recorder(base) }
+    /// Wraps a source being scanned; `keep(_:)` then takes what it read last.
+    func recording(_ base: any ByteSource, identity: String) -> Recorder { Recorder(base, identity: identity) }
 
-    func keep(_ recorder: Recorder, identity: String) {
+    func keep(_ recorder: Recorder) {
+        let identity = recorder.identity
         let (start, bytes) = recorder.lastRun
         guard !bytes.isEmpty else { return }
         let now = ContinuousClock.now
@@ -45,9 +46,13 @@ final class RecentSourceBytes: Sendable {
     /// starts a new run), at most `bytesPerSource` of it. `@unchecked Sendable`: guarded by `run`.
     final class Recorder: ByteSource, @unchecked Sendable {
         let base: any ByteSource
+        let identity: String
         private let run = Mutex<(start: Int64, bytes: [UInt8])>((0, []))
 
-        init(_ base: any ByteSource) { self.base = base }
+        init(_ base: any ByteSource, identity: String) {
+            self.base = base
+            self.identity = identity
+        }
 
         var size: Int64 { base.size }
         var lastRun: (start: Int64, bytes: [UInt8]) { run.withLock { $0 } }

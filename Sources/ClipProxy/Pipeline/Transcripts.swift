@@ -13,7 +13,7 @@ extension ClipPipeline {
                 transcripts.keep(chunks, guid: episode.guid)
                 return chunks
             }
-        } catch where cached != nil && Self.isOutage(error) {
+        } catch where cached != nil && EpisodeResolver.isOutage(error) {
             metrics.catalogStale.increment()
             logger.warning("catalog unavailable; serving the last known transcript",
                            metadata: ["episode.id": "\(episode.episodeId)", "error": "\(error)"])

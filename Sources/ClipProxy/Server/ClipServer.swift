@@ -24,10 +24,13 @@ enum ClipServer {
         let metrics = ClipMetrics.bootstrap()
         let threads = NIOThreadPool(numberOfThreads: configuration.limitsMaxFills + 4)
         threads.start()
+        // Fills, uploads and index shares under way when SIGTERM comes are waited for (after the
+        // public server has finished its responses), at most this long.
+        let background = BackgroundWork(drainLimit: .seconds(25), logger: logger)
         let pipeline = ClipPipeline(configuration: configuration, store: store,
                                     locator: SourceLocator(catalog: catalog, lister: lister), sources: sources,
                                     secondTier: try Upstreams.clipTier(configuration, logger: logger),
-                                    threads: threads, logger: logger, metrics: metrics)
+                                    threads: threads, background: background, logger: logger, metrics: metrics)
 
         let router = Router(context: ClipRequestContext.self)
         router.add(middleware: UnroutedAsJSON(routes: KnownRoutes.publicPort(metrics: configuration.httpMetrics)))
@@ -63,8 +66,9 @@ enum ClipServer {
             router: router,
             server: ClipHTTP1Channel.builder(routes: clipRoutes, configuration: configuration),
             configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: serverName),
-            // Stopped after the public server (services stop in reverse order).
-            services: [admin.application],
+            // Services stop in reverse order: the public server first (no new requests, in-flight
+            // responses finish), then the admin listener, then the background work drains.
+            services: [background, admin.application],
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? configuration.httpPort
                 // Tests and scripts read this line to find the port when http.port is 0.

@@ -81,7 +81,7 @@ struct DashboardAPI: Sendable {
     /// (no audio, or the catalog cannot say) is left out.
     func playableIds(_ ids: [String]) async -> Set<String> {
         await withTaskGroup(of: String?.self) { group in
-            for id in Set(ids) { group.addTask { (try? await pipeline.resolve(id)) == nil ? nil : id } }
+            for id in Set(ids) { group.addTask { (try? await pipeline.resolver.resolve(id)) == nil ? nil : id } }
             var playable = Set<String>()
             for await id in group { if let id { playable.insert(id) } }
             return playable
