@@ -64,8 +64,10 @@ public enum RawHTTPClient {
         return fd
     }
 
-    /// Writes `request` and reads until the server closes the connection.
-    public static func exchange(_ request: [UInt8], host: String, port: Int, timeout: TimeInterval) throws -> [UInt8] {
+    /// Writes `request` and reads until the server closes the connection; `progress` hears the
+    /// number of bytes received each time it grows.
+    public static func exchange(_ request: [UInt8], host: String, port: Int, timeout: TimeInterval,
+                                progress: ((Int) -> Void)? = nil) throws -> [UInt8] {
         let fd = try connect(host: host, port: port, timeout: timeout)
         defer { close(fd) }
 
@@ -85,6 +87,7 @@ public enum RawHTTPClient {
                 throw TestSetupError("read from \(host):\(port) failed (errno \(errno)) after \(response.count) bytes")
             }
             response += buffer[..<n]
+            progress?(response.count)
         }
         return response
     }
