@@ -203,31 +203,27 @@ struct FramingDifferentialTests {
         let ports = try [fastOn, fastOff].map { try ServerRangeTableTests.port(of: $0.baseURL) }
         let shortcutsBefore = try metricsText(fastOn)
 
-        var differing: [String] = []
-        let batchSize = 16
-        for start in stride(from: 0, to: Self.cases.count, by: batchSize) {
-            // Both servers answer the clips once more, through their routers: the shortcuts answer
-            // clips prepared within the last minute, whatever time the cases before took.
-            for port in ports {
-                for target in [Self.clip, Self.longClip] {
-                    let warm = try RawHTTPClient.send(method: "GET", path: target, port: port)
-                    try #require(warm.status == 200 && warm.header("X-Clip-Tier") == "l1_hit", "warming \(target) on port \(port): \(warm.status) \(warm.header("X-Clip-Tier") ?? "-")")
-                }
-            }
-            let batch = Array(Self.cases[start..<min(start + batchSize, Self.cases.count)])
-            let jobs: [@Sendable () -> Transcript] = batch.flatMap { c in
-                ports.map { port in { @Sendable in Transcript(c, port: port) } }
-            }
-            let transcripts = onThreads(jobs)
-            for (number, c) in batch.enumerated() {
-                let on = transcripts[2 * number], off = transcripts[2 * number + 1]
-                if on.normalised != off.normalised || on.end != off.end {
-                    let phrasesOnly = on.end == off.end && Transcript.normalise(on.bytes, reasonPhrases: true) == Transcript.normalise(off.bytes, reasonPhrases: true)
-                    differing.append(c.name + (phrasesOnly ? " (reason phrases only)" : ""))
-                    Issue.record(Comment(rawValue: Self.report(c, on: on, off: off)))
-                }
+        var firstDiffering: [Case] = []
+        for start in stride(from: 0, to: Self.cases.count, by: 16) {
+            let batch = Array(Self.cases[start..<min(start + 16, Self.cases.count)])
+            for (c, (on, off)) in zip(batch, try Self.run(batch, ports: ports, idle: 1.5)) where !on.matches(off) {
+                firstDiffering.append(c)
             }
         }
+        // A slow answer (a loaded machine) can miss the idle bound on one side only: a difference
+        // counts once it shows again, all of them sent once more with a bound long enough for any answer.
+        var differing: [String] = [], settledOnRetry: [String] = []
+        for (c, (on, off)) in zip(firstDiffering, firstDiffering.isEmpty ? [] : try Self.run(firstDiffering, ports: ports, idle: 5)) {
+            guard !on.matches(off) else {
+                settledOnRetry.append(c.name)
+                continue
+            }
+            let phrasesOnly = on.end == off.end
+                && Transcript.normalise(on.bytes, reasonPhrases: true) == Transcript.normalise(off.bytes, reasonPhrases: true)
+            differing.append(c.name + (phrasesOnly ? " (reason phrases only)" : ""))
+            Issue.record(Comment(rawValue: Self.report(c, on: on, off: off)))
+        }
+        if !settledOnRetry.isEmpty { print("framing differential: answered alike on a second run with a longer idle bound: \(settledOnRetry)") }
         print("framing differential: \(Self.cases.count) cases, \(differing.count) answered differently\(differing.isEmpty ? "" : ":\n  " + differing.joined(separator: "\n  "))")
 
         // The comparison means something only if the shortcuts answered some of the cases (checked
@@ -237,6 +233,24 @@ struct FramingDifferentialTests {
             #expect(after > before, "the fast path answered none of the cases (\(metric) stayed at \(after))")
         }
         #expect(prometheusValue(try metricsText(fastOff), metric) ?? 0 == 0, "the server with http.fast_path: false used the fast path")
+    }
+
+    /// Each case sent to both servers at once (one connection each), after both answered the
+    /// clips once more through their routers: the shortcuts answer clips prepared within the last
+    /// minute, whatever time the cases before took. Transcripts in case order, (on, off).
+    static func run(_ cases: [Case], ports: [Int], idle: TimeInterval) throws -> [(Transcript, Transcript)] {
+        for port in ports {
+            for target in [clip, longClip] {
+                let warm = try RawHTTPClient.send(method: "GET", path: target, port: port)
+                try #require(warm.status == 200 && warm.header("X-Clip-Tier") == "l1_hit",
+                             "warming \(target) on port \(port): \(warm.status) \(warm.header("X-Clip-Tier") ?? "-")")
+            }
+        }
+        let jobs: [@Sendable () -> Transcript] = cases.flatMap { c in
+            ports.map { port in { @Sendable in Transcript(c, port: port, idle: idle) } }
+        }
+        let transcripts = onThreads(jobs)
+        return cases.indices.map { (transcripts[2 * $0], transcripts[2 * $0 + 1]) }
     }
 
     /// The embedded default with its cache and clip directory in `directory`.
@@ -267,9 +281,9 @@ struct FramingDifferentialTests {
         /// only that it not occur in the parts).
         let normalised: [UInt8]
 
-        init(_ c: Case, port: Int) {
+        init(_ c: Case, port: Int, idle: TimeInterval) {
             do {
-                let (bytes, end) = try RawHTTPClient.converse(c.writes, port: port, pause: c.pause, idle: 1.5, limit: 20)
+                let (bytes, end) = try RawHTTPClient.converse(c.writes, port: port, pause: c.pause, idle: idle, limit: 20)
                 self.bytes = bytes
                 self.end = end.rawValue
             } catch {
@@ -278,6 +292,8 @@ struct FramingDifferentialTests {
             }
             normalised = Self.normalise(bytes)
         }
+
+        func matches(_ other: Transcript) -> Bool { normalised == other.normalised && end == other.end }
 
         static func normalise(_ raw: [UInt8], reasonPhrases: Bool = false) -> [UInt8] {
             var out = replacingFieldValues(raw, after: "\r\nDate: ", with: "<date>")
