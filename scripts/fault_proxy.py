@@ -15,13 +15,16 @@ the plan, or the default mode once the plan is used up. Modes:
     stall:K       forward the head and K body bytes, then send nothing more (until the client
                   gives up, or --stall-seconds pass)
     close         read the request and close without answering
+    slow:B        forward the request; forward the response head at once and its body at B bytes
+                  a second (a slow source whose transfer is under way for a while)
 
 A mode may name the requests it is for: `503@/clip-bucket/` applies only to requests whose path
 starts with `/clip-bucket/`; others pass, and a plan entry waits for a request it applies to.
 
 Control requests, answered by the proxy itself:
     POST /__proxy/plan   body {"plan": [MODE, ...], "default": MODE} replaces the plan
-    GET  /__proxy/log    JSON list of the requests seen: method, path, range, if_match, mode
+    GET  /__proxy/log    JSON list of the requests seen: method, path, range, if_match, mode,
+                         bytes (response body bytes forwarded to the client so far)
 
 Exits on SIGTERM/SIGINT or when the process that started it dies.
 """
@@ -81,20 +84,24 @@ class Proxy:
                 self.control(client, method, path, body)
                 return
             mode = self.next_mode(path)
+            entry = {"method": method, "path": path, "mode": mode, "range": headers.get("range"),
+                     "if_match": headers.get("if-match"), "bytes": 0}
             with self.lock:
                 self.counter += 1
-                self.log.append({"n": self.counter, "method": method, "path": path, "mode": mode,
-                                 "range": headers.get("range"), "if_match": headers.get("if-match")})
+                entry["n"] = self.counter
+                self.log.append(entry)
             if mode in ERRORS:
                 send_error(client, *ERRORS[mode])
             elif mode == "close":
                 pass
             elif mode == "pass":
-                self.forward(client, head + body, limit=None, after=None)
+                self.forward(client, head + body, entry, limit=None, after=None)
             elif mode.startswith("reset:"):
-                self.forward(client, head + body, limit=int(mode[6:]), after="reset")
+                self.forward(client, head + body, entry, limit=int(mode[6:]), after="reset")
             elif mode.startswith("stall:"):
-                self.forward(client, head + body, limit=int(mode[6:]), after="stall")
+                self.forward(client, head + body, entry, limit=int(mode[6:]), after="stall")
+            elif mode.startswith("slow:"):
+                self.forward(client, head + body, entry, limit=None, after=None, rate=int(mode[5:]))
             else:
                 send_error(client, 500, "Internal Server Error", "ProxyBadMode", f"unknown mode {mode}")
         except OSError:
@@ -105,7 +112,7 @@ class Proxy:
             except OSError:
                 pass
 
-    def forward(self, client, request, limit, after):
+    def forward(self, client, request, entry, limit, after, rate=None):
         upstream = socket.create_connection(self.target)
         try:
             upstream.sendall(request)
@@ -113,6 +120,7 @@ class Proxy:
             if head is None:
                 return
             client.sendall(head)
+            started = time.monotonic()
             sent = 0
             chunk = rest
             while True:
@@ -120,9 +128,20 @@ class Proxy:
                     if limit is not None and sent + len(chunk) >= limit:
                         client.sendall(chunk[: limit - sent])
                         sent = limit
+                        entry["bytes"] = sent
                         break
-                    client.sendall(chunk)
-                    sent += len(chunk)
+                    if rate:
+                        # Pieces of a twentieth of a second each, sent no earlier than the rate allows.
+                        step = max(1, rate // 20)
+                        for offset in range(0, len(chunk), step):
+                            time.sleep(max(0.0, started + sent / rate - time.monotonic()))
+                            client.sendall(chunk[offset:offset + step])
+                            sent += len(chunk[offset:offset + step])
+                            entry["bytes"] = sent
+                    else:
+                        client.sendall(chunk)
+                        sent += len(chunk)
+                        entry["bytes"] = sent
                 chunk = upstream.recv(65536)
                 if not chunk:
                     return

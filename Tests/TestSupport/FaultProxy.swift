@@ -3,7 +3,7 @@ import Foundation
 extension TestServer {
     /// scripts/fault_proxy.py on a free loopback port in front of `target`: it hands each new
     /// connection (one request each) the next mode of `plan`, then `defaultMode` (modes: `pass`,
-    /// `503`, `slowdown`, `500`, `reset:K`, `stall:K`, `close`; see the script). `GET /__proxy/log`
+    /// `503`, `slowdown`, `500`, `reset:K`, `stall:K`, `close`, `slow:B`; see the script). `GET /__proxy/log`
     /// on the proxy lists the requests it saw.
     public static func faultProxy(target: TestServer, plan: [String] = [], defaultMode: String = "pass",
                                   stallSeconds: Double = 30) throws -> TestServer {
@@ -33,9 +33,11 @@ public struct FaultProxyRequest: Decodable, Sendable {
     public let range: String?
     /// The `If-Match` header, if the request had one.
     public let ifMatch: String?
+    /// Response body bytes the proxy forwarded to the client (so far, for a transfer under way).
+    public let bytes: Int
 
     enum CodingKeys: String, CodingKey {
-        case n, method, path, mode, range
+        case n, method, path, mode, range, bytes
         case ifMatch = "if_match"
     }
 

@@ -64,8 +64,10 @@ public enum RawHTTPClient {
         return fd
     }
 
-    /// Writes `request` and reads until the server closes the connection.
-    public static func exchange(_ request: [UInt8], host: String, port: Int, timeout: TimeInterval) throws -> [UInt8] {
+    /// Writes `request` and reads until the server closes the connection; `progress` hears the
+    /// number of bytes received each time it grows.
+    public static func exchange(_ request: [UInt8], host: String, port: Int, timeout: TimeInterval,
+                                progress: ((Int) -> Void)? = nil) throws -> [UInt8] {
         let fd = try connect(host: host, port: port, timeout: timeout)
         defer { close(fd) }
 
@@ -85,6 +87,7 @@ public enum RawHTTPClient {
                 throw TestSetupError("read from \(host):\(port) failed (errno \(errno)) after \(response.count) bytes")
             }
             response += buffer[..<n]
+            progress?(response.count)
         }
         return response
     }
@@ -139,5 +142,59 @@ public enum RawHTTPClient {
             body += data[i..<(i + size)]
             i += size + 2
         }
+    }
+}
+
+/// How a raw conversation ended.
+public enum RawConversationEnd: String, Sendable {
+    /// The server closed the connection (FIN or reset).
+    case closed
+    /// The server sent nothing for the idle bound and kept the connection open.
+    case open
+}
+
+extension RawHTTPClient {
+    /// Sends `writes` on one connection, each as its own write `pause` seconds after the one before
+    /// (so a request split across them reaches the server in pieces), reading all the while; then
+    /// reads until the server closes the connection, or sends nothing for `idle` seconds, or
+    /// `limit` seconds have passed since the connection opened. Returns every byte received and how
+    /// it ended. A write the server refuses (it closed already) ends the writing, not the reading.
+    public static func converse(_ writes: [[UInt8]], port: Int, host: String = "127.0.0.1", pause: TimeInterval = 0.05,
+                                idle: TimeInterval = 1.5, limit: TimeInterval = 20) throws -> (bytes: [UInt8], end: RawConversationEnd) {
+        let fd = try connect(host: host, port: port, timeout: limit)
+        defer { close(fd) }
+        let opened = Date()
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        var closed = false
+        /// Reads what arrives within `seconds`; false once the peer has closed.
+        func drain(for seconds: TimeInterval) -> Bool {
+            let until = Date().addingTimeInterval(seconds)
+            while true {
+                let left = until.timeIntervalSinceNow
+                if left <= 0 { return true }
+                var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                guard poll(&poller, 1, Int32(left * 1000) + 1) > 0 else { return true }
+                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                if n <= 0 { return false }
+                received += buffer[..<n]
+            }
+        }
+        writing: for (number, chunk) in writes.enumerated() {
+            if number > 0, !drain(for: pause) { closed = true; break }
+            var sent = 0
+            while sent < chunk.count {
+                // MSG_NOSIGNAL: a write to a connection the server closed fails instead of raising SIGPIPE.
+                let n = chunk[sent...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                if n <= 0 { break writing }
+                sent += n
+            }
+        }
+        while !closed {
+            let before = received.count
+            closed = !drain(for: min(idle, max(0, limit - Date().timeIntervalSince(opened))))
+            if received.count == before || Date().timeIntervalSince(opened) >= limit { break }
+        }
+        return (received, closed ? .closed : .open)
     }
 }
