@@ -30,7 +30,7 @@ struct RecentSourceBytesTests {
         return out
     }
 
-    @Test("A scan's last contiguous run is kept; reads inside it make no source request, reads outside do")
+    @Test("A scan's last contiguous run is kept; reads inside it make no source request, reads that go past it ask only for the rest")
     func keptRunIsServedFromMemory() throws {
         let bytes = probeBytes(1_000_000, seed: 40)
         let recent = RecentSourceBytes()
@@ -50,11 +50,14 @@ struct RecentSourceBytesTests {
         #expect(sameBytes(try source.read(offset: 250_000, count: 4096), bytes[250_000..<254_096]))
         #expect(sameBytes(try streamed(source, 200_000..<450_000), bytes[200_000..<450_000]))
         #expect(cut.bytesAsked == 0, "bytes inside the kept run were read from the source again")
-        // Not wholly inside the run: the source answers.
+        // Starting inside the run and going past it: the source is asked for the rest only.
         #expect(sameBytes(try source.read(offset: 449_000, count: 2000), bytes[449_000..<451_000]))
-        #expect(cut.bytesAsked == 2000)
+        #expect(cut.bytesAsked == 1000)
+        #expect(sameBytes(try streamed(source, 400_000..<460_000), bytes[400_000..<460_000]))
+        #expect(cut.bytesAsked == 11_000)
+        // Starting before it: the source answers all of it.
         #expect(sameBytes(try streamed(source, 100_000..<300_000), bytes[100_000..<300_000]))
-        #expect(cut.bytesAsked == 202_000)
+        #expect(cut.bytesAsked == 211_000)
         // Another source identity (a re-uploaded file) gets nothing from memory.
         let other = CountingSource(bytes)
         #expect(recent.source(other, identity: "s3:b/k#new-etag") as AnyObject === other)
@@ -85,5 +88,30 @@ struct RecentSourceBytesTests {
         let remembered = sources.filter { recent.source(probe, identity: $0) as AnyObject !== probe }
         #expect(remembered.count == RecentSourceBytes.sourceLimit)
         #expect(remembered.contains("source-\(RecentSourceBytes.sourceLimit)"), "the newest source must be kept")
+    }
+
+    @Test("A run that continues the kept bytes is joined to them; one elsewhere replaces them")
+    func runsJoin() throws {
+        let bytes = probeBytes(600_000, seed: 43)
+        let recent = RecentSourceBytes()
+        let first = recent.recording(CountingSource(bytes), identity: "s")
+        _ = try first.read(offset: 10_000, count: 200_000)
+        recent.keep(first)
+        // An extension: starts inside the kept bytes (the last partial frame) and goes on.
+        let base = CountingSource(bytes)
+        let second = recent.recording(base, identity: "s")
+        _ = try second.read(offset: 209_000, count: 300_000)
+        #expect(base.bytesAsked == 299_000, "the kept part came from memory")
+        recent.keep(second)
+        let cut = CountingSource(bytes)
+        #expect(sameBytes(try streamed(recent.source(cut, identity: "s"), 10_000..<509_000), bytes[10_000..<509_000]))
+        #expect(cut.bytesAsked == 0, "the joined run serves a clip spanning both reads")
+        // A read elsewhere starts a new run.
+        let third = recent.recording(CountingSource(bytes), identity: "s")
+        _ = try third.read(offset: 550_000, count: 10_000)
+        recent.keep(third)
+        let after = CountingSource(bytes)
+        _ = try recent.source(after, identity: "s").read(offset: 100_000, count: 10)
+        #expect(after.bytesAsked == 10)
     }
 }

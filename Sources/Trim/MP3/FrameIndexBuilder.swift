@@ -24,8 +24,9 @@ public enum FrameIndexBuilder {
     public static let progressiveReadAhead = 1 << 20
 
     /// Indexes the whole source (`coveringMs == nil`), or, for sources that need a scan (VBR,
-    /// irregular), only as far as the first `coveringMs` ms of decoded audio plus
-    /// `coverageMarginFrames`: a partial index, unless the scan reached the end anyway.
+    /// irregular), as far as the first `coveringMs` ms of decoded audio plus
+    /// `coverageMarginFrames` and then every frame wholly in the bytes read by then: a partial
+    /// index, unless the scan reached the end anyway.
     /// Constant-bitrate sources are always indexed whole (two small reads do it).
     public static func build(_ source: any ByteSource, coveringMs: Int64? = nil) throws -> FrameIndex {
         let size = source.size
@@ -86,9 +87,10 @@ public enum FrameIndexBuilder {
     }
 
     /// Continues a partial index's scan from its last frame until it covers `coveringMs` (nil:
-    /// to the end). The prefix is not read again (a partial scan stops right after a frame, never
-    /// inside junk, so resuming there is exactly where the scan was), and the result equals
-    /// `build(source, coveringMs:)`. A complete index, or one that already covers
+    /// to the end), and on through the frames wholly in the bytes it read. The prefix is not read
+    /// again (a partial scan stops right after a frame, never inside junk, so resuming there is
+    /// exactly where the scan was), and the result is a prefix of the complete index (how far it
+    /// reaches depends on where the reads ended). A complete index, or one that already covers
     /// `coveringMs`, is returned as it is.
     public static func extend(_ index: FrameIndex, source: any ByteSource, coveringMs: Int64?) throws -> FrameIndex {
         guard !index.isComplete, case .table(let sizes, let gaps) = index.layout else { return index }
@@ -255,7 +257,12 @@ public enum FrameIndexBuilder {
                         sizes.append(UInt16(h.frameLength))
                         p = end
                         // Partial only with audio left after this frame: otherwise it is the end.
-                        if targetSamples != nil && p + 4 <= audioEnd && covered { return false }
+                        // Once covered, the frames already read are indexed too (they cost
+                        // nothing more, and a later clip in them needs no extension); the scan
+                        // stops at the first frame it would have to read for.
+                        if targetSamples != nil && p + 4 <= audioEnd && covered && !window.holdsFrame(at: p, like: header, audioEnd: audioEnd) {
+                            return false
+                        }
                         continue
                     }
                     if end > audioEnd && gapStart == nil { break }  // a truncated last frame
@@ -298,6 +305,8 @@ struct SourceWindow {
     /// Read-ahead of the sequential scan. Large, because over S3 every read is a request with
     /// its own latency: a one-hour VBR episode is 7 GETs at 4 MiB (bench/: 109 at 256 KiB).
     static let chunk = 4 << 20
+    /// A read at most this far past the buffer's end starts at its end instead (see `bytes`).
+    static let continuationSlack = 4096
 
     init(source: any ByteSource, limit: Int64, initial: [UInt8], initialOffset: Int64) {
         self.source = source
@@ -311,16 +320,35 @@ struct SourceWindow {
     /// True when `count` bytes at `offset` are in the buffer (no read needed).
     func holds(_ offset: Int64, count: Int) -> Bool { offset >= bufferStart && offset + Int64(count) <= bufferedEnd }
 
-    /// `count` bytes at `offset` (fewer at the end of the source).
+    /// True when a whole frame compatible with `header` starts at `offset` within the bytes
+    /// already read (no read is made to find out).
+    mutating func holdsFrame(at offset: Int64, like header: FrameHeader, audioEnd: Int64) -> Bool {
+        guard holds(offset, count: 4), let next = try? self.header(at: offset), next.isCompatible(with: header) else { return false }
+        let end = offset + Int64(next.frameLength)
+        return end <= audioEnd && holds(offset, count: next.frameLength)
+    }
+
     /// `count` bytes at `offset` (fewer at the end of the source). A miss reads `readAhead` bytes
     /// from `offset`: large for sequential scans, a few frames for verification look-ups.
     mutating func bytes(at offset: Int64, count: Int, readAhead: Int = 4096) throws -> ArraySlice<UInt8> {
         if offset < bufferStart || offset + Int64(count) > bufferedEnd {
-            let wanted = max(count, readAhead)
-            let readCount = Int(min(Int64(wanted), source.size - offset))
-            guard readCount > 0 else { return [] }
-            buffer = try source.read(offset: offset, count: readCount)
-            bufferStart = offset
+            let upTo = min(source.size, offset + Int64(max(count, readAhead)))
+            guard upTo > offset else { return [] }
+            // Going on from the buffer (a frame that straddles its end, or one a header's length
+            // past it): read from where it ends and keep its tail, so the scan's reads form one
+            // contiguous run and no byte is read twice.
+            if !buffer.isEmpty, offset >= bufferStart, offset <= bufferedEnd + Int64(Self.continuationSlack), upTo > bufferedEnd {
+                let fresh = try source.read(offset: bufferedEnd, count: Int(upTo - bufferedEnd))
+                if offset < bufferedEnd {
+                    buffer = Array(buffer[Int(offset - bufferStart)...]) + fresh
+                    bufferStart = offset
+                } else {
+                    (buffer, bufferStart) = (fresh, bufferedEnd)
+                }
+            } else {
+                buffer = try source.read(offset: offset, count: Int(upTo - offset))
+                bufferStart = offset
+            }
         }
         let local = Int(offset - bufferStart)
         return buffer[local..<min(buffer.count, local + count)]
