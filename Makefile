@@ -4,7 +4,7 @@ SHELL := /bin/bash
 FIXTURES := Tests/Fixtures/generated
 PYTHON := .venv/bin/python
 
-.PHONY: all deps build fixtures test demo bench chaos clean
+.PHONY: all deps build fixtures test check demo bench chaos clean
 
 all: build
 
@@ -22,6 +22,13 @@ fixtures: deps
 test: deps fixtures
 	swift build --build-tests
 	swift test --skip-build --disable-xctest
+
+# The inner loop: the unit and in-process suites, and the server suites that need no browser,
+# nginx, Prometheus, schemathesis or S3 server (under 3 minutes). `make test` runs everything.
+CHECK_SKIP := Browser|DemoPage|DemoFreshClone|Chaos|CDNTests|MultiNode|RangeSemantics|ServerRangeTable|AdminListener|OpenAPI|OperationsConfig|FullStack|ClipBucket|StreamingFill|CoalescingAt|FaultTolerance|CaptionMongo|PeaksFullStack|ShutdownDrain|VBRSourceReads|ProgressiveIndexServer|S3Fault|S3Auth|S3Client|S3Credentials|S3Presign|S3Secrets|Mongo|CatalogSearch|ColdRange|OneRoundTrip|SecondTierOutage|IndexSources|WarmFeed|AudioClipsAPI|SignedURL
+check: deps fixtures
+	swift build --build-tests
+	swift test --skip-build --disable-xctest --skip '$(CHECK_SKIP)'
 
 # Builds clipproxy, generates demo episodes and serves them with the embedded default
 # (catalog files, source directory, local clip directory: conf/clipproxy.yaml). Ctrl-C stops.

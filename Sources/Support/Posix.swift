@@ -82,6 +82,20 @@ public enum Posix {
         guard retryingInterrupts({ Foundation.rename(from, to) }) == 0 else { throw SystemCallError("rename", "\(from) to \(to)", code: errno) }
     }
 
+    /// Removes a file; false when there was none (so a remove can be counted), throws on any other failure.
+    @discardableResult
+    public static func removeFile(_ path: String) throws -> Bool {
+        if unlink(path) == 0 { return true }
+        guard errno == ENOENT else { throw SystemCallError("unlink", path, code: errno) }
+        return false
+    }
+
+    /// Sets a file's access and modification times to `ms` (milliseconds since 1970).
+    public static func setFileTimes(_ path: String, ms: Int64) throws {
+        let time = timespec(tv_sec: Int(ms / 1000), tv_nsec: Int(ms % 1000) * 1_000_000)
+        guard utimensat(AT_FDCWD, path, [time, time], 0) == 0 else { throw SystemCallError("utimensat", path, code: errno) }
+    }
+
     /// What stands in for an ETag of a file: size, modification time and inode change whenever
     /// the file is replaced or rewritten.
     public static func fileIdentity(_ info: stat) -> String {

@@ -87,8 +87,6 @@ public struct ClipWriter {
         }
     }
 
-    public var bytesEmitted: Int64 { emitted }
-
     // MARK: - Internals
 
     private var reservoirEnd: Int64 {

@@ -49,11 +49,13 @@ protocol ClipTier: Sendable {
     /// A source's serialized frame index shared through this tier, so a node that has never seen
     /// the episode can plan (and find the clip here) without reading the source. nil when absent.
     func frameIndex(source identity: String) throws -> [UInt8]?
+    /// Shares a source's serialized frame index (replacing an older one).
     func storeFrameIndex(_ bytes: [UInt8], source identity: String) throws
     /// Removes the clip stored at `location` (purge); true when there was one.
     func remove(_ location: String) throws -> Bool
     /// The locations of the clips stored under `prefix` (a path relative to the tier's root).
     func locations(under prefix: String) throws -> [String]
+    /// Removes a source's shared frame index (purge); nothing when there is none.
     func removeFrameIndex(source identity: String) throws
 }
 
@@ -115,12 +117,12 @@ struct ClipDirectoryTier: ClipTier {
         case .file(let file): try Data(contentsOf: URL(fileURLWithPath: file)).write(to: URL(fileURLWithPath: temporary))
         case .bytes(let bytes): try Data(bytes).write(to: URL(fileURLWithPath: temporary))
         }
-        let times = [timespec(tv_sec: Int(createdMs / 1000), tv_nsec: Int(createdMs % 1000) * 1_000_000),
-                     timespec(tv_sec: Int(createdMs / 1000), tv_nsec: Int(createdMs % 1000) * 1_000_000)]
-        _ = utimensat(AT_FDCWD, temporary, times, 0)
-        try clip.key.hex.write(toFile: path + ".key", atomically: true, encoding: .utf8)
-        do { try Posix.rename(temporary, to: path) } catch {
-            unlink(temporary)
+        do {
+            try Posix.setFileTimes(temporary, ms: createdMs)
+            try clip.key.hex.write(toFile: path + ".key", atomically: true, encoding: .utf8)
+            try Posix.rename(temporary, to: path)
+        } catch {
+            _ = try? Posix.removeFile(temporary)
             throw error
         }
     }
@@ -128,8 +130,8 @@ struct ClipDirectoryTier: ClipTier {
     func presignedURL(_ clip: PreparedClip, expires: Int, now: Date) throws -> String? { nil }
 
     func remove(_ location: String) throws -> Bool {
-        unlink(location + ".key")
-        return unlink(location) == 0
+        try Posix.removeFile(location + ".key")
+        return try Posix.removeFile(location)
     }
 
     func locations(under prefix: String) throws -> [String] {
@@ -149,7 +151,7 @@ struct ClipDirectoryTier: ClipTier {
     }
 
     func removeFrameIndex(source identity: String) throws {
-        unlink("\(root)/\(SharedFrameIndex.name(identity))")
+        try Posix.removeFile("\(root)/\(SharedFrameIndex.name(identity))")
     }
 
     func frameIndex(source identity: String) throws -> [UInt8]? {

@@ -35,8 +35,7 @@ final class CloseAfterWrites: ChannelOutboundHandler, RemovableChannelHandler {
         context.write(data, promise: written)
     }
 
-    /// Counts a response written below this handler (by `StoredClipWirePath`) until `written`
-    /// completes, like the ends that pass through here.
+    /// Counts a response until `written` (its end's write) completes.
     func track(_ written: EventLoopFuture<Void>) {
         unfinishedResponses += 1
         written.assumeIsolated().whenComplete { [self] _ in

@@ -194,8 +194,9 @@ extension ClipRoutes {
     }
 }
 
-/// `/clips/<episode>/<start>[?query]`, split as the router splits it. Any other shape (more or
-/// fewer segments, empty ones, a fragment, an absolute URI) is nil and goes to the router.
+/// `/clips/<episode>/<start>[?query]`, read with Hummingbird's own `URI` (what the router routes
+/// on), so the fast path never reads a target differently. Any other shape (more or fewer
+/// segments, empty ones) is nil and goes to the router.
 struct ClipTarget {
     let path: String
     let episode: String
@@ -203,35 +204,12 @@ struct ClipTarget {
     let query: String?
 
     init?(_ target: String) {
-        // One pass over the bytes: this runs for every request the fast path sees.
-        let bytes = target.utf8
-        guard bytes.starts(with: Self.prefix) else { return nil }
-        var episodeEnd: String.Index?
-        var pathEnd = target.endIndex
-        for index in bytes.indices[bytes.index(bytes.startIndex, offsetBy: Self.prefix.count)...] {
-            switch bytes[index] {
-            case UInt8(ascii: "/"):
-                guard episodeEnd == nil else { return nil }  // more than two segments
-                episodeEnd = index
-            case UInt8(ascii: "?"):
-                pathEnd = index
-            case UInt8(ascii: "#"):
-                return nil
-            default:
-                continue
-            }
-            if pathEnd != target.endIndex { break }
-        }
-        let episodeStart = target.utf8.index(target.startIndex, offsetBy: Self.prefix.count)
-        guard let episodeEnd, episodeEnd > episodeStart else { return nil }
-        let startStart = target.utf8.index(after: episodeEnd)
-        guard startStart < pathEnd else { return nil }
-        path = String(target[..<pathEnd])
-        episode = String(target[episodeStart..<episodeEnd])
-        start = String(target[startStart..<pathEnd])
-        query = pathEnd == target.endIndex ? nil : String(target[target.utf8.index(after: pathEnd)...])
-        if query?.contains("#") == true { return nil }
+        let uri = URI(target)
+        let segments = uri.path.split(separator: "/", omittingEmptySubsequences: false)
+        guard segments.count == 4, segments[0].isEmpty, segments[1] == "clips", !segments[2].isEmpty, !segments[3].isEmpty else { return nil }
+        path = uri.path
+        episode = String(segments[2])
+        start = String(segments[3])
+        query = uri.query
     }
-
-    private static let prefix = Array("/clips/".utf8)
 }

@@ -10,7 +10,6 @@ public struct LMDBError: Error, CustomStringConvertible, Sendable, Equatable {
         "LMDB \(operation) failed: \(String(cString: mdb_strerror(code))) (\(code))"
     }
     public var isMapFull: Bool { code == MDB_MAP_FULL }
-    public var isNotFound: Bool { code == MDB_NOTFOUND }
 }
 
 @inline(__always)

@@ -29,11 +29,6 @@ public struct ClipRecord: Sendable, Equatable {
     public var digest: [UInt8]
     /// Where the clip lives in the second tier (its clip-bucket key or clip-directory path), once copied there.
     public var secondTierLocation: String?
-    @available(*, deprecated, renamed: "secondTierLocation", message: "it holds a clip-directory path too, not only an S3 key")
-    public var s3Key: String? {
-        get { secondTierLocation }
-        set { secondTierLocation = newValue }
-    }
     public var createdMs: Int64
     public var lastAccessMs: Int64
     /// The episode the clip was cut from, so `purge` can find its clips; nil in version 1 records.

@@ -2,8 +2,6 @@
 public enum MPEGVersion: UInt8, Sendable, Codable, CustomStringConvertible {
     case mpeg1 = 1, mpeg2 = 2, mpeg25 = 25
     public var description: String { self == .mpeg1 ? "1" : self == .mpeg2 ? "2" : "2.5" }
-    /// Granules per frame: 2 for MPEG-1, 1 for MPEG-2/2.5.
-    var isLSF: Bool { self != .mpeg1 }
 }
 
 /// A parsed 4-byte Layer III frame header. Only Layer III is accepted: podcasts are MP3.

@@ -303,7 +303,7 @@ struct SourceWindow {
     private var buffer: [UInt8]
     private var bufferStart: Int64
     /// Read-ahead of the sequential scan. Large, because over S3 every read is a request with
-    /// its own latency: a one-hour VBR episode is 7 GETs at 4 MiB (bench/: 109 at 256 KiB).
+    /// its own latency: a one-hour VBR episode is 7 GETs at 4 MiB.
     static let chunk = 4 << 20
     /// A read at most this far past the buffer's end starts at its end instead (see `bytes`).
     static let continuationSlack = 4096
