@@ -2,7 +2,7 @@
 """moto's S3 API server on a loopback port, for tests and benchmarks.
 
     python scripts/s3_test_server.py [--host 127.0.0.1] [--port 0] [--expire-sessions]
-                                     [--web-identity-token TOKEN]
+                                     [--web-identity-token TOKEN] [--authenticate FILE]
 
 With --expire-sessions, requests signed with STS session credentials (AssumeRole,
 AssumeRoleWithWebIdentity) whose Expiration has passed are refused with S3's 400 ExpiredToken,
@@ -12,6 +12,11 @@ as AWS does; moto alone accepts them forever. Only matters once authentication i
 With --web-identity-token, STS AssumeRoleWithWebIdentity is answered unsigned, as AWS does
 (moto enforcing authentication would fail it with a 500), and only for that token: any other
 gets 400 InvalidIdentityToken.
+
+With --authenticate FILE, moto gets an IAM user allowed s3:* and sts:AssumeRole, a role
+`clipproxy-role` allowed s3:*, and from then on checks every signature; FILE receives the user's
+key and the role's ARN as JSON ({"access_key_id", "secret_access_key", "role_arn"}) before
+"LISTENING" is printed.
 
 Prints "LISTENING <port>" once requests are accepted, and exits on SIGTERM/SIGINT or when the
 process that started it dies (so a crashed test run leaves no server behind).
@@ -74,12 +79,38 @@ def accept_web_identity(token):
     TokenResponse.assume_role_with_web_identity = checked
 
 
+def authenticate(endpoint, path):
+    """Creates the IAM user and role, turns signature checking on, writes the key to `path`."""
+    import json
+    import urllib.request
+
+    import boto3
+
+    iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    statement = lambda actions: json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": actions, "Resource": "*"}]})
+    trust = json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": ["sts:AssumeRole", "sts:AssumeRoleWithWebIdentity"]}]})
+    iam.create_user(UserName="deployer")
+    iam.put_user_policy(UserName="deployer", PolicyName="s3-and-assume", PolicyDocument=statement(["s3:*", "sts:AssumeRole"]))
+    key = iam.create_access_key(UserName="deployer")["AccessKey"]
+    role = iam.create_role(RoleName="clipproxy-role", AssumeRolePolicyDocument=trust)["Role"]["Arn"]
+    iam.put_role_policy(RoleName="clipproxy-role", PolicyName="s3", PolicyDocument=statement("s3:*"))
+    request = urllib.request.Request(endpoint + "/moto-api/reset-auth", data=b"0", method="POST",
+                                     headers={"Content-Type": "text/plain"})
+    urllib.request.urlopen(request, timeout=10).read()
+    with open(path, "w") as out:
+        json.dump({"access_key_id": key["AccessKeyId"], "secret_access_key": key["SecretAccessKey"], "role_arn": role}, out)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--expire-sessions", action="store_true")
     parser.add_argument("--web-identity-token", default=None)
+    parser.add_argument("--authenticate", metavar="FILE", default=None)
     args = parser.parse_args()
     if args.expire_sessions:
         expire_sessions()
@@ -90,6 +121,8 @@ def main():
     server = ThreadedMotoServer(ip_address=args.host, port=args.port, verbose=False)
     server.start()
     _, port = server.get_host_and_port()
+    if args.authenticate:
+        authenticate(f"http://{args.host}:{port}", args.authenticate)
     announce_and_wait(port)
     # moto's own shutdown waits for open keep-alive connections; a test server need not.
     os._exit(0)

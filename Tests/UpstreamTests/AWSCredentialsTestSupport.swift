@@ -4,53 +4,28 @@ import Testing
 import TestSupport
 @testable import Upstream
 
-/// moto checking every signature as AWS would, including the expiry of STS session credentials
-/// (`s3_test_server.py --expire-sessions`) and web identity tokens (`--web-identity-token`).
-/// Before authentication is switched on, it gets an IAM user that may assume `roleArn`, the
-/// role (allowed `s3:*`), and a bucket holding `object`.
+/// moto checking every signature (`AuthenticatingS3`), with a bucket holding `object`.
 struct AuthenticatingMoto {
-    let server: TestServer
-    /// The IAM user's long-lived key: what a profile's `source_profile` holds.
-    let user: AWSCredentials
-    let roleArn: String
+    let moto: AuthenticatingS3
 
-    static let webIdentityToken = "eyJhbGciOiJSUzI1NiJ9.test-web-identity.signature"
+    var server: TestServer { moto.server }
+    var endpoint: String { moto.endpoint }
+    var roleArn: String { moto.roleArn }
+    /// The IAM user's long-lived key: what a profile's `source_profile` holds.
+    var user: AWSCredentials { AWSCredentials(accessKeyId: moto.userKeyId, secretAccessKey: moto.userSecret) }
+
+    static let webIdentityToken = AuthenticatingS3.webIdentityToken
+    static let containerToken = AuthenticatingS3.containerToken
     static let bucket = "credentials-chain"
     static let objectKey = "sources/episode.mp3"
     static let object = S3Test.payload(300_000, seed: 97)
 
-    var endpoint: String { server.endpoint }
-
     static func start() throws -> AuthenticatingMoto {
-        let server = try TestServer.start(name: "moto-authenticating", executable: RepoPaths.python, arguments: [
-            RepoPaths.scripts.appendingPathComponent("s3_test_server.py").path,
-            "--expire-sessions", "--web-identity-token", webIdentityToken,
-        ])
-        let allowUser = #"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:*","sts:AssumeRole"],"Resource":"*"}]}"#
-        let trust = #"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"*"},"Action":["sts:AssumeRole","sts:AssumeRoleWithWebIdentity"]}]}"#
-        let allowRole = #"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#
-        _ = try S3AuthTests.iam(server, [("Action", "CreateUser"), ("UserName", "deployer")])
-        _ = try S3AuthTests.iam(server, [("Action", "PutUserPolicy"), ("UserName", "deployer"), ("PolicyName", "assume"),
-                                         ("PolicyDocument", allowUser)])
-        let created = try S3AuthTests.iam(server, [("Action", "CreateAccessKey"), ("UserName", "deployer")])
-        guard let key = created.child("CreateAccessKeyResult")?.child("AccessKey"),
-              let id = key.childText("AccessKeyId"), let secret = key.childText("SecretAccessKey") else {
-            throw TestSetupError("CreateAccessKey: no key in the answer")
-        }
-        let role = try S3AuthTests.iam(server, [("Action", "CreateRole"), ("RoleName", "clipproxy-role"),
-                                                ("AssumeRolePolicyDocument", trust)])
-        guard let roleArn = role.child("CreateRoleResult")?.child("Role")?.childText("Arn") else {
-            throw TestSetupError("CreateRole: no ARN in the answer")
-        }
-        _ = try S3AuthTests.iam(server, [("Action", "PutRolePolicy"), ("RoleName", "clipproxy-role"), ("PolicyName", "s3"),
-                                         ("PolicyDocument", allowRole)])
-        let setup = try S3Test.client(server)
-        try setup.createBucket(bucket)
-        try setup.putObject(bucket: bucket, key: objectKey, body: object)
-        let head = try CurlTransfer().perform(HTTPRequest(method: "POST", url: server.endpoint + "/moto-api/reset-auth",
-                                                          headers: [("Content-Type", "text/plain")], body: Array("0".utf8))) { _ in true }
-        guard head.status == 200 else { throw TestSetupError("reset-auth: HTTP \(head.status)") }
-        return AuthenticatingMoto(server: server, user: AWSCredentials(accessKeyId: id, secretAccessKey: secret), roleArn: roleArn)
+        let started = AuthenticatingMoto(moto: try AuthenticatingS3.start())
+        let seeding = try started.client(RefreshingAWSCredentials(fixed: started.user))
+        try seeding.createBucket(bucket)
+        try seeding.putObject(bucket: bucket, key: objectKey, body: object)
+        return started
     }
 
     /// An environment with nothing of the machine's own: no home files, no instance metadata,
@@ -67,19 +42,9 @@ struct AuthenticatingMoto {
         return try S3Client(configuration: configuration, credentials: credentials, log: log?.record)
     }
 
-    /// The platform endpoints (IMDSv2 and container) handing out AssumeRole credentials of
-    /// `duration` seconds, claiming `claimedExtra` more.
-    func credentialsServer(duration: Int, claimedExtra: Int = 0, containerToken: String = AuthenticatingMoto.containerToken,
-                           port: Int = 0) throws -> TestServer {
-        try TestServer.start(name: "aws-credentials", executable: RepoPaths.python, arguments: [
-            RepoPaths.scripts.appendingPathComponent("aws_credentials_server.py").path,
-            "--sts", endpoint, "--role-arn", roleArn, "--key-id", user.accessKeyId, "--secret", user.secretAccessKey,
-            "--duration", String(duration), "--claimed-extra", String(claimedExtra), "--container-token", containerToken,
-            "--port", String(port),
-        ])
+    func credentialsServer(duration: Int, claimedExtra: Int = 0, port: Int = 0) throws -> TestServer {
+        try moto.credentialsServer(duration: duration, claimedExtra: claimedExtra, port: port)
     }
-
-    static let containerToken = "container-authorization-token-for-tests"
 
     /// What a cold clip does upstream: a ranged read of the source, then an upload. Checks the
     /// bytes that come back.
