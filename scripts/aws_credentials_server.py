@@ -2,7 +2,7 @@
 """The two platform credential endpoints AWS gives a workload, for tests. stdlib only.
 
     python scripts/aws_credentials_server.py --sts http://127.0.0.1:MOTO --role-arn ARN \\
-        --key-id AKIA... --secret ... [--duration 30] [--claimed-extra 0] [--container-token T]
+        --key-id AKIA... --secret ... [--duration 30] [--claimed-extra 0] [--container-token T] [--imds-v1-only]
 
 One server answers both:
   - the instance metadata service, IMDSv2 only: PUT /latest/api/token (header
@@ -10,6 +10,8 @@ One server answers both:
     names the role and GET .../<role> gives the credentials, both only with the header
     X-aws-ec2-metadata-token (IMDSv1 requests, without a token, get 401 as on an instance that
     requires IMDSv2);
+    With --imds-v1-only it plays an old IMDS instead: the token PUT gets 404 and the GETs need
+    no token;
   - the container credentials endpoint (ECS, EKS Pod Identity): GET /v2/credentials/<anything>
     with `Authorization: <--container-token>` (401 without it) gives the credentials.
 
@@ -99,7 +101,7 @@ class Issuer:
                 "Expiration": expiration.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
-def handler_for(issuer, container_token):
+def handler_for(issuer, container_token, v1_only):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -126,7 +128,9 @@ def handler_for(issuer, container_token):
                 self.answer(200, json.dumps({**extra, **issued}))
 
         def do_PUT(self):
-            if self.path == "/latest/api/token" and self.headers.get("X-aws-ec2-metadata-token-ttl-seconds"):
+            if v1_only:
+                self.answer(404, "")
+            elif self.path == "/latest/api/token" and self.headers.get("X-aws-ec2-metadata-token-ttl-seconds"):
                 issuer.count("token_puts")
                 self.answer(200, IMDS_TOKEN, "text/plain")
             else:
@@ -141,8 +145,9 @@ def handler_for(issuer, container_token):
                 token = self.headers.get("X-aws-ec2-metadata-token")
                 if token is None:
                     issuer.count("v1_attempts")
-                    return self.refuse()
-                if token != IMDS_TOKEN:
+                    if not v1_only:
+                        return self.refuse()
+                elif token != IMDS_TOKEN:
                     return self.refuse()
                 role = path[len("/latest/meta-data/iam/security-credentials/"):]
                 if role == "":
@@ -173,10 +178,11 @@ def main():
     parser.add_argument("--duration", type=int, default=3600, help="seconds each credential lasts")
     parser.add_argument("--claimed-extra", type=int, default=0, help="seconds added to the Expiration told")
     parser.add_argument("--container-token", default=None)
+    parser.add_argument("--imds-v1-only", action="store_true")
     args = parser.parse_args()
     unblock_termination_signals()
 
-    server = ThreadingHTTPServer((args.host, args.port), handler_for(Issuer(args), args.container_token))
+    server = ThreadingHTTPServer((args.host, args.port), handler_for(Issuer(args), args.container_token, args.imds_v1_only))
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     announce_and_wait(server.server_address[1])

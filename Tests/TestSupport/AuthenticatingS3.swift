@@ -33,12 +33,13 @@ public struct AuthenticatingS3: Sendable {
 
     /// The platform endpoints (`aws_credentials_server.py`: IMDSv2 and the container endpoint)
     /// handing out this role's credentials for `duration` seconds, claiming `claimedExtra` more.
-    public func credentialsServer(duration: Int, claimedExtra: Int = 0, port: Int = 0) throws -> TestServer {
+    /// With `imdsV1Only` it plays an IMDS without sessions (the token PUT answers 404).
+    public func credentialsServer(duration: Int, claimedExtra: Int = 0, port: Int = 0, imdsV1Only: Bool = false) throws -> TestServer {
         try TestServer.start(name: "aws-credentials", executable: RepoPaths.python, arguments: [
             RepoPaths.scripts.appendingPathComponent("aws_credentials_server.py").path,
             "--sts", endpoint, "--role-arn", roleArn, "--key-id", userKeyId, "--secret", userSecret,
             "--duration", String(duration), "--claimed-extra", String(claimedExtra),
             "--container-token", Self.containerToken, "--port", String(port),
-        ])
+        ] + (imdsV1Only ? ["--imds-v1-only"] : []))
     }
 }

@@ -98,6 +98,25 @@ struct AWSCredentialSourcesTests {
         #expect(none?.tried.last?.contains("PUT") == true)
     }
 
+    @Test("An IMDS without sessions (IMDSv1 only): refused by default, used only with AWS_EC2_METADATA_V1_DISABLED=false")
+    func instanceMetadataV1() throws {
+        let moto = try AuthenticatingMoto.start()
+        defer { moto.server.stop() }
+        let imds = try moto.moto.credentialsServer(duration: 900, imdsV1Only: true)
+        defer { imds.stop() }
+        var environment = moto.environment(["AWS_EC2_METADATA_SERVICE_ENDPOINT": imds.endpoint])
+        environment["AWS_EC2_METADATA_DISABLED"] = nil
+        let refused = #expect(throws: AWSCredentialsError.self) { try AWSCredentialsProvider(environment: environment).resolve() }
+        #expect(refused?.description.contains("HTTP 404; IMDSv1 is not used unless AWS_EC2_METADATA_V1_DISABLED=false") == true,
+                "\(refused?.description ?? "")")
+        #expect(try AuthenticatingMoto.stats(imds)["v1_attempts"] == 0, "no request without a token was made")
+
+        environment["AWS_EC2_METADATA_V1_DISABLED"] = "false"
+        let credentials = RefreshingAWSCredentials(provider: AWSCredentialsProvider(environment: environment))
+        try AuthenticatingMoto.readAndUpload(try moto.client(credentials), key: "clips/imds-v1.mp3")
+        #expect(try AuthenticatingMoto.stats(imds)["v1_attempts"] == 2, "role name and credentials, without a token")
+    }
+
     @Test("A profile with role_arn and source_profile: AssumeRole signed with the source profile's key")
     func assumedRoleProfile() throws {
         let moto = try AuthenticatingMoto.start()

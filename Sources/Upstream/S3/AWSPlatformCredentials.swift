@@ -78,7 +78,7 @@ struct InstanceMetadataService: Sendable {
         switch status {
         case 200 where !body.isEmpty:
             headers.append(("X-aws-ec2-metadata-token", String(decoding: body, as: UTF8.self)))
-        case 403, 404, 405 where allowV1:
+        case 403 where allowV1, 404 where allowV1, 405 where allowV1:
             break  // an IMDS without sessions: IMDSv1, as configured
         default:
             throw CredentialSourceFailure("PUT \(endpoint)/latest/api/token (IMDSv2 session token): HTTP \(status)"
