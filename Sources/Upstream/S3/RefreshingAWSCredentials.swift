@@ -15,7 +15,8 @@ public struct AWSCredentialsRefreshPolicy: Sendable {
     /// interval; requests in between fail at once with the last error.
     public var demandInterval: Duration
     /// The least time between two renewals (a source that hands back the same credentials
-    /// until shortly before they expire, as instance metadata does).
+    /// until shortly before they expire, as instance metadata does), also for renewals forced
+    /// by S3's refusals.
     public var minimumInterval: Duration
 
     public init(margin: Duration = .seconds(300), expiryBuffer: Duration = .seconds(10), retryBase: Duration = .seconds(1),
@@ -67,6 +68,13 @@ public final class RefreshingAWSCredentials: Sendable, CustomStringConvertible {
                 log: (@Sendable (S3LogRecord) -> Void)? = nil, onStatus: (@Sendable (AWSCredentialsStatus) -> Void)? = nil) {
         state = CredentialsState(resolve: { () throws(AWSCredentialsError) in try provider.resolveSource() },
                                  policy: policy, log: log, onStatus: onStatus)
+    }
+
+    /// Credentials from one source already known (no chain).
+    init(source: AWSCredentialSource, policy: AWSCredentialsRefreshPolicy = AWSCredentialsRefreshPolicy(),
+         log: (@Sendable (S3LogRecord) -> Void)? = nil) {
+        state = CredentialsState(resolve: { () throws(AWSCredentialsError) in (source, try source.fetch()) },
+                                 policy: policy, log: log, onStatus: nil)
     }
 
     /// Credentials that never change.
@@ -175,6 +183,12 @@ private final class CredentialsState: @unchecked Sendable {
             return credentials  // renewed meanwhile by someone else
         }
         guard let source, !source.isFixed else { return nil }
+        // Credentials this fresh did not expire: S3 refused them for another reason. Asking the
+        // source again would only add load to it (one renewal per failing request).
+        if let credentials, credentials.accessKeyId == rejected.accessKeyId,
+           Date().timeIntervalSince(obtained) < policy.minimumInterval.seconds {
+            return nil
+        }
         try fetchLocked(reason: "rejected by S3")
         guard let credentials, credentials.accessKeyId != rejected.accessKeyId || credentials.sessionToken != rejected.sessionToken else {
             return nil

@@ -81,12 +81,12 @@ public struct S3Error: Error, CustomStringConvertible, Sendable {
     }
 
     /// S3 refused the request because the credentials it was signed with expired: `ExpiredToken`
-    /// (or its relatives), or a bodiless 400/403 to a HEAD signed with temporary credentials
-    /// (HEAD answers carry no error code).
+    /// (or its relatives), or a bodiless 400 to a HEAD signed with temporary credentials (HEAD
+    /// answers carry no error code; S3 answers an expired token with 400, a denial with 403).
     func suggestsExpiredCredentials(_ signedWith: AWSCredentials) -> Bool {
         switch code {
-        case "ExpiredToken", "ExpiredTokenException", "TokenRefreshRequired", "RequestExpired": return true
-        case "HTTP400", "Forbidden": return signedWith.sessionToken != nil && operation.hasPrefix("Head")
+        case "ExpiredToken", "ExpiredTokenException", "TokenRefreshRequired": return true
+        case "HTTP400": return signedWith.sessionToken != nil && operation.hasPrefix("Head")
         default: return false
         }
     }
