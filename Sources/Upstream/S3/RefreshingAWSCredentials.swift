@@ -5,7 +5,8 @@ public struct AWSCredentialsRefreshPolicy: Sendable {
     /// Renew this long before `Expiration`, or half the credentials' lifetime when that is
     /// shorter (credentials that last 60 s are renewed 30 s before they end).
     public var margin: Duration
-    /// Never sign with credentials that end within this; ask the source first.
+    /// Never sign with credentials that end within this (or within a quarter of their lifetime,
+    /// when that is shorter); ask the source first.
     public var expiryBuffer: Duration
     /// Backoff between failed background refreshes: `retryBase` doubling up to `retryMax`,
     /// always early enough to try once more before the current credentials expire.
@@ -196,9 +197,17 @@ private final class CredentialsState: @unchecked Sendable {
         return credentials
     }
 
+    /// Valid for longer than the buffer. Called for the current credentials only (their
+    /// lifetime counts from `obtained`).
     private func usable(_ credentials: AWSCredentials, at now: Date) -> Bool {
         guard let expiration = credentials.expiration else { return true }
-        return expiration.timeIntervalSince(now) > policy.expiryBuffer.seconds
+        return expiration.timeIntervalSince(now) > buffer(for: expiration)
+    }
+
+    /// `expiryBuffer`, or a quarter of the credentials' lifetime when that is shorter, so that
+    /// short-lived credentials are renewed (at half their lifetime) well before they are unusable.
+    private func buffer(for expiration: Date) -> TimeInterval {
+        min(policy.expiryBuffer.seconds, max(0, expiration.timeIntervalSince(obtained)) / 4)
     }
 
     /// Asks the source (or the chain, before one is known) with the lock released meanwhile, then
@@ -268,7 +277,7 @@ private final class CredentialsState: @unchecked Sendable {
         var delay = min(policy.retryMax.seconds, policy.retryBase.seconds * Double(1 << exponent))
         delay = Double.random(in: (delay / 2)...delay)
         if let expiration = credentials?.expiration {
-            let lastChance = expiration.timeIntervalSince(now) - policy.expiryBuffer.seconds - 1
+            let lastChance = expiration.timeIntervalSince(now) - buffer(for: expiration) - 1
             if lastChance > policy.retryBase.seconds / 2 { delay = min(delay, lastChance) }
         }
         return now.addingTimeInterval(max(delay, 0.05))
