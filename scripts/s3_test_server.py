@@ -1,38 +1,129 @@
 #!/usr/bin/env python3
 """moto's S3 API server on a loopback port, for tests and benchmarks.
 
-    python scripts/s3_test_server.py [--host 127.0.0.1] [--port 0]
+    python scripts/s3_test_server.py [--host 127.0.0.1] [--port 0] [--expire-sessions]
+                                     [--web-identity-token TOKEN] [--authenticate FILE]
+
+With --expire-sessions, requests signed with STS session credentials (AssumeRole,
+AssumeRoleWithWebIdentity) whose Expiration has passed are refused with S3's 400 ExpiredToken,
+as AWS does; moto alone accepts them forever. Only matters once authentication is enforced
+(INITIAL_NO_AUTH_ACTION_COUNT or POST /moto-api/reset-auth).
+
+With --web-identity-token, STS AssumeRoleWithWebIdentity is answered unsigned, as AWS does
+(moto enforcing authentication would fail it with a 500), and only for that token: any other
+gets 400 InvalidIdentityToken.
+
+With --authenticate FILE, moto gets an IAM user allowed s3:* and sts:AssumeRole, a role
+`clipproxy-role` allowed s3:*, and from then on checks every signature; FILE receives the user's
+key and the role's ARN as JSON ({"access_key_id", "secret_access_key", "role_arn"}) before
+"LISTENING" is printed.
 
 Prints "LISTENING <port>" once requests are accepted, and exits on SIGTERM/SIGINT or when the
 process that started it dies (so a crashed test run leaves no server behind).
 """
 import argparse
 import os
-import signal
 import sys
-import threading
 
-from test_server_lifecycle import exit_with_parent, unblock_termination_signals
+from test_server_lifecycle import announce_and_wait, unblock_termination_signals
 
 from moto.server import ThreadedMotoServer
+
+
+def expire_sessions():
+    """Makes moto's request authentication refuse STS session credentials past their Expiration."""
+    from moto.core.utils import utcnow
+    from moto.iam import access_control
+    from moto.s3.exceptions import S3ClientError
+    from moto.sts.models import sts_backends
+
+    class ExpiredToken(S3ClientError):
+        def __init__(self):
+            super().__init__("ExpiredToken", "The provided token has expired.")
+
+    original = access_control.AssumedRoleAccessKey.__init__
+
+    def checked(self, account_id, partition, access_key_id, headers):
+        original(self, account_id, partition, access_key_id, headers)
+        for role in sts_backends[account_id][partition].assumed_roles:
+            if role.access_key_id == access_key_id and role.expiration <= utcnow():
+                raise ExpiredToken()
+
+    access_control.AssumedRoleAccessKey.__init__ = checked
+
+
+def accept_web_identity(token):
+    """AssumeRoleWithWebIdentity needs no signature (the token is the proof), for `token` only."""
+    from moto.core.authorization import ActionAuthenticatorMixin
+    from moto.sts.exceptions import STSClientError
+    from moto.sts.responses import TokenResponse
+
+    class InvalidIdentityToken(STSClientError):
+        def __init__(self):
+            super().__init__("InvalidIdentityToken", "The web identity token is not valid.")
+
+    original = ActionAuthenticatorMixin._authenticate_and_authorize_action
+
+    def unsigned(self, iam_request_cls, resource="*"):
+        if self._get_action() != "AssumeRoleWithWebIdentity":
+            original(self, iam_request_cls, resource)
+
+    answer = TokenResponse.assume_role_with_web_identity
+
+    def checked(self):
+        if self._get_param("WebIdentityToken") != token:
+            raise InvalidIdentityToken()
+        return answer(self)
+
+    ActionAuthenticatorMixin._authenticate_and_authorize_action = unsigned
+    TokenResponse.assume_role_with_web_identity = checked
+
+
+def authenticate(endpoint, path):
+    """Creates the IAM user and role, turns signature checking on, writes the key to `path`."""
+    import json
+    import urllib.request
+
+    import boto3
+
+    iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    statement = lambda actions: json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": actions, "Resource": "*"}]})
+    trust = json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": ["sts:AssumeRole", "sts:AssumeRoleWithWebIdentity"]}]})
+    iam.create_user(UserName="deployer")
+    iam.put_user_policy(UserName="deployer", PolicyName="s3-and-assume", PolicyDocument=statement(["s3:*", "sts:AssumeRole"]))
+    key = iam.create_access_key(UserName="deployer")["AccessKey"]
+    role = iam.create_role(RoleName="clipproxy-role", AssumeRolePolicyDocument=trust)["Role"]["Arn"]
+    iam.put_role_policy(RoleName="clipproxy-role", PolicyName="s3", PolicyDocument=statement("s3:*"))
+    request = urllib.request.Request(endpoint + "/moto-api/reset-auth", data=b"0", method="POST",
+                                     headers={"Content-Type": "text/plain"})
+    urllib.request.urlopen(request, timeout=10).read()
+    with open(path, "w") as out:
+        json.dump({"access_key_id": key["AccessKeyId"], "secret_access_key": key["SecretAccessKey"], "role_arn": role}, out)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--expire-sessions", action="store_true")
+    parser.add_argument("--web-identity-token", default=None)
+    parser.add_argument("--authenticate", metavar="FILE", default=None)
     args = parser.parse_args()
+    if args.expire_sessions:
+        expire_sessions()
+    if args.web_identity_token:
+        accept_web_identity(args.web_identity_token)
     unblock_termination_signals()
 
     server = ThreadedMotoServer(ip_address=args.host, port=args.port, verbose=False)
     server.start()
     _, port = server.get_host_and_port()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    exit_with_parent()
-    print(f"LISTENING {port}", flush=True)
-    stop.wait()
+    if args.authenticate:
+        authenticate(f"http://{args.host}:{port}", args.authenticate)
+    announce_and_wait(port)
     # moto's own shutdown waits for open keep-alive connections; a test server need not.
     os._exit(0)
 

@@ -21,3 +21,14 @@ def exit_with_parent():
             if os.getppid() != parent:
                 os._exit(0)
     threading.Thread(target=watch, daemon=True).start()
+
+
+def announce_and_wait(port):
+    """Prints "LISTENING <port>" (what TestServer waits for), then blocks until SIGTERM/SIGINT or
+    until the parent is gone; the caller then shuts down."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    exit_with_parent()
+    print(f"LISTENING {port}", flush=True)
+    stop.wait()

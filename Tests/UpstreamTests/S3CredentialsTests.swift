@@ -3,7 +3,7 @@ import Testing
 import TestSupport
 @testable import Upstream
 
-@Suite("AWS credentials from the environment and the shared credentials file")
+@Suite("AWS credentials from the environment and the shared credentials and config files")
 struct S3CredentialsTests {
     static let file = """
         # written by aws configure
@@ -78,10 +78,14 @@ struct S3CredentialsTests {
     @Test("Nothing found: the error lists every source tried and why, without secrets")
     func nothingFound() throws {
         let none = #expect(throws: AWSCredentialsError.self) {
-            try AWSCredentialsProvider(environment: ["HOME": "/nonexistent-home"]).resolve()
+            try AWSCredentialsProvider(environment: ["HOME": "/nonexistent-home", "AWS_EC2_METADATA_DISABLED": "true"]).resolve()
         }
-        #expect(none?.tried.count == 2)
+        #expect(none?.tried.count == 5)
         #expect(none?.description.contains("AWS_ACCESS_KEY_ID") == true)
+        #expect(none?.description.contains("AWS_WEB_IDENTITY_TOKEN_FILE") == true)
+        #expect(none?.description.contains("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") == true)
+        #expect(none?.description.contains("AWS_EC2_METADATA_DISABLED=true") == true)
+        #expect(none?.description.contains("/nonexistent-home/.aws/config") == true)
         #expect(none?.description.contains("/nonexistent-home/.aws/credentials") == true)
         #expect(none?.description.contains("file not found") == true)
         #expect(none?.description.contains("profile \"default\"") == true)
@@ -90,6 +94,7 @@ struct S3CredentialsTests {
             let missingProfile = #expect(throws: AWSCredentialsError.self) {
                 try AWSCredentialsProvider(environment: ["AWS_SHARED_CREDENTIALS_FILE": path, "AWS_PROFILE": "nope"]).resolve()
             }
+            #expect(missingProfile?.description.hasPrefix("AWS profile not found") == true, "a profile named in AWS_PROFILE must exist")
             #expect(missingProfile?.description.contains("no [nope] section") == true)
             #expect(missingProfile?.description.contains("[podcasts]") == true, "says which profiles exist")
             #expect(missingProfile?.description.contains("secret") == false)
@@ -102,14 +107,48 @@ struct S3CredentialsTests {
         }
     }
 
-    @Test("S3Client can take its credentials from a provider")
+    @Test("The config file: [profile name] sections, static keys there too, credentials file wins")
+    func configFile() throws {
+        let directory = try TemporaryDirectory("aws-config")
+        defer { directory.remove() }
+        let config = try writeTemporaryFile(directory, "config", """
+            [default]
+            region = eu-west-2
+            [profile podcasts]
+            aws_access_key_id = AKIDFROMCONFIG
+            aws_secret_access_key = config-secret
+            [profile only-config]
+            aws_access_key_id = AKIDONLYCONFIG
+            aws_secret_access_key = only-config-secret
+            [sso-session ignored]
+            sso_region = eu-west-2
+            """)
+        try Self.withFile { (path: String, _: String) throws -> Void in
+            func resolve(_ profile: String) throws -> AWSCredentials {
+                try AWSCredentialsProvider(environment: ["AWS_SHARED_CREDENTIALS_FILE": path, "AWS_CONFIG_FILE": config,
+                                                         "AWS_PROFILE": profile, "AWS_EC2_METADATA_DISABLED": "true"]).resolve()
+            }
+            #expect(try resolve("podcasts").accessKeyId == "AKIDPODCASTS", "the credentials file wins")
+            #expect(try resolve("only-config").accessKeyId == "AKIDONLYCONFIG")
+            #expect(throws: AWSCredentialsError.self) { try resolve("ignored") }
+        }
+    }
+
+    @Test("A client built from a provider resolves on first use: no credentials is a request error, not a construction error")
     func clientFromProvider() throws {
         let configuration = S3Configuration(endpoint: URL(string: "http://127.0.0.1:9")!, pathStyle: true)
         let client = try S3Client(configuration: configuration, credentialsFrom: AWSCredentialsProvider(
             environment: ["AWS_ACCESS_KEY_ID": "AKIDENV", "AWS_SECRET_ACCESS_KEY": "env-secret"]))
-        #expect(client.signer.credentials.accessKeyId == "AKIDENV")
-        #expect(throws: AWSCredentialsError.self) {
-            try S3Client(configuration: configuration, credentialsFrom: AWSCredentialsProvider(environment: ["HOME": "/nonexistent-home"]))
-        }
+        #expect(client.credentials.peek == nil)
+        #expect(try client.signer().credentials.accessKeyId == "AKIDENV")
+        #expect(client.credentials.source?.name == "environment")
+
+        let empty = try S3Client(configuration: configuration, credentialsFrom: AWSCredentialsProvider(
+            environment: ["HOME": "/nonexistent-home", "AWS_EC2_METADATA_DISABLED": "true"]))
+        let error = #expect(throws: S3Error.self) { _ = try empty.headObject(bucket: "b", key: "k") }
+        #expect(error?.kind == .credentialsUnavailable)
+        #expect(error?.attempts == 1, "not retried by the S3 client (the credentials have their own retries)")
+        #expect(error?.description.contains("no AWS credentials found") == true)
+        #expect(error?.description.contains("AWS_CONTAINER_CREDENTIALS_FULL_URI") == true)
     }
 }

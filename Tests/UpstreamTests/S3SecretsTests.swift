@@ -30,7 +30,8 @@ struct S3SecretsTests {
                 var texts: [String] = ["\(client)", String(reflecting: client), "\(credentials)", String(reflecting: credentials)]
                 var dumped = ""
                 dump(credentials, to: &dumped)
-                dump(client.signer, to: &dumped)
+                dump(try client.signer(), to: &dumped)
+                dump(client.credentials, to: &dumped)
                 texts.append(dumped)
                 func capture(_ body: () throws -> Void) {
                     do { try body() } catch {
@@ -66,6 +67,8 @@ struct S3SecretsTests {
                 let closed = try S3Test.client(endpoint: "http://127.0.0.1:\(try freeLoopbackPort())", credentials: credentials, retry: retry, log: log)
                 capture { _ = try closed.headObject(bucket: "secrets", key: "k") }
                 capture { _ = try AWSCredentialsProvider(environment: ["AWS_SECRET_ACCESS_KEY": Self.secret, "AWS_SESSION_TOKEN": Self.token]).resolve() }
+                capture { _ = try AWSCredentialsProvider(environment: ["AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://127.0.0.1:9/creds",
+                                                                       "AWS_CONTAINER_AUTHORIZATION_TOKEN": Self.token]).resolve() }
 
                 // The pre-signed URL must carry the token (that is how it works); it is never logged.
                 let presigned = try client.presignedGetURL(bucket: "secrets", key: "episode.mp3", expires: 60)

@@ -49,6 +49,11 @@ struct HTTPProblem: Error {
             case .objectChanged: self.init(.serviceUnavailable, "source_changed", "the source audio is being replaced; retry in a second", retryAfter: 1)
             case .transport where error.transferKind == .timeout: self.init(.gatewayTimeout, "source_timeout", error.description)
             case .denied, .serverError, .transport, .invalidRequest: self.init(.badGateway, "source_unavailable", error.description)
+            case .credentialsUnavailable:
+                // The cause (each credential source and why it failed) is in the log, not in the answer.
+                Self.logger.warning("no valid AWS credentials", metadata: ["error": "\(error.message)"])
+                self.init(.serviceUnavailable, "source_unavailable",
+                          "clipproxy has no valid AWS credentials right now (its credential source is failing); retry shortly", retryAfter: 5)
             }
         case is SourceChangedError:
             self.init(.serviceUnavailable, "source_changed", "the source audio is being replaced; retry in a second", retryAfter: 1)

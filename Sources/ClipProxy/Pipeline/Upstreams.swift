@@ -1,5 +1,7 @@
 import Foundation
 import Logging
+import Metrics
+import Synchronization
 import Trim
 import Upstream
 
@@ -41,7 +43,33 @@ enum Upstreams {
                 }
             }
         }
-        return try S3Client(configuration: s3Configuration(configuration), credentialsFrom: AWSCredentialsProvider(), log: log)
+        return try S3Client(configuration: s3Configuration(configuration), credentials: awsCredentials(region: configuration.s3Region), log: log)
+    }
+
+    /// One set of AWS credentials per process, shared by every S3 client (one renewal thread, one
+    /// STS call per renewal), found through the SDKs' default chain on first use.
+    private static let sharedCredentials = Mutex<RefreshingAWSCredentials?>(nil)
+
+    static func awsCredentials(region: String) -> RefreshingAWSCredentials {
+        sharedCredentials.withLock { shared in
+            if let shared { return shared }
+            let logger = Logger(label: "clipproxy")
+            let made = RefreshingAWSCredentials(provider: AWSCredentialsProvider(region: region), log: { record in
+                let metadata = record.metadata.mapValues { Logger.MetadataValue.string($0) }
+                switch record.level {
+                case .warning: logger.warning("\(record.message)", metadata: metadata)
+                case .info: logger.info("\(record.message)", metadata: metadata)
+                case .debug: logger.debug("\(record.message)", metadata: metadata)
+                }
+            }, onStatus: { status in
+                // Made at each report (rare), so they land in the registry bootstrapped after start-up.
+                if status.failed { Counter(label: "clipproxy_aws_credentials_failures_total").increment() }
+                Gauge(label: "clipproxy_aws_credentials_expiry_timestamp_seconds")
+                    .record(status.expiration?.timeIntervalSince1970 ?? 0)
+            })
+            shared = made
+            return made
+        }
     }
 
     /// The lister and opener of source audio: a directory, or the S3 source bucket.

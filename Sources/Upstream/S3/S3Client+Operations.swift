@@ -175,6 +175,6 @@ extension S3Client {
                           "pre-signed URLs expire after 1 to 604800 seconds, got \(expires)")
         }
         let (base, host, path) = address(bucket: bucket, key: key)
-        return signer.presignedURL(baseURL: base, host: host, path: path, expires: expires, date: now)
+        return try signer().presignedURL(baseURL: base, host: host, path: path, expires: expires, date: now)
     }
 }

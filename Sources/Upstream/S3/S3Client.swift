@@ -20,32 +20,49 @@ import Support
 public final class S3Client: Sendable, CustomStringConvertible {
     public let configuration: S3Configuration
     let endpoint: S3Endpoint
-    let signer: SigV4Signer
+    /// What requests are signed with, asked for every attempt (temporary credentials renew).
+    public let credentials: RefreshingAWSCredentials
     let pool: CurlHandlePool
     let log: (@Sendable (S3LogRecord) -> Void)?
 
     /// - Parameter log: receives what the client has to say (retries and failures at `.warning`,
     ///   resumed reads at `.info`, completed requests and not-found answers at `.debug`); the
     ///   server bridges it to swift-log.
-    public init(configuration: S3Configuration, credentials: AWSCredentials,
+    public init(configuration: S3Configuration, credentials: RefreshingAWSCredentials,
                 log: (@Sendable (S3LogRecord) -> Void)? = nil) throws(S3Error) {
         self.configuration = configuration
         endpoint = try S3Endpoint(configuration.endpoint)
-        signer = SigV4Signer(credentials: credentials, region: configuration.region)
+        self.credentials = credentials
         pool = CurlHandlePool(maxIdle: configuration.maxIdleConnections)
         self.log = log
     }
 
-    /// Credentials from the environment or the shared credentials file (see `AWSCredentialsProvider`);
-    /// throws `AWSCredentialsError` when there are none.
+    /// Signs every request with these credentials.
+    public convenience init(configuration: S3Configuration, credentials: AWSCredentials,
+                            log: (@Sendable (S3LogRecord) -> Void)? = nil) throws(S3Error) {
+        try self.init(configuration: configuration, credentials: RefreshingAWSCredentials(fixed: credentials), log: log)
+    }
+
+    /// Credentials from the provider's chain (see `AWSCredentialsProvider`), found on the first
+    /// request and renewed before they expire. Without any, each request fails with
+    /// `S3Error.Kind.credentialsUnavailable`; construction never does.
     public convenience init(configuration: S3Configuration, credentialsFrom provider: AWSCredentialsProvider,
-                            log: (@Sendable (S3LogRecord) -> Void)? = nil) throws {
-        try self.init(configuration: configuration, credentials: provider.resolve(), log: log)
+                            log: (@Sendable (S3LogRecord) -> Void)? = nil) throws(S3Error) {
+        try self.init(configuration: configuration, credentials: RefreshingAWSCredentials(provider: provider, log: log), log: log)
     }
 
     public var description: String {
         "S3Client(\(endpoint.scheme)://\(endpoint.authority())\(endpoint.basePath), region \(configuration.region), "
-            + "\(configuration.pathStyle ? "path-style" : "virtual-hosted"), key id \(signer.credentials.accessKeyId))"
+            + "\(configuration.pathStyle ? "path-style" : "virtual-hosted"), \(credentials))"
+    }
+
+    /// A signer with valid credentials, or `.credentialsUnavailable`.
+    func signer() throws(S3Error) -> SigV4Signer {
+        do {
+            return SigV4Signer(credentials: try credentials.current(), region: configuration.region)
+        } catch {
+            throw S3Error.credentialsUnavailable(error)
+        }
     }
 
     // MARK: - Addressing
@@ -110,7 +127,7 @@ public final class S3Client: Sendable, CustomStringConvertible {
                  onBody: (UnsafeRawBufferPointer) throws -> Void) throws -> HTTPResponseHead {
         let (base, host, path) = address(bucket: call.bucket, key: call.key)
         var all: [(name: String, value: String)] = [("Host", host)] + headers
-        all += signer.signedHeaders(method: method, path: path, query: query, headers: all,
+        all += try signer().signedHeaders(method: method, path: path, query: query, headers: all,
                                     payloadHash: payloadHash, date: Date())
         let url = base + path + (query.isEmpty ? "" : "?" + SigV4Signer.canonicalQuery(query))
         let request = HTTPRequest(method: method, url: url, headers: all, upload: body)
@@ -158,8 +175,10 @@ public final class S3Client: Sendable, CustomStringConvertible {
     func withRetries<T>(_ call: Call, _ attempt: (_ number: Int) throws -> T) throws -> T {
         let policy = configuration.retry
         var number = 1
+        var renewed = false
         while true {
             let started = ContinuousClock.now
+            let signedWith = credentials.peek
             do {
                 let value = try attempt(number)
                 emit(.debug, "s3 request completed", call, ["s3.attempt": "\(number)",
@@ -176,6 +195,15 @@ public final class S3Client: Sendable, CustomStringConvertible {
                 var metadata = ["s3.attempt": "\(number)", "s3.code": error.code, "s3.error": error.message]
                 if let status = error.status { metadata["s3.status"] = "\(status)" }
                 if let requestId = error.requestId { metadata["s3.request_id"] = requestId }
+                // Credentials S3 calls expired: renew them once and try again (nothing was
+                // delivered: errors come before any body byte).
+                if !renewed, let signedWith = signedWith ?? credentials.peek, error.suggestsExpiredCredentials(signedWith) {
+                    renewed = true
+                    emit(.warning, "s3 credentials rejected; renewing", call, metadata)
+                    let fresh: AWSCredentials?
+                    do { fresh = try credentials.refresh(rejecting: signedWith) } catch { throw S3Error.credentialsUnavailable(error) }
+                    if fresh != nil { continue }
+                }
                 guard error.isRetryable, number < policy.maxAttempts else {
                     // A missing object is an everyday answer (a cache probe), not a problem.
                     emit(error.kind == .notFound ? .debug : .warning, "s3 request failed", call, metadata)
@@ -205,7 +233,8 @@ public final class S3Client: Sendable, CustomStringConvertible {
     /// messages), in case a service ever echoes them.
     func scrub(_ text: String) -> String {
         var clean = text
-        for secret in [signer.credentials.secretAccessKey, signer.credentials.sessionToken ?? ""] where secret.count >= 4 {
+        let current = credentials.peek
+        for secret in [current?.secretAccessKey ?? "", current?.sessionToken ?? ""] where secret.count >= 4 {
             clean = clean.replacingOccurrences(of: secret, with: "<redacted>")
         }
         return clean

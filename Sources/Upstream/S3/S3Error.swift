@@ -18,6 +18,10 @@ public struct S3Error: Error, CustomStringConvertible, Sendable {
         case invalidRequest
         /// The object changed between the attempts of one read (its ETag differs, or If-Match failed).
         case objectChanged
+        /// No valid AWS credentials to sign with: none configured, or their source (STS, the
+        /// container endpoint, instance metadata …) failed and the last ones expired. The
+        /// message names each source tried and why it failed.
+        case credentialsUnavailable
     }
 
     public let kind: Kind
@@ -72,8 +76,24 @@ public struct S3Error: Error, CustomStringConvertible, Sendable {
         case .throttled: true
         case .serverError: status != nil
         case .transport: transferKind == .connect || transferKind == .timeout || transferKind == .reset
-        case .notFound, .denied, .invalidRequest, .objectChanged: false
+        case .notFound, .denied, .invalidRequest, .objectChanged, .credentialsUnavailable: false
         }
+    }
+
+    /// S3 refused the request because the credentials it was signed with expired: `ExpiredToken`
+    /// (or its relatives), or a bodiless 400 to a HEAD signed with temporary credentials (HEAD
+    /// answers carry no error code; S3 answers an expired token with 400, a denial with 403).
+    func suggestsExpiredCredentials(_ signedWith: AWSCredentials) -> Bool {
+        switch code {
+        case "ExpiredToken", "ExpiredTokenException", "TokenRefreshRequired": return true
+        case "HTTP400": return signedWith.sessionToken != nil && operation.hasPrefix("Head")
+        default: return false
+        }
+    }
+
+    /// No credentials to sign with.
+    static func credentialsUnavailable(_ error: AWSCredentialsError) -> S3Error {
+        S3Error(kind: .credentialsUnavailable, code: "CredentialsUnavailable", message: error.description)
     }
 
     /// The kind for an S3 error code, falling back on the HTTP status for codes not listed.

@@ -1,0 +1,157 @@
+import Foundation
+import Synchronization
+import Testing
+import TestSupport
+@testable import Upstream
+
+/// `clipproxy serve` deployed as on EC2: no keys anywhere, credentials from instance metadata
+/// (IMDSv2) that expire quickly, S3 (moto) checking every signature and refusing expired sessions.
+@Suite("Serving with instance-role credentials that expire", .serialized)
+struct AWSCredentialsServeTests {
+    @Test("Starts without keys, serves and uploads a cold clip; IMDS down while valid: served; past expiry: 503 source_unavailable; IMDS back: served")
+    func instanceRoleLifecycle() async throws {
+        let work = try TemporaryDirectory("instance-role")
+        defer { work.remove() }
+        let moto = try AuthenticatingS3.start()
+        defer { moto.server.stop() }
+        let seeding = try Self.seed(moto)
+        let lifetime = 24
+        var imds = try moto.credentialsServer(duration: lifetime)
+        let imdsPort = imds.port
+
+        try await withTestServer(try TestServer.mongo(dataDirectory: Fixtures.directory.appendingPathComponent("catalog"))) { mongo in
+            let environment = Self.environment(moto: moto, mongo: mongo, work: work, imds: imds)
+            let server = try ClipProxyProcess(environment: environment)
+            defer { server.stop() }
+            #expect(!server.log.contains("aws credentials resolved"), "nothing resolved before the first request")
+
+            // A cold clip: resolved (S3 listing), cut from S3, uploaded to the clip bucket.
+            let expected = try trimmed(ServerTests.sourceKey, startMs: 7_000)
+            let cold = try fetch("\(server.baseURL)/clips/\(ServerTests.episode)/7000")
+            #expect(cold.status == 200 && cold.headers["x-clip-tier"] == "fill" && sameBytes(cold.body, expected))
+            var uploaded: S3ObjectHead?
+            for _ in 0..<50 where uploaded == nil {
+                uploaded = try? seeding.headObject(bucket: ClipBucketTests.clipBucket,
+                                                   key: "the-daily-tones/0e983347-7815-4b33-8a7e-2b1c9f0e1a11/7000-37000.mp3")
+                if uploaded == nil { usleep(100_000) }
+            }
+            #expect(uploaded?.size == Int64(expected.count), "the clip was uploaded with the instance role's credentials")
+            #expect(server.waitForLog("aws credentials resolved"))
+            #expect(server.log.contains("instance_metadata"))
+            let issuedAt = Date()
+            #expect(try imdsStats(imds)["v1_attempts"] == 0)
+
+            // IMDS down while the credentials are valid (they stop being used a quarter of their
+            // lifetime, at most 10 s, before they end).
+            imds.stop()
+            let stillValid = try fetch("\(server.baseURL)/clips/\(ServerTests.episode)/40000")
+            #expect(stillValid.status == 200, "served while the credentials are valid: \(String(decoding: stillValid.body, as: UTF8.self))")
+
+            // Past expiry: a clear 503 and the cause in the log.
+            let unusableAt = issuedAt.addingTimeInterval(Double(lifetime) * 3 / 4 + 1)
+            try await Task.sleep(for: .milliseconds(Int(max(0, unusableAt.timeIntervalSinceNow) * 1000)))
+            let refused = try fetch("\(server.baseURL)/clips/\(ServerTests.episode)/70000")
+            let problem = try JSONSerialization.jsonObject(with: Data(refused.body)) as? [String: Any]
+            #expect(refused.status == 503, "\(String(decoding: refused.body, as: UTF8.self))")
+            #expect(problem?["error"] as? String == "source_unavailable")
+            #expect(refused.headers["retry-after"] != nil)
+            #expect(server.log.contains("aws credentials refresh failed"))
+            #expect(server.log.contains("instance metadata \(imds.endpoint)"), "the log names the source that failed")
+            let metrics = String(decoding: try fetch("\(server.baseURL)/metrics").body, as: UTF8.self)
+            let failures = metrics.split(separator: "\n").first { $0.hasPrefix("clipproxy_aws_credentials_failures_total ") }
+            #expect(failures.flatMap { Double($0.split(separator: " ").last ?? "") }.map { $0 >= 1 } == true, "\(metrics)")
+            let expiry = metrics.split(separator: "\n").first { $0.hasPrefix("clipproxy_aws_credentials_expiry_timestamp_seconds ") }
+            let expirySeconds = expiry.flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0
+            #expect(abs(expirySeconds - issuedAt.timeIntervalSince1970 - Double(lifetime)) < 5, "the gauge holds the expiry: \(String(describing: expiry))")
+
+            // IMDS back: served again by the same process.
+            imds = try moto.credentialsServer(duration: lifetime, port: imdsPort)
+            defer { imds.stop() }
+            var recovered: Int?
+            for _ in 0..<20 where recovered != 200 {
+                recovered = try fetch("\(server.baseURL)/clips/\(ServerTests.episode)/70000").status
+                if recovered != 200 { try await Task.sleep(for: .milliseconds(500)) }
+            }
+            #expect(recovered == 200, "recovered without a restart")
+            #expect(!server.log.contains(moto.userSecret))
+        }
+    }
+
+    /// The source bucket with the test episode and an empty clip bucket, made with the IAM
+    /// user's key; the returned client reads the clip bucket.
+    static func seed(_ moto: AuthenticatingS3) throws -> S3Client {
+        let seeding = try S3Client(configuration: S3Configuration(endpoint: URL(string: moto.endpoint)!, region: "eu-west-2", pathStyle: true),
+                                   credentials: AWSCredentials(accessKeyId: moto.userKeyId, secretAccessKey: moto.userSecret))
+        try seeding.createBucket(FullStackTests.sourceBucket)
+        try seeding.createBucket(ClipBucketTests.clipBucket)
+        try seeding.putObject(bucket: FullStackTests.sourceBucket, key: ServerTests.sourceKey,
+                              fileAt: Fixtures.directory.appendingPathComponent("source/\(ServerTests.sourceKey)").path, contentType: "audio/mpeg")
+        return seeding
+    }
+
+    /// `serve` with S3 at moto and no credentials but the instance role's.
+    static func environment(moto: AuthenticatingS3, mongo: TestServer, work: TemporaryDirectory, imds: TestServer) -> [String: String] {
+        var environment = FullStackTests.environment(s3: moto.server, mongo: mongo, work: work)
+        for name in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE",
+                     "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"] {
+            environment[name] = ""  // empty counts as unset, and hides the test runner's own
+        }
+        environment["AWS_CONFIG_FILE"] = "/nonexistent"
+        environment["AWS_EC2_METADATA_DISABLED"] = "false"
+        environment["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = imds.endpoint
+        return environment
+    }
+
+    @Test("Instance-role credentials expiring every 20 s (60 s in the soak) under 45 s (5 min) of cold and stored clips: no failed or broken response, renewals ahead of expiry")
+    func renewalsUnderLoad() async throws {
+        let soak = ProcessInfo.processInfo.environment["CLIPPROXY_CREDENTIALS_SOAK"] == "1"
+        let lifetime = soak ? 60 : 20
+        let load: TimeInterval = soak ? 300 : 45
+        let work = try TemporaryDirectory("instance-role-load")
+        defer { work.remove() }
+        let moto = try AuthenticatingS3.start()
+        defer { moto.server.stop() }
+        _ = try Self.seed(moto)
+        let imds = try moto.credentialsServer(duration: lifetime)
+        defer { imds.stop() }
+        try await withTestServer(try TestServer.mongo(dataDirectory: Fixtures.directory.appendingPathComponent("catalog"))) { mongo in
+            let server = try ClipProxyProcess(environment: Self.environment(moto: moto, mongo: mongo, work: work, imds: imds))
+            defer { server.stop() }
+            let base = "\(server.baseURL)/clips/\(ServerTests.episode)/"
+            let deadline = Date().addingTimeInterval(load)
+            let outcomes = Mutex<(responses: Int, tiers: [String: Int], bad: [String])>((0, [:], []))
+            DispatchQueue.concurrentPerform(iterations: 2) { worker in
+                var round = 0
+                while Date() < deadline {
+                    round += 1
+                    // Odd rounds: a window never asked before (cold); even rounds: one asked before (stored).
+                    let index = round % 2 == 1 ? round * 2 + worker : max(0, round * 2 - 6 + worker)
+                    let url = base + "\((index % 168) * 250)?duration_ms=\(10_000 + (index / 168 % 20) * 1000)"
+                    let answer = try? fetch(url)
+                    let length = answer?.headers["content-length"].flatMap { Int($0) }
+                    outcomes.withLock { tally in
+                        tally.responses += 1
+                        tally.tiers[answer?.headers["x-clip-tier"] ?? "none", default: 0] += 1
+                        if answer?.status != 200 || length != answer?.body.count || (answer?.body.count ?? 0) < 10_000 {
+                            tally.bad.append("\(url): \(answer?.status ?? 0), \(answer?.body.count ?? -1) of \(length ?? -1) bytes")
+                        }
+                    }
+                }
+            }
+            let tally = outcomes.withLock { $0 }
+            #expect(tally.bad.isEmpty, "\(tally.bad.count) failed or broken of \(tally.responses), first: \(tally.bad.first ?? "")")
+            #expect((tally.tiers["fill"] ?? 0) > 20 && (tally.tiers["l1_hit"] ?? 0) > 20, "cold and stored clips: \(tally.tiers)")
+            let log = server.log
+            let renewals = log.split(separator: "\n").filter { $0.contains("aws credentials refreshed") }
+            #expect(renewals.count >= Int(load) / (lifetime / 2) - 1, "\(renewals.count) renewals")
+            #expect(renewals.allSatisfy { $0.contains("aws.credentials.reason=background") }, "every renewal ahead of expiry, in the background")
+            #expect(!log.contains("s3 credentials rejected"), "S3 never saw expired credentials")
+            #expect(!log.contains("aws credentials refresh failed"))
+        }
+    }
+
+    private func imdsStats(_ server: TestServer) throws -> [String: Int] {
+        let answer = try fetch(server.endpoint + "/__control/stats")
+        return (try JSONSerialization.jsonObject(with: Data(answer.body)) as? [String: Int]) ?? [:]
+    }
+}
