@@ -49,7 +49,7 @@ let package = Package(
         .target(name: "Index", dependencies: ["CLMDB", "Support"]),
         // S3 over libcurl + SigV4 (libcrypto), MongoDB catalog over libmongoc, and embedded stand-ins.
         .target(name: "Upstream", dependencies: ["CCurl", "CMongoc", "Support"]),
-        // The `clipproxy` executable: CLI subcommands and (later) the HTTP server.
+        // The `clipproxy` executable: the HTTP server and the CLI subcommands.
         .executableTarget(
             name: "ClipProxy",
             dependencies: [
