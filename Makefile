@@ -19,16 +19,26 @@ fixtures: deps
 	@$(PYTHON) scripts/make_fixtures.py --out $(FIXTURES) --hour
 
 # Runs every test (Swift Testing). Tests start the servers they need on loopback ports.
+# The in-process concurrency suites run first, on their own: beside the suites that wait
+# synchronously (subprocess servers, curl) they could wait minutes for a thread of the
+# cooperative pool (2 on a 2-core machine). Both runs always run; either failing fails the target.
+CONCURRENCY_SUITES := FillTests|FillCoordinatorTests|FillSlotsTests|SingleFlightTests|LocalCopyFullDiskTests
 test: deps fixtures
 	swift build --build-tests
-	swift test --skip-build --disable-xctest
+	@status=0; \
+	swift test --skip-build --disable-xctest --filter '$(CONCURRENCY_SUITES)' || status=1; \
+	swift test --skip-build --disable-xctest --skip '$(CONCURRENCY_SUITES)' || status=1; \
+	exit $$status
 
 # The inner loop: the unit and in-process suites, and the server suites that need no browser,
 # nginx, Prometheus, schemathesis or S3 server (under 3 minutes). `make test` runs everything.
 CHECK_SKIP := Browser|DemoPage|DemoFreshClone|Chaos|CDNTests|MultiNode|RangeSemantics|ServerRangeTable|AdminListener|OpenAPI|OperationsConfig|FullStack|ClipBucket|StreamingFill|CoalescingAt|FaultTolerance|CaptionMongo|PeaksFullStack|ShutdownDrain|VBRSourceReads|ProgressiveIndexServer|S3Fault|S3Auth|S3Client|S3Credentials|S3Presign|S3Secrets|Mongo|CatalogSearch|ColdRange|OneRoundTrip|SecondTierOutage|IndexSources|WarmFeed|AudioClipsAPI|SignedURL
 check: deps fixtures
 	swift build --build-tests
-	swift test --skip-build --disable-xctest --skip '$(CHECK_SKIP)'
+	@status=0; \
+	swift test --skip-build --disable-xctest --filter '$(CONCURRENCY_SUITES)' || status=1; \
+	swift test --skip-build --disable-xctest --skip '$(CHECK_SKIP)|$(CONCURRENCY_SUITES)' || status=1; \
+	exit $$status
 
 # Builds clipproxy, generates demo episodes and serves them with the embedded default
 # (catalog files, source directory, local clip directory: conf/clipproxy.yaml). Ctrl-C stops.

@@ -54,7 +54,9 @@ struct FillSlotsTests {
 
     @Test("50 concurrent acquirers: never more than capacity hold a slot, capacity is reached, all are served")
     func capacityHolds() async throws {
-        let slots = FillSlots(capacity: 4, queueLimit: 64, maxWait: .seconds(60))
+        // A wait as long as the suite's time limit: beside suites that hold the cooperative pool
+        // (see `queuedBehindBlockingSuites`) a waiter can be starved of threads for minutes.
+        let slots = FillSlots(capacity: 4, queueLimit: 64, maxWait: .seconds(600))
         let holders = Holders(capacity: 4)
         try await withThrowingTaskGroup(of: Void.self) { group in
             for _ in 0..<50 {
@@ -139,7 +141,7 @@ struct FillSlotsTests {
 
     @Test("Released slots go to waiters in arrival order, directly: a newcomer cannot overtake the queue")
     func releasesServeInArrivalOrder() async throws {
-        let slots = FillSlots(capacity: 1, queueLimit: 16, maxWait: .seconds(60))
+        let slots = FillSlots(capacity: 1, queueLimit: 16, maxWait: .seconds(600))
         try await slots.acquire()
         let timeline = ProbeTimeline()
         let firstMayGo = ProbeGate()

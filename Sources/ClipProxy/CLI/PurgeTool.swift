@@ -4,12 +4,6 @@ import Upstream
 
 /// `clipproxy purge`: asks each node's admin listener to forget an episode, and reports per node.
 enum PurgeTool {
-    /// What one node answered, or why it could not be asked.
-    struct NodeResult {
-        let admin: AdminAddress
-        let answer: Result<String, ToolError>
-    }
-
     static func run(episodeId: String, secondTier: Bool, admins: [String], _ configuration: Configuration) throws {
         let nodes = admins.isEmpty ? [configuration.adminAddress] : try admins.map { text in
             do { return try AdminAddress.parse(text) } catch let error as ConfigurationError {
@@ -19,18 +13,15 @@ enum PurgeTool {
         // Every node is asked, even after one fails: a takedown must reach all that can be reached.
         // With --second-tier each node also deletes from the shared tier; after the first, the
         // others find little or nothing there, which costs a listing each.
-        let results = nodes.map { node in
-            NodeResult(admin: node, answer: Result { () throws(ToolError) in try purge(episodeId: episodeId, secondTier: secondTier, at: node) })
-        }
-        for result in results {
-            switch result.answer {
-            case .success(let json): print("\(result.admin) \(json)")
-            case .failure(let error): print("\(result.admin) error: \(error.description)")
+        var failed = 0
+        for node in nodes {
+            do { print("\(node) \(try purge(episodeId: episodeId, secondTier: secondTier, at: node))") } catch {
+                print("\(node) error: \(error.description)")
+                failed += 1
             }
         }
-        let failed = results.filter { if case .failure = $0.answer { true } else { false } }.count
         if failed > 0 {
-            throw ToolError("purge \(episodeId): \(failed) of \(results.count) node\(results.count == 1 ? "" : "s") failed (see above); run it again for those")
+            throw ToolError("purge \(episodeId): \(failed) of \(nodes.count) node\(nodes.count == 1 ? "" : "s") failed (see above); run it again for those")
         }
     }
 

@@ -1,3 +1,4 @@
+import Index
 import Logging
 import NIOPosix
 import ServiceLifecycle
@@ -11,6 +12,31 @@ struct Blocking: Sendable {
     func callAsFunction<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
         try await pool.runIfActive(work)
     }
+}
+
+/// What every part of the pipeline uses: the local store and its writes, the thread pool for
+/// blocking calls, the owner of background tasks, metrics and the logger.
+struct PipelineShared: Sendable {
+    let store: ClipStore
+    let storeWrites: StoreWrites
+    let blocking: Blocking
+    let background: BackgroundWork
+    let metrics: ClipMetrics
+    let logger: Logger
+}
+
+/// A part of the pipeline: reaches what it shares with the others by name.
+protocol PipelinePart {
+    var shared: PipelineShared { get }
+}
+
+extension PipelinePart {
+    var store: ClipStore { shared.store }
+    var storeWrites: StoreWrites { shared.storeWrites }
+    var blocking: Blocking { shared.blocking }
+    var background: BackgroundWork { shared.background }
+    var metrics: ClipMetrics { shared.metrics }
+    var logger: Logger { shared.logger }
 }
 
 /// The work that outlives the request that started it: fills (they belong to the cache, not to a
@@ -59,7 +85,7 @@ final class BackgroundWork: Service, Sendable {
         while true {
             let left = running
             if left.isEmpty { break }
-            if ContinuousClock.now >= deadline {
+            if ContinuousClock.now >= deadline || Task.isCancelled {
                 logger.error("shutdown gave up waiting for background work", metadata: [
                     "work.left": "\(left.count)", "work.names": "\(Dictionary(left.map { ($0, 1) }, uniquingKeysWith: +))",
                     "drain.limit_s": "\(drainLimit.components.seconds)"])

@@ -15,9 +15,9 @@ import Upstream
 /// The one promise every path keeps: a body is returned only once its bytes are assured to
 /// start flowing (a stored file is open, or the upstream of a fill has answered), so a refusal
 /// becomes a clean error, never a status line followed by a broken body.
-final class ClipPipeline: Sendable {
+final class ClipPipeline: PipelinePart, Sendable {
+    let shared: PipelineShared
     let configuration: Configuration
-    let store: ClipStore
     let locator: SourceLocator
     let sources: SourceOpener
     let secondTier: (any ClipTier)?
@@ -25,16 +25,10 @@ final class ClipPipeline: Sendable {
     let indexes: FrameIndexes
     let listings: SecondTierListings?
     let fills: FillRunner
-    let storeWrites: StoreWrites
     /// Episodes' transcript chunks, for captions (`Transcripts.swift`).
     let transcripts: TranscriptCache
     /// Waveform peaks being read or computed, by peaks key: one computation however many ask (`Peaks.swift`).
     let peakLoads = SingleFlight<ClipKey, [UInt8]>()
-    let blocking: Blocking
-    /// Every task that outlives a request; shutdown waits for them.
-    let background: BackgroundWork
-    let logger: Logger
-    let metrics: ClipMetrics
     /// Recently prepared clips (see `prepare`), bounded.
     private let preparedClips = Mutex<[ClipRequest: (clip: PreparedClip, until: ContinuousClock.Instant)]>([:])
     static let preparedClipLimit = 1024  // a plan holds its frame sizes: about 10 kB per 30 s clip
@@ -42,29 +36,19 @@ final class ClipPipeline: Sendable {
 
     init(configuration: Configuration, store: ClipStore, locator: SourceLocator, sources: SourceOpener, secondTier: (any ClipTier)?,
          threads: NIOThreadPool, background: BackgroundWork, logger: Logger, metrics: ClipMetrics) {
+        let shared = PipelineShared(store: store, storeWrites: StoreWrites(store: store, logger: logger, metrics: metrics),
+                                    blocking: Blocking(pool: threads), background: background, metrics: metrics, logger: logger)
+        self.shared = shared
         self.configuration = configuration
-        self.store = store
         self.locator = locator
         self.sources = sources
         self.secondTier = secondTier
-        self.background = background
-        self.logger = logger
-        self.metrics = metrics
-        let blocking = Blocking(pool: threads)
-        self.blocking = blocking
-        storeWrites = StoreWrites(store: store, logger: logger, metrics: metrics)
         transcripts = TranscriptCache(ttl: .seconds(configuration.catalogTTLs))
-        resolver = EpisodeResolver(store: store, locator: locator, ttlSeconds: configuration.catalogTTLs, storeWrites: storeWrites,
-                                   blocking: blocking, background: background, metrics: metrics, logger: logger)
-        indexes = FrameIndexes(store: store, sources: sources, secondTier: secondTier, storeWrites: storeWrites, blocking: blocking,
-                               background: background, metrics: metrics, logger: logger)
-        listings = secondTier.map {
-            SecondTierListings(tier: $0, keyTemplate: configuration.s3ClipKeyTemplate, ttl: .seconds(configuration.catalogTTLs),
-                               blocking: blocking, background: background, metrics: metrics, logger: logger)
-        }
-        fills = FillRunner(store: store, storeWrites: storeWrites, secondTier: secondTier, listings: listings, indexes: indexes,
-                           limits: (configuration.limitsMaxFills, configuration.limitsFillQueue, .milliseconds(configuration.limitsFillQueueWaitMs)),
-                           blocking: blocking, background: background, metrics: metrics, logger: logger)
+        resolver = EpisodeResolver(shared, locator: locator, ttlSeconds: configuration.catalogTTLs)
+        indexes = FrameIndexes(shared, sources: sources, secondTier: secondTier)
+        listings = secondTier.map { SecondTierListings(shared, tier: $0, keyTemplate: configuration.s3ClipKeyTemplate, ttl: .seconds(configuration.catalogTTLs)) }
+        fills = FillRunner(shared, secondTier: secondTier, listings: listings, indexes: indexes,
+                           limits: (configuration.limitsMaxFills, configuration.limitsFillQueue, .milliseconds(configuration.limitsFillQueueWaitMs)))
     }
 
     // MARK: - Prepare
@@ -213,8 +197,9 @@ final class ClipPipeline: Sendable {
     /// The local store or a running fill, if either has the clip.
     private func openWarm(_ clip: PreparedClip) async throws -> ClipBody? {
         if let lease = try storedLease(clip) { return .stored(lease, tier: .l1) }
-        if let running = try await fills.join(clip.key) { return .filling(running, tier: .coalesced) }
-        return nil
+        guard let running = await fills.coordinator.join(clip.key) else { return nil }
+        try await running.waitUntilStarted()
+        return .filling(running, tier: .coalesced)
     }
 
     /// The clip's local copy, leased, if the store has it whole: a read transaction and an open
@@ -299,7 +284,10 @@ final class ClipPipeline: Sendable {
     /// directory too, whichever node cut them (the episode's folder there is listed). An episode
     /// the catalog does not know throws `CatalogError.notFound`.
     func purge(_ episodeId: String, secondTier includeSecondTier: Bool) async throws -> PurgeReport {
-        let episode = try await resolver.anyKnown(episodeId)
+        // The resolution this node has, however old (a takedown may already have removed the
+        // episode from the catalog); else the catalog's.
+        let known = resolver.recorded(episodeId)
+        let episode = if let known { known } else { try await resolver.resolve(episodeId) }
         await forget(episodeId)
         let removed = try await blocking { [store] in try store.purge(episodeId: episodeId) }
         var report = PurgeReport(clipsRemoved: removed.count)

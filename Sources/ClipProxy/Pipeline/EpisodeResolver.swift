@@ -6,31 +6,20 @@ import Upstream
 /// Episode id → source object (guid, feed, key, ETag, size), kept in the local index for
 /// `catalog.ttl_s`. Past it the catalog and the source listing are asked again; while they cannot
 /// answer, the last resolution stays in use (stale-if-error) and requests do not wait for them.
-final class EpisodeResolver: Sendable {
-    let store: ClipStore
+final class EpisodeResolver: PipelinePart, Sendable {
+    let shared: PipelineShared
     let locator: SourceLocator
     let ttlSeconds: Int
-    let storeWrites: StoreWrites
-    let blocking: Blocking
-    let background: BackgroundWork
-    let metrics: ClipMetrics
-    let logger: Logger
     /// Catalog lookups in progress, by episode id: a burst for one episode asks once.
     private let lookups = SingleFlight<String, ResolvedEpisode>()
     /// Episodes served from a resolution past its TTL because the catalog could not answer,
     /// with the time of the last attempt to refresh them (at most one a second each).
     private let staleEpisodes = Mutex<[String: ContinuousClock.Instant]>([:])
 
-    init(store: ClipStore, locator: SourceLocator, ttlSeconds: Int, storeWrites: StoreWrites, blocking: Blocking,
-         background: BackgroundWork, metrics: ClipMetrics, logger: Logger) {
-        self.store = store
+    init(_ shared: PipelineShared, locator: SourceLocator, ttlSeconds: Int) {
+        self.shared = shared
         self.locator = locator
         self.ttlSeconds = ttlSeconds
-        self.storeWrites = storeWrites
-        self.blocking = blocking
-        self.background = background
-        self.metrics = metrics
-        self.logger = logger
     }
 
     /// The episode's source, from the index while the resolution is younger than `catalog.ttl_s`,
@@ -59,13 +48,6 @@ final class EpisodeResolver: Sendable {
                            metadata: ["episode.id": "\(episodeId)", "error": "\(error)"])
             return cached!.resolved(episodeId)
         }
-    }
-
-    /// The resolution this node has, however old (a takedown may already have removed the
-    /// episode from the catalog); else the catalog's.
-    func anyKnown(_ episodeId: String) async throws -> ResolvedEpisode {
-        if let known = try store.episode(episodeId) { return known.resolved(episodeId) }
-        return try await resolve(episodeId)
     }
 
     /// The resolution in the local index, however old; nil when there is none.

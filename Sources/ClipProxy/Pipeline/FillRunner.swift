@@ -8,43 +8,23 @@ import Trim
 /// clip in the local store and uploads it to the second tier. Every fill and upload runs as
 /// `BackgroundWork`, so shutdown waits for them: a fill belongs to the cache, not to a request,
 /// and finishes even when every client has left.
-final class FillRunner: Sendable {
-    let store: ClipStore
-    let storeWrites: StoreWrites
+final class FillRunner: PipelinePart, Sendable {
+    let shared: PipelineShared
     let secondTier: (any ClipTier)?
     let listings: SecondTierListings?
     let indexes: FrameIndexes
     let coordinator = FillCoordinator()
     let slots: FillSlots
-    let blocking: Blocking
-    let background: BackgroundWork
-    let metrics: ClipMetrics
-    let logger: Logger
-    let maxFills: Int
     /// Second-tier uploads in progress, so one clip is uploaded once however many ask.
     private let uploads = SingleFlight<ClipKey, Void>()
 
-    init(store: ClipStore, storeWrites: StoreWrites, secondTier: (any ClipTier)?, listings: SecondTierListings?, indexes: FrameIndexes,
-         limits: (maxFills: Int, queue: Int, queueWait: Duration), blocking: Blocking, background: BackgroundWork,
-         metrics: ClipMetrics, logger: Logger) {
-        self.store = store
-        self.storeWrites = storeWrites
+    init(_ shared: PipelineShared, secondTier: (any ClipTier)?, listings: SecondTierListings?, indexes: FrameIndexes,
+         limits: (maxFills: Int, queue: Int, queueWait: Duration)) {
+        self.shared = shared
         self.secondTier = secondTier
         self.listings = listings
         self.indexes = indexes
         slots = FillSlots(capacity: limits.maxFills, queueLimit: limits.queue, maxWait: limits.queueWait)
-        maxFills = limits.maxFills
-        self.blocking = blocking
-        self.background = background
-        self.metrics = metrics
-        self.logger = logger
-    }
-
-    /// The fill running for `key`, once it has started (its first bytes arrived); nil when none runs.
-    func join(_ key: ClipKey) async throws -> Fill? {
-        guard let running = await coordinator.join(key) else { return nil }
-        try await running.waitUntilStarted()
-        return running
     }
 
     /// Starts a fill for `clip` (from `stored` when the second tier has it) and returns it once
@@ -60,7 +40,7 @@ final class FillRunner: Sendable {
         do { try await slots.acquire() } catch {
             metrics.overloaded.increment()
             logger.warning("fill refused: all fill slots busy and the queue full or too slow",
-                           metadata: ["clip.key": "\(clip.key)", "limits.max_fills": "\(maxFills)"])
+                           metadata: ["clip.key": "\(clip.key)", "limits.max_fills": "\(slots.capacity)"])
             fill.finish(error)
             await coordinator.remove(fill)
             throw error

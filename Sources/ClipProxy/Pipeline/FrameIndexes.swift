@@ -9,15 +9,10 @@ import Upstream
 /// far as a clip needs (a partial index), and a later clip beyond it extends it. One load or
 /// extension runs per source at a time; a new or longer index is kept locally and shared through
 /// the second tier in the background, never over a longer one.
-final class FrameIndexes: Sendable {
-    let store: ClipStore
+final class FrameIndexes: PipelinePart, Sendable {
+    let shared: PipelineShared
     let sources: SourceOpener
     let secondTier: (any ClipTier)?
-    let storeWrites: StoreWrites
-    let blocking: Blocking
-    let background: BackgroundWork
-    let metrics: ClipMetrics
-    let logger: Logger
     /// What index scans read last, so the clip a scan was for is cut without reading it again.
     let recentSourceBytes = RecentSourceBytes()
     /// Decoded indexes by source identity (which includes the ETag, so entries never go stale):
@@ -27,16 +22,10 @@ final class FrameIndexes: Sendable {
     /// Loads and extensions in progress, by source identity: one at a time per source.
     private let loads = SingleFlight<String, FrameIndex>()
 
-    init(store: ClipStore, sources: SourceOpener, secondTier: (any ClipTier)?, storeWrites: StoreWrites, blocking: Blocking,
-         background: BackgroundWork, metrics: ClipMetrics, logger: Logger) {
-        self.store = store
+    init(_ shared: PipelineShared, sources: SourceOpener, secondTier: (any ClipTier)?) {
+        self.shared = shared
         self.sources = sources
         self.secondTier = secondTier
-        self.storeWrites = storeWrites
-        self.blocking = blocking
-        self.background = background
-        self.metrics = metrics
-        self.logger = logger
     }
 
     /// The index of `episode`'s source, covering at least `coveringMs` when the source needs a

@@ -5,27 +5,21 @@ import Synchronization
 /// What the second tier holds under each episode's folder, listed once per `catalog.ttl_s` (plus
 /// this node's own uploads and purges), so a miss does not ask the clip bucket before it cuts.
 /// A listing that failed is remembered for a few seconds, during which each miss asks for its clip.
-final class SecondTierListings: Sendable {
+final class SecondTierListings: PipelinePart, Sendable {
+    let shared: PipelineShared
     let tier: any ClipTier
     /// `s3.clip_key_template`: what it puts before `{start_ms}` is an episode's folder.
     let keyTemplate: String
     let ttl: Duration
-    let blocking: Blocking
-    let background: BackgroundWork
-    let metrics: ClipMetrics
-    let logger: Logger
     private let listings = Mutex<[String: (locations: Set<String>, until: ContinuousClock.Instant, failed: Bool)]>([:])
     private let loads = SingleFlight<String, Set<String>>()
     static let retryFailedAfter: Duration = .seconds(5)
 
-    init(tier: any ClipTier, keyTemplate: String, ttl: Duration, blocking: Blocking, background: BackgroundWork, metrics: ClipMetrics, logger: Logger) {
+    init(_ shared: PipelineShared, tier: any ClipTier, keyTemplate: String, ttl: Duration) {
+        self.shared = shared
         self.tier = tier
         self.keyTemplate = keyTemplate
         self.ttl = ttl
-        self.blocking = blocking
-        self.background = background
-        self.metrics = metrics
-        self.logger = logger
     }
 
     /// The episode's folder in the second tier; nil when the key template gives it none.

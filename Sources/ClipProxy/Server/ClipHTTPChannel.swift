@@ -44,11 +44,6 @@ struct ClipHTTP1Channel: HTTPChannelHandler {
         decoderLimits = limits
     }
 
-    /// The server builder that makes these channels.
-    static func builder(routes: ClipRoutes, configuration: Configuration) -> HTTPServerBuilder {
-        HTTPServerBuilder { responder in ClipHTTP1Channel(responder: responder, routes: routes, configuration: configuration) }
-    }
-
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
             let pipeline = channel.pipeline.syncOperations

@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import HummingbirdCore
 import Index
 import Logging
 import NIOCore
@@ -64,7 +65,7 @@ enum ClipServer {
         let admin = try adminApplication(configuration, pipeline: pipeline, exposition: exposition, logger: logger)
         let app = Application(
             router: router,
-            server: ClipHTTP1Channel.builder(routes: clipRoutes, configuration: configuration),
+            server: HTTPServerBuilder { ClipHTTP1Channel(responder: $0, routes: clipRoutes, configuration: configuration) },
             configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: serverName),
             // Services stop in reverse order: the public server first (no new requests, in-flight
             // responses finish), then the admin listener, then the background work drains.
