@@ -16,11 +16,16 @@ What it simulates (docs/ARCHITECTURE.md describes the real thing):
   episode's first clip costs in `make bench`, less the clip's own) and PUTs the index; a VBR
   index covers only as far as the clips asked for, and a clip beyond it costs one GET (the bytes
   in between) and one PUT of the longer index.
+- A VBR scan (probe or extension) ends on the clip it was for, and those bytes are kept for 30 s:
+  that clip's fill reads no source again.
 - L1: LRU of whole clips under cache.max_bytes. A whole request that misses L1 is a clip-bucket
   hit (HEAD + GET) when the node's listing or its own uploads name the clip, else a fill (one
   source GET of the clip's bytes, then a PUT to the clip bucket). A single Range smaller than the
   clip that misses L1 is a part: HEAD + ranged GET from the clip bucket, or one ranged source GET
-  (none when the range lies inside the Info frame the node writes itself).
+  (none when the range lies inside the Info frame the node writes itself). Any GET with a Range
+  header (`bytes=0-` too) that misses L1 is first offered a part, which asks the clip bucket with
+  a HEAD when the listing names the clip; a range that is the whole clip then opens it as above
+  (a second HEAD).
 - Clip sizes: the clip's milliseconds (30 s plus two preroll frames, the Info frame and the
   frame the end falls in) times the episode's average bytes per millisecond.
 Joining a running fill ("coalesced") needs timings the model does not have: it counts as local,
@@ -53,6 +58,7 @@ from workload import DAY_S, Zipf, day_time, is_play, read_trace  # noqa: E402
 
 CLIP_MS = 30_000
 PREPARED_WINDOW_S = 60.0
+RECENT_BYTES_S = 30.0  # the last bytes a scan read are kept this long, so its clip is cut from them
 FRAME_MS = 26.1  # one MPEG-1 frame at 44.1 kHz; MPEG-2 at 22.05/24 kHz is the same or shorter
 INFO_FRAME_BYTES = 104  # the smallest Info frame holding the tag; a Range inside it reads no source
 
@@ -153,6 +159,7 @@ class Node:
         self.resolved_until = {}
         self.listing = {}           # episode -> (expires, set of urls)
         self.index = {}             # episode -> covered ms
+        self.recent_scan = {}       # url -> time a VBR scan read up to its end (RecentSourceBytes)
 
     def prepare(self, url, e, start, t):
         w, p = self.world, self.world.params
@@ -163,9 +170,7 @@ class Node:
         if t >= self.resolved_until.get(eid, -1e18):
             w.s3("LIST")
             self.resolved_until[eid] = t + p["ttl_s"]
-        if t >= self.listing.get(eid, (-1e18, None))[0]:
-            w.s3("LIST")
-            self.listing[eid] = (t + p["ttl_s"], set(w.by_episode[eid]))
+        self.list_if_due(eid, t)
         need = start + CLIP_MS
         if eid not in self.index:
             shared = w.shared_index.get(eid)
@@ -177,29 +182,44 @@ class Node:
                 covered = min(need, e["duration_ms"]) if e["vbr"] else math.inf
                 scanned = int(covered * episode_rate(e)) if e["vbr"] else 0
                 w.s3("GET", gets, scanned)
+                if e["vbr"]:
+                    self.recent_scan[url] = t
                 self.index[eid] = covered
                 w.s3("PUT")
                 w.shared_index[eid] = max(w.shared_index.get(eid, 0), covered)
         if self.index[eid] < min(need, e["duration_ms"]):
+            # one GET from the index's end to the clip's; the clip is then cut from those bytes
             w.s3("GET", 1, int((need - self.index[eid]) * episode_rate(e)))
+            self.recent_scan[url] = t
             self.index[eid] = need
-            if need > w.shared_index.get(eid, 0):
-                w.s3("PUT")
-                w.shared_index[eid] = need
+            w.s3("PUT")  # every extension is shared
+            w.shared_index[eid] = max(w.shared_index.get(eid, 0), need)
 
-    def serve(self, url, e, start, rng, t):
-        """Returns the tier of a request for `url` with Range `rng` (None: whole clip)."""
+    def list_if_due(self, eid, t):
+        """The episode's clip-bucket folder, listed again once the last listing is catalog.ttl_s old."""
+        w = self.world
+        if t >= self.listing.get(eid, (-1e18, None))[0]:
+            w.s3("LIST")
+            self.listing[eid] = (t + w.params["ttl_s"], set(w.by_episode[eid]))
+
+    def serve(self, url, e, start, rng, t, has_range=False):
+        """Returns the tier of a request for `url` with Range `rng` (None: whole clip); `has_range`
+        when the request carried a Range header at all (`bytes=0-` is one, though it asks for all)."""
         w = self.world
         self.prepare(url, e, start, t)
         eid = e["_id"]
         if self.l1.get(url):
             return "local"
         size = clip_size(e, start)
+        self.list_if_due(eid, t)  # a miss looks in the listing, re-listing it when it is due
         listed = url in self.listing[eid][1]
+        if has_range and listed:
+            # A GET with Range is first offered a part: the clip bucket is asked (HEAD) for it even
+            # when the range turns out to be the whole clip, which is then opened like any other.
+            w.s3("HEAD")
         if rng is not None:
             first, last = rng
             if listed:
-                w.s3("HEAD")
                 w.s3("GET", 1, last - first + 1)
             elif last >= INFO_FRAME_BYTES:
                 w.s3("GET", 1, last - max(first, INFO_FRAME_BYTES) + 1)
@@ -209,7 +229,8 @@ class Node:
             w.s3("HEAD")
             w.s3("GET", 1, size)
             return "clip_bucket"
-        w.s3("GET", 1, size)
+        if t - self.recent_scan.pop(url, -1e18) > RECENT_BYTES_S:
+            w.s3("GET", 1, size)
         w.s3("PUT")
         if url not in w.clip_bucket:
             w.counts.growth_objects += 1
@@ -220,31 +241,35 @@ class Node:
         return "fill"
 
 
-def simulate(trace, episodes_by_id, nodes, budget, ttl_s, speed, cdn_bytes=None, probe_gets=(3, 3), weight=1.0):
+def simulate(trace, episodes_by_id, nodes, budget, ttl_s, speed, cdn_bytes=None, probe_gets=(3, 3), weight=1.0,
+             sent=None):
     """Runs a trace through the tiers; `speed` maps trace seconds to the wall seconds the TTLs
-    count in; `weight` scales counts (spatial sampling). Returns the replay's summary fields."""
+    count in, unless `sent` gives each request's wall time as the replay sent it (a replay that
+    falls behind its schedule sees fewer trace-seconds per TTL); `weight` scales counts (spatial
+    sampling). Returns the replay's summary fields."""
     params = {"ttl_s": ttl_s, "probe_gets_cbr": probe_gets[0], "probe_gets_vbr": probe_gets[1]}
     world = World(params)
     ring = Ring(nodes)
     ns = [Node(world, budget) for _ in range(nodes)]
     cdn = LRU(cdn_bytes) if cdn_bytes else None
     plays = 0
-    for line in trace:
+    for i, line in enumerate(trace):
         if is_play(line):
             plays += 1
         eid, start = parse_url(line["url"])
         e = episodes_by_id[eid]
-        t = line["t"] / speed
+        t = sent[i] if sent else line["t"] / speed
         size = clip_size(e, start)
         rng = parse_range(line.get("range"), size)
+        has_range = bool(line.get("range"))
         if cdn is not None:
             if cdn.get(line["url"]):
                 world.counts.tiers["cdn"] += 1
                 continue
             cdn.put(line["url"], size)
-            rng = None
+            rng, has_range = None, False  # the CDN asks for the whole clip, without Range
         node = ns[ring.node(line["url"].split("?")[0].removesuffix(".mp3") + "|")] if nodes > 1 else ns[0]
-        world.counts.tiers[node.serve(line["url"], e, start, rng, t)] += 1
+        world.counts.tiers[node.serve(line["url"], e, start, rng, t, has_range)] += 1
     c = world.counts
     total = sum(c.tiers.values())
     per_k = 1000.0 / plays if plays else 0
@@ -630,7 +655,7 @@ def main():
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "check": {}}
     for name, s in replay["setups"].items():
         model = simulate(trace, by_id, s["nodes"], s["budget_mb_per_node"] * 1024 * 1024, s["catalog_ttl_s"], s["speed"],
-                         cdn_bytes=10 * 1024 ** 3 if name == "c" else None, probe_gets=pg)
+                         cdn_bytes=10 * 1024 ** 3 if name == "c" else None, probe_gets=pg, sent=sent_times(s, len(trace)))
         model.pop("_raw")
         rows = compare(s, model)
         out["check"][name] = {"model": model, "rows": rows,
@@ -648,7 +673,7 @@ def main():
         points = []
         for label, s in sorted(sweep["runs"].items(), key=lambda kv: kv[1]["budget_mb_per_node"]):
             model = simulate(strace, by_id, 1, s["budget_mb_per_node"] * 1024 * 1024, s["catalog_ttl_s"], s["speed"],
-                             probe_gets=pg)
+                             probe_gets=pg, sent=sent_times(s, len(strace)))
             points.append({"budget_mb": s["budget_mb_per_node"], "replay": s["hit_ratio"], "model": model["hit_ratio"],
                            "replay_s3_per_1k": sum(s["s3_requests_per_1k_plays"].values()),
                            "model_s3_per_1k": sum(model["s3_requests_per_1k_plays"].values())})
@@ -666,6 +691,20 @@ def main():
         json.dump(out, f, indent=1)
     print(f"  wrote {path}")
     return 0 if all(c["all_within_10pct"] for c in out["check"].values()) else 1
+
+
+def sent_times(setup, n):
+    """When the replay sent each request (wall seconds from its start), if its responses file is
+    still there (bench/work is not kept in git); else None, and the trace's schedule is used."""
+    path = setup.get("responses_file")
+    if not path or not os.path.exists(os.path.join(REPO, path)):
+        return None
+    times = [None] * n
+    with open(os.path.join(REPO, path)) as f:
+        for line in f:
+            r = json.loads(line)
+            times[r["i"]] = r.get("sent")
+    return times if all(t is not None for t in times) else None
 
 
 def newest_serving():

@@ -7,11 +7,12 @@
 Episodes are 20 to 120 minutes long, in a mix of encodings a podcast host serves (CBR 32 to
 128 kbit/s, MPEG-1 and MPEG-2, mono and stereo, and LAME VBR). Encoding hours of audio would take
 far longer than the bench itself, so each encoding is made once as a 97-second segment (speech-like
-material: bench/make_corpus.py's tone and wandering pink noise), and an episode is that
-segment repeated by ffmpeg's stream copy (`-stream_loop N -c copy`): the frames are copied, never
-re-encoded, and the muxer writes a correct Info/Xing frame for the whole file. Each segment starts
-with an empty bit reservoir, so every joint is a valid MP3 stream. An episode takes well under a
-second to make; files are kept and only missing ones are made.
+material: bench/make_corpus.py's tone and wandering pink noise), cut by stream copy to 3,675 frames
+(a whole number of the 49-frame padding pattern of constant-bitrate MPEG audio, so repeats continue
+the pattern and a CBR episode stays a plain CBR file). An episode is those frames repeated as bytes
+(never re-encoded), then one ffmpeg stream copy (`-c copy`) writes its Info/Xing frame. Each
+segment starts with an empty bit reservoir, so every joint is a valid MP3 stream. An episode takes
+well under a second to make; files are kept and only missing ones are made.
 
 Writes OUT/media/*.mp3, OUT/catalog/{episode_metadata,transcript_chunks_768d}.json (what the
 MongoDB wire server reads) and OUT/episodes.json: for each episode its _id, guid, feed_slug,
@@ -28,9 +29,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 from make_corpus import duration_ms, generate, write_catalog  # noqa: E402  (the serving bench's corpus helpers)
+from serving import mp3_frame_length  # noqa: E402
 
 HERE = os.path.dirname(os.path.realpath(__file__))
 SEGMENT_S = 97
+LOOP_FRAMES = 75 * 49  # 3,675 frames: 96 s at 44.1 kHz (1,152 samples) and at 22.05 kHz (576)
 
 # name, libmp3lame options, channels, sample rate, vbr, share of episodes
 ENCODINGS = [
@@ -44,15 +47,71 @@ ENCODINGS = [
 ]
 
 
+def loopable(segment, path):
+    """The segment cut to LOOP_FRAMES frames by stream copy. A constant-bitrate MPEG stream pads
+    frames in a pattern that repeats every 49 frames (at 44.1/22.05 kHz), so a segment of a
+    multiple of 49 frames repeats into one unbroken pattern: the looped episode is a plain CBR
+    file (clipproxy models it from two small reads instead of scanning it)."""
+    if os.path.exists(path) and os.path.getsize(path) > 0:
+        return path
+    tmp = path + ".tmp"
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i", segment, "-c", "copy",
+                    "-frames:a", str(LOOP_FRAMES), "-fflags", "+bitexact", "-map_metadata", "-1", "-f", "mp3", tmp],
+                   check=True)
+    os.replace(tmp, path)
+    return path
+
+
+def audio_frames(path):
+    """The MPEG audio frames of a file made by ffmpeg: its bytes after the ID3v2 tag and the Info/Xing frame."""
+    with open(path, "rb") as f:
+        data = f.read()
+    p = 0
+    if data[:3] == b"ID3":
+        p = 10 + ((data[6] << 21) | (data[7] << 14) | (data[8] << 7) | data[9])
+    first = mp3_frame_length(data[p:p + 4])
+    if not first:
+        raise SystemExit(f"{path}: no MPEG audio frame after the tag")
+    return data[p + first:], first
+
+
 def episode_file(path, seg, seconds):
+    """The segment's frames repeated to `seconds` (whole segments, then whole frames of the next), then
+    one stream copy by ffmpeg, which writes the Info/Xing frame (frame count, TOC) of the result."""
     if os.path.exists(path) and os.path.getsize(path) > 0:
         return
-    loops = seconds // SEGMENT_S + 1
+    frames, _ = audio_frames(seg)
+    per_second = len(frames) / (LOOP_FRAMES * seconds_per_frame(frames))
+    want = int(seconds * per_second)
+    body = frames * (want // len(frames)) + cut_at_frame(frames, want % len(frames))
+    raw = path + ".raw"
+    with open(raw, "wb") as f:
+        f.write(body)
     tmp = path + ".tmp"
-    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-stream_loop", str(loops),
-                    "-i", seg, "-t", str(seconds), "-c", "copy", "-fflags", "+bitexact", "-map_metadata", "-1",
-                    "-f", "mp3", tmp], check=True)
-    os.replace(tmp, path)
+    try:
+        subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-f", "mp3", "-i", raw,
+                        "-c", "copy", "-fflags", "+bitexact", "-map_metadata", "-1", "-f", "mp3", tmp], check=True)
+        os.replace(tmp, path)
+    finally:
+        os.remove(raw)
+
+
+def seconds_per_frame(frames):
+    """Seconds of audio in one frame of this stream (from its first header)."""
+    version = (frames[1] >> 3) & 3
+    rate = [44100, 48000, 32000][(frames[2] >> 2) & 3] // {3: 1, 2: 2, 0: 4}[version]
+    return (1152 if version == 3 else 576) / rate
+
+
+def cut_at_frame(frames, limit):
+    """The longest run of whole frames from the start of `frames` that is at most `limit` bytes."""
+    p = 0
+    while p + 4 <= len(frames):
+        n = mp3_frame_length(frames[p:p + 4])
+        if not n or p + n > limit:
+            break
+        p += n
+    return frames[:p]
 
 
 def hexid(kind, name, n):
@@ -86,11 +145,12 @@ def main():
     os.makedirs(os.path.join(args.out, "catalog"), exist_ok=True)
     rng = random.Random(args.seed)
 
-    segments = {}
-    for i, (name, lame, channels, rate, _, _) in enumerate(ENCODINGS):
+    def segment_of(encoding):
+        """The encoding's segment, made the first time an episode needs it."""
+        name, lame, channels, rate, _, _ = encoding
         path = os.path.join(media, f"segment_{name}.mp3")
-        generate(path, SEGMENT_S, lame, channels, rate, 2300 + i)
-        segments[name] = path
+        generate(path, SEGMENT_S, lame, channels, rate, 2300 + ENCODINGS.index(encoding))
+        return loopable(path, os.path.join(media, f"loop_{name}.mp3"))
 
     episodes, meta, chunks = [], [], []
     weights = [e[5] for e in ENCODINGS]
@@ -99,7 +159,7 @@ def main():
         minutes = rng.randint(args.min_minutes, args.max_minutes)
         name = f"ep{n:03d}_{encoding[0]}_{minutes}min"
         path = os.path.join(media, name + ".mp3")
-        episode_file(path, segments[encoding[0]], minutes * 60)
+        episode_file(path, segment_of(encoding), minutes * 60)
         feed = f"replay-feed{n % 7}"
         g = guid(name)
         dur = duration_ms(path)

@@ -228,7 +228,7 @@ async def replay(port, trace, speed, workers, sample_every, results):
                 r = await conn.request(line["url"], line.get("range"), sampled(line["url"], sample_every))
             except Exception as exc:  # counted as broken
                 r = {"status": None, "error": repr(exc)[:200]}
-            r["i"], r["lag"] = i, sent - due
+            r["i"], r["lag"], r["sent"] = i, sent - due, sent - t_start
             results.append(r)
 
     tasks = [asyncio.ensure_future(worker()) for _ in range(workers)]
@@ -423,6 +423,8 @@ class Harness:
         nginx_cpu = cpu_seconds(sum((n.pids() for n in nginxes), [])) - nginx_cpu0
         time.sleep(2)  # background uploads to the clip bucket finish
         s3log = json.loads(self.http_get(counter.port, "/__count/log"))
+        with open(os.path.join(self.work, f"{setup_dir}-s3.json"), "w") as f:
+            json.dump(s3log, f)
         for n in nginxes:
             n.stop()
         for n in nodes:
@@ -444,7 +446,8 @@ class Harness:
                         "catalog_ttl_s": self.ttl_s, "speed": self.args.speed, "workers": self.args.workers})
         with open(os.path.join(self.work, f"{setup_dir}-responses.jsonl"), "w") as f:
             for r in results:
-                f.write(json.dumps({k: r.get(k) for k in ("i", "status", "tier", "cache", "ttfb", "lag")}) + "\n")
+                f.write(json.dumps({k: r.get(k) for k in ("i", "sent", "status", "tier", "cache", "ttfb", "lag")}) + "\n")
+        summary["responses_file"] = os.path.relpath(os.path.join(self.work, f"{setup_dir}-responses.jsonl"), REPO)
         log(f"  {setup}: {summary['plays']} plays, {summary['requests']} requests in {wall:.0f} s, broken {summary['broken']}, "
             f"hit ratio {summary['hit_ratio']}, S3/1k plays {summary['s3_requests_per_1k_plays']}, "
             f"CPU/1k plays {summary['cpu_s_per_1k_plays']} s")
