@@ -54,7 +54,7 @@ import sys
 HERE = os.path.dirname(os.path.realpath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from workload import DAY_S, Zipf, day_time, is_play, read_trace  # noqa: E402
+from workload import DAY_S, SEEK_MAX_BYTE, Zipf, day_time, is_play, read_trace  # noqa: E402
 
 CLIP_MS = 30_000
 PREPARED_WINDOW_S = 60.0
@@ -370,12 +370,13 @@ def sampled_day(catalog, plays, rate, seed=23, zipf=1.0, chunk_share=0.95, momen
             r = "bytes=0-"
         lines.append({"t": t, "url": url, "range": r, "kind": kind})
         if rng.random() < seek:
-            lines.append({"t": t + rng.uniform(2, 20), "url": url, "range": f"bytes={rng.randint(2_000, 100_000)}-",
+            lines.append({"t": t + rng.uniform(2, 20), "url": url, "range": f"bytes={rng.randint(2_000, SEEK_MAX_BYTE)}-",
                           "kind": "seek"})
         if kind == "play" and rng.random() < replay:
             play(t + rng.uniform(5, 120), url, "replay")
 
     threshold = int(rate * 2 ** 32)
+    heavy = []  # (url, expected originating plays, episode): too popular to sample, see below
     for k, e in enumerate(ranking):
         starts = e["chunk_starts_ms"]
         mz = Zipf(len(starts), moment_zipf)
@@ -383,10 +384,13 @@ def sampled_day(catalog, plays, rate, seed=23, zipf=1.0, chunk_share=0.95, momen
         random.Random(f"{seed}/{e['_id']}").shuffle(order)
         for r_ in range(len(starts)):
             url = f"/clips/{e['_id']}/{starts[order[r_]]}"
-            if int(hashlib.md5(url.encode()).hexdigest()[:8], 16) >= threshold:
-                continue
             q = mz.cdf[r_] - (mz.cdf[r_ - 1] if r_ else 0.0)
             lam = origins * chunk_share * p_episode[k] * q
+            if rate < 1 and lam * rate >= HEAVY_SAMPLED_PLAYS:
+                heavy.append((url, lam, e))
+                continue
+            if int(hashlib.md5(url.encode()).hexdigest()[:8], 16) >= threshold:
+                continue
             for _ in range(poisson(rng, lam)):
                 play(day_time(rng), url, "play")
     arbitrary = poisson(rng, origins * (1 - chunk_share) * rate)
@@ -397,11 +401,37 @@ def sampled_day(catalog, plays, rate, seed=23, zipf=1.0, chunk_share=0.95, momen
     for b in range(bursts):
         e = ranking[ep.draw(rng)]
         url = f"/clips/{e['_id']}/{rng.choice(e['chunk_starts_ms'] or [0])}"
+        if rate < 1:
+            heavy.append((url, burst_plays / (1 + replay), e))
+            continue
         t0 = rng.uniform(6 * 3600, 22 * 3600)
         for _ in range(poisson(rng, burst_plays * rate)):
             play(min(DAY_S - 1, t0 + rng.expovariate(1 / 300.0)), url, "burst")
     lines.sort(key=lambda line: line["t"])
-    return lines, p_episode, ranking
+    return lines, p_episode, ranking, heavy
+
+
+# Spatial sampling keeps a clip with probability R and scales its counts by 1/R, which is unbiased
+# but hopeless for the head of a Zipf distribution: one sampled top clip can carry more plays than
+# the whole sample should. A clip expected to have at least this many plays in the sample is
+# taken out of it and accounted for whole: it stays in every cache all day (it is asked for every
+# few seconds), so it costs one fill and its bytes of each cache, and every other request for it is
+# a hit (local, or CDN in front).
+HEAVY_SAMPLED_PLAYS = 5
+REQUESTS_PER_ORIGIN = 1.0 + 0.15 + 0.10 + 0.05 * 1.25  # play, probe, seek, replay (with its own follow-ups)
+PLAYS_PER_ORIGIN = 1.05
+
+
+def heavy_totals(heavy):
+    """Requests, plays, bytes served and the bytes they hold in a cache, for the heavy clips."""
+    out = {"clips": len(heavy), "requests": 0.0, "plays": 0.0, "served": 0.0, "bytes": 0}
+    for url, lam, e in heavy:
+        size = clip_size(e, parse_url(url)[1])
+        out["requests"] += lam * REQUESTS_PER_ORIGIN
+        out["plays"] += lam * PLAYS_PER_ORIGIN
+        out["served"] += lam * PLAYS_PER_ORIGIN * size
+        out["bytes"] += size
+    return out
 
 
 def poisson(rng, lam):
@@ -443,13 +473,15 @@ def extrapolate(corpus, replay, prices, serving, args):
         catalog = synthetic_catalog(corpus, catalog_n, args.seed)
         by_id = {e["_id"]: e for e in catalog}
         rate = min(1.0, args.sample_plays / plays)
-        lines, p_episode, _ = sampled_day(catalog, plays, rate, seed=args.seed)
+        lines, p_episode, _, heavy = sampled_day(catalog, plays, rate, seed=args.seed)
+        hv = heavy_totals(heavy)
         # nodes from CPU: the replay's CPU per play with a CDN (c) and without (b), at the daily peak
         # (1.5x the average rate) over an instance's vCPUs at the target utilisation.
         inst = prices["instance"]
         peak_per_s = plays / DAY_S * 1.5
         row = {"plays_per_day": plays, "catalog_episodes": catalog_n, "sampling_rate": round(rate, 6),
-               "sampled_requests": len(lines)}
+               "sampled_requests": len(lines), "heavy_clips": hv["clips"],
+               "heavy_share_of_plays": round(hv["plays"] / plays, 4)}
         for label, setup, cdn in (("no_cdn", "b", False), ("cdn", "c", True)):
             cpu_per_play = setups[setup]["cpu_s_per_1k_plays"] / 1000 if setup in setups else \
                 setups["a"]["cpu_s_per_1k_plays"] / 1000
@@ -468,24 +500,32 @@ def extrapolate(corpus, replay, prices, serving, args):
                 if nodes == 1 or ring.node(line["url"] + "|") == 0:
                     eid, start = parse_url(line["url"])
                     accesses.append((line["url"], clip_size(by_id[eid], start)))
-            curve = hit_curve(stack_distances(accesses), [b * 1e9 * rate for b in budgets_gb])
+            # heavy clips: a node's share of them sits in its cache all day; the rest of the cache is
+            # the sampled clips' (scaled by R); hits of all requests reaching the node combine both
+            node_heavy = hv["bytes"] / nodes if not cdn else 0.0
+            light = hit_curve(stack_distances(accesses), [max(0.0, b * 1e9 - node_heavy) * rate for b in budgets_gb])
+            n_light = len(accesses) / rate
+            heavy_req = 0.0 if cdn else hv["requests"] / nodes
+            curve = [(b, (h * n_light + max(0.0, heavy_req - len(heavy) / nodes)) / max(1.0, n_light + heavy_req))
+                     for b, (_, h) in zip(budgets_gb, light)]
             best = curve[-1][1]
-            chosen = next(b for b, (_, h) in zip(budgets_gb, curve) if h >= best - 0.01)
-            sim = simulate(lines, by_id, nodes, chosen * 1e9 * rate, 600, 1.0,
-                           cdn_bytes=(prices["cdn"]["cache_gb"] * 1e9 * rate) if cdn else None,
+            chosen = next(b for b, h in curve if h >= best - 0.01)
+            sim = simulate(lines, by_id, nodes, max(0.0, chosen * 1e9 - node_heavy) * rate, 600, 1.0,
+                           cdn_bytes=(max(0.0, prices["cdn"]["cache_gb"] * 1e9 - hv["bytes"]) * rate) if cdn else None,
                            probe_gets=probe_gets_from(serving), weight=1 / rate)
-            raw = sim["_raw"]
+            raw = add_heavy(sim["_raw"], hv, rate, cdn)
+            sim["hit_ratio"] = {k: round(v / sum(raw["tiers"].values()), 4) for k, v in sorted(raw["tiers"].items())}
             scale = 1 / rate
             listings = listings_per_day(p_episode, plays * (1 - sim["hit_ratio"].get("cdn", 0)), nodes, 600)
             s3 = {v: raw["s3"].get(v, 0) * scale for v in ("GET", "PUT", "HEAD")}
             s3["LIST"] = listings
             total_requests = raw_requests = sum(raw["tiers"].values()) * scale
             clip_bytes_served = sum(clip_size(by_id[parse_url(l["url"])[0]], parse_url(l["url"])[1])
-                                    for l in lines if l.get("range") in (None, "bytes=0-")) * scale
+                                    for l in lines if l.get("range") in (None, "bytes=0-")) * scale + hv["served"]
             cost = cost_month(prices, s3, raw["s3_bytes"] * scale, raw["growth_bytes"] * scale, nodes, chosen,
                               clip_bytes_served, total_requests, sim["hit_ratio"].get("cdn", 0) if cdn else None)
             row[label] = {"nodes": nodes, "cache_gb_per_node": chosen,
-                          "l1_hit_ratio_curve": [[b, round(h, 4)] for b, (_, h) in zip(budgets_gb, curve)],
+                          "l1_hit_ratio_curve": [[b, round(h, 4)] for b, h in curve],
                           "hit_ratio": sim["hit_ratio"],
                           "s3_requests_per_day": {k: round(v) for k, v in s3.items()},
                           "s3_bytes_per_day": round(raw["s3_bytes"] * scale),
@@ -494,13 +534,31 @@ def extrapolate(corpus, replay, prices, serving, args):
                           "requests_per_day": round(raw_requests),
                           "bytes_served_per_day": round(clip_bytes_served),
                           "cost_month_usd": cost}
-        row["old_design"] = old_design_cost(prices, serving, lines, by_id, rate)
+        row["old_design"] = old_design_cost(prices, serving, lines, by_id, rate, hv)
         out.append(row)
         print(f"  extrapolated {plays:>11,} plays/day: catalog {catalog_n}, sampling {rate:.4f}, "
               f"nodes {row['no_cdn']['nodes']}/{row['cdn']['nodes']}, cache {row['no_cdn']['cache_gb_per_node']} GB/node, "
               f"$/month {row['no_cdn']['cost_month_usd']['total']:.0f} (CDN {row['cdn']['cost_month_usd']['total']:.0f}), "
               f"old {row['old_design']['cost_month_usd']['total']:.0f}", flush=True)
     return out
+
+
+def add_heavy(raw, hv, rate, cdn):
+    """The sampled counts scaled by 1/R, plus the heavy clips: one fill each (a source GET of the
+    clip and a PUT), every other request a hit of the first tier."""
+    out = {"tiers": {k: v / rate for k, v in raw["tiers"].items()}, "s3": {k: v / rate for k, v in raw["s3"].items()},
+           "s3_bytes": raw["s3_bytes"] / rate, "growth_objects": raw["growth_objects"] / rate + hv["clips"],
+           "growth_bytes": raw["growth_bytes"] / rate + hv["bytes"]}
+    hit = "cdn" if cdn else "local"
+    out["tiers"]["fill"] = out["tiers"].get("fill", 0) + hv["clips"]
+    out["tiers"][hit] = out["tiers"].get(hit, 0) + max(0.0, hv["requests"] - hv["clips"])
+    out["s3"]["GET"] = out["s3"].get("GET", 0) + hv["clips"]
+    out["s3"]["PUT"] = out["s3"].get("PUT", 0) + hv["clips"]
+    out["s3_bytes"] += hv["bytes"]
+    # back to "per sample" units, which the caller scales by 1/R again
+    return {"tiers": {k: v * rate for k, v in out["tiers"].items()}, "s3": {k: v * rate for k, v in out["s3"].items()},
+            "s3_bytes": out["s3_bytes"] * rate, "growth_objects": out["growth_objects"] * rate,
+            "growth_bytes": out["growth_bytes"] * rate}
 
 
 def probe_gets_from(serving):
@@ -537,7 +595,7 @@ def cost_month(prices, s3, s3_bytes, growth_bytes, nodes, cache_gb, served_bytes
     return costs
 
 
-def old_design_cost(prices, serving, lines, by_id, rate):
+def old_design_cost(prices, serving, lines, by_id, rate, hv=None):
     """The old path under the same day: every play is one API call and one Lambda invocation (a
     HeadObject on its clip bucket; on a miss a ListObjectsV2, an ffmpeg run reading the source
     over pre-signed URLs, a PutObject), then the player downloads the clip from S3 by a pre-signed
@@ -566,6 +624,12 @@ def old_design_cost(prices, serving, lines, by_id, rate):
             seen.add(line["url"])
             misses += 1
     api, misses, downloads, ranged, served = (x * scale for x in (api, misses, downloads, ranged, served))
+    if hv:  # heavy clips: every play an API call and a download, one miss each
+        api += hv["plays"]
+        downloads += hv["plays"]
+        ranged += hv["requests"] - hv["plays"]
+        misses += hv["clips"]
+        served += hv["served"]
     p = prices
     lam = p["lambda"]
     gb = lam["memory_mb"]["value"] / 1024

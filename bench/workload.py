@@ -22,7 +22,7 @@ The model, and why (every parameter is an option; defaults in brackets):
   almost never repeats.
 - Follow-ups from the same listener: a Range probe `bytes=0-1` before the play (Safari's first
   request for media) [--probe 0.15]; a seek inside the clip, `bytes=N-` a few seconds after the
-  play starts [--seek 0.10]; the same clip played again 5 to 120 s later [--replay 0.05].
+  play starts (at most 60 kB in) [--seek 0.10]; the same clip played again 5 to 120 s later [--replay 0.05].
 - Browsers fetch media with `Range: bytes=0-` (Chromium, Firefox) [--range-share 0.7 of plays];
   the rest (API clients, downloads) send no Range.
 - Time of day: arrivals follow a smooth daily curve (a trough at 05:00, a peak at 19:00, peak to
@@ -41,6 +41,9 @@ import sys
 
 HERE = os.path.dirname(os.path.realpath(__file__))
 DAY_S = 86400.0
+# A seek lands at most this far into a clip: within the smallest 30 s clip of the corpus (about
+# 98 kB at the lowest VBR rate), so a seek is never past the end.
+SEEK_MAX_BYTE = 60_000
 
 
 class Zipf:
@@ -96,7 +99,7 @@ def generate(episodes, plays, seed=23, zipf=1.0, chunk_share=0.95, moment_zipf=0
         lines.append({"t": t, "client": client, "url": url, "range": rng_range, "kind": kind})
         if rng.random() < seek:
             lines.append({"t": t + rng.uniform(2, 20), "client": client, "url": url,
-                          "range": f"bytes={rng.randint(2_000, 100_000)}-", "kind": "seek"})
+                          "range": f"bytes={rng.randint(2_000, SEEK_MAX_BYTE)}-", "kind": "seek"})
         return t
 
     burst_plays = int(plays * burst_share) if bursts else 0
