@@ -136,7 +136,9 @@ def main():
       "stereo, LAME VBR), each the frames of one pre-encoded 96 s segment repeated (never re-encoded).")
     w(f"- Time: the day is replayed at {replay['speed']:g}x (trace seconds per wall second), and `catalog.ttl_s` "
       f"is scaled the same way ({replay['catalog_ttl_s']} s), so resolutions and clip-bucket listings expire as "
-      "often per trace-hour as they would in a day.")
+      "often per trace-hour as they would in a day. Where the replay cannot keep up (the lag row below: moto "
+      "answers about 100 S3 requests a second here), requests go out as fast as the 24 clients can send them, "
+      "and the model is fed the times each request was actually sent, so both see the same TTL windows.")
     w("- S3 is moto behind `bench/count_proxy.py`, which logs every request (verb, bytes sent); the catalog is the "
       "MongoDB wire server. (b) is `conf/multinode/nginx.conf` in front of three nodes started from "
       "`conf/multinode/clipproxy-node.yaml` and `node-{a,b,c}.env`; (c) is `conf/cdn/nginx-proxy-cache.conf` in "
@@ -179,6 +181,10 @@ def main():
     for t in TIERS:
         row(f"TTFB {t}: p50 / p99 ms", lambda s, t=t: (f"{num(s['ttfb_ms'][t]['p50'], 2)} / {num(s['ttfb_ms'][t]['p99'], 2)}"
                                                        if t in s["ttfb_ms"] else "–"))
+    w("")
+    w("Times to first byte of misses (fill, clip bucket, coalesced, part) are mostly queueing: 24 clients keep "
+      "moto, in Python on the same two cores, saturated, and every miss waits for it. They show the ordering of "
+      "the tiers, not what S3 would cost; `make bench` measures a single miss (RESULTS.md).")
     w("")
     w("## The model against the replay")
     w("")
@@ -301,7 +307,7 @@ def flatten_prices(prices, prefix=""):
     for k, v in prices.items():
         if isinstance(v, dict) and "what" in v:
             value = f"${v['usd']}" if "usd" in v else f"{v['value']}"
-            yield prefix + k, f"{value}: {v['what']} (read {v.get('read', prices.get('read', '?'))})"
+            yield prefix + k, f"{value}: {v['what']}" + (f" (read {v['read']})" if "read" in v else "")
         elif isinstance(v, dict):
             yield from flatten_prices(v, prefix + k + ".")
 
