@@ -4,7 +4,7 @@ SHELL := /bin/bash
 FIXTURES := Tests/Fixtures/generated
 PYTHON := .venv/bin/python
 
-.PHONY: all deps build fixtures test check demo bench chaos clean
+.PHONY: all deps build fixtures test check demo bench replay chaos clean
 
 all: build
 
@@ -60,6 +60,14 @@ bench: deps fixtures
 	bench/trim.sh
 	bench/index.sh
 	bench/serving.sh
+
+# A day of dashboard traffic replayed (issue 23): one node, three nodes behind nginx, and a CDN
+# cache in front, on moto and the MongoDB wire server; the capacity model checked against it,
+# extrapolated and costed; bench/CAPACITY.md and its plots. Results: bench/results/replay-<date>*.json.
+# `bench/replay --quick` is the short form. bench/CAPACITY.md says how long each takes here.
+replay: deps
+	@scripts/ensure-deps.sh bench
+	bench/replay
 
 # Chaos soak and eviction-pressure stress (issue 12; results: bench/RELIABILITY.md), release build:
 # faults injected at random for CHAOS_SOAK_S seconds (default 180), then CHAOS_EVICTION_S (default

@@ -104,16 +104,21 @@ def main():
                        "episode_id": g, "feed_slug": feed, "chunk_index": 0, "start_time": 0.0,
                        "end_time": dur / 1000.0, "text": "bench"})
 
+    write_catalog(args.out, meta, chunks, episodes)
+    print(f"  corpus: {len(episodes)} episodes in {args.out}")
+
+
+def write_catalog(out, meta, chunks, episodes):
+    """OUT/catalog/*.json as mongoexport JSON lines (what the MongoDB wire server reads) and OUT/episodes.json."""
     def lines(docs):
         return "".join(json.dumps(d, separators=(",", ":")) + "\n" for d in docs)
 
-    with open(os.path.join(args.out, "catalog", "episode_metadata.json"), "w") as f:
+    with open(os.path.join(out, "catalog", "episode_metadata.json"), "w") as f:
         f.write(lines(meta))
-    with open(os.path.join(args.out, "catalog", "transcript_chunks_768d.json"), "w") as f:
+    with open(os.path.join(out, "catalog", "transcript_chunks_768d.json"), "w") as f:
         f.write(lines(chunks))
-    with open(os.path.join(args.out, "episodes.json"), "w") as f:
+    with open(os.path.join(out, "episodes.json"), "w") as f:
         json.dump(episodes, f, indent=1)
-    print(f"  corpus: {len(episodes)} episodes in {args.out}")
 
 
 if __name__ == "__main__":
