@@ -17,7 +17,8 @@ struct ShutdownDrainTests {
     /// Different 30 s clips of episode A (a 72 s, 128 kbit/s episode: about 480 kB each), 8 a round.
     static let starts: [Int64] = (0..<(rounds * clipsPerRound)).map { 1_000 + 1_500 * Int64($0) }
     static let clipPrefix = FaultToleranceTests.clipPrefixA
-    /// How long shutdown may take (docs/OPERATIONS.md: a slow client is given 30 s).
+    /// How long shutdown may take: the longest a slow client is waited for at shutdown (30 s,
+    /// `CloseAfterWrites` on main), within common grace periods.
     static let drainBound: TimeInterval = 30
     /// Source bytes per second for each read: a 480 kB clip takes about 3 s to cut.
     static let sourceRate = 160_000
