@@ -77,6 +77,66 @@ struct AWSCredentialsServeTests {
         }
     }
 
+    /// The platform sources besides the instance role, each through a whole `clipproxy serve`.
+    enum Source: String, CaseIterable, CustomTestStringConvertible, Sendable {
+        case webIdentity, container, assumedRoleProfile, credentialProcess
+        var testDescription: String { rawValue }
+    }
+
+    @Test("Each platform source (web identity, container endpoint, a profile's assumed role, credential_process) serves a cold clip and uploads it, moto checking every signature",
+          arguments: Source.allCases)
+    func eachSourceServes(_ source: Source) async throws {
+        let work = try TemporaryDirectory("source-\(source.rawValue)")
+        defer { work.remove() }
+        let moto = try AuthenticatingS3.start()
+        defer { moto.server.stop() }
+        let seeding = try Self.seed(moto)
+        let endpoint = try moto.credentialsServer(duration: 900)
+        defer { endpoint.stop() }
+        try await withTestServer(try TestServer.mongo(dataDirectory: Fixtures.directory.appendingPathComponent("catalog"))) { mongo in
+            var environment = Self.environment(moto: moto, mongo: mongo, work: work, imds: endpoint)
+            environment["AWS_EC2_METADATA_DISABLED"] = "true"  // only the source under test can answer
+            environment["AWS_ENDPOINT_URL_STS"] = moto.endpoint
+            switch source {
+            case .webIdentity:
+                let token = work.path + "/token"
+                try AuthenticatingS3.webIdentityToken.write(toFile: token, atomically: true, encoding: .utf8)
+                environment["AWS_WEB_IDENTITY_TOKEN_FILE"] = token
+                environment["AWS_ROLE_ARN"] = moto.roleArn
+            case .container:
+                environment["AWS_CONTAINER_CREDENTIALS_FULL_URI"] = endpoint.endpoint + "/v2/credentials/task-1"
+                environment["AWS_CONTAINER_AUTHORIZATION_TOKEN"] = AuthenticatingS3.containerToken
+            case .assumedRoleProfile:
+                try "[deployer]\naws_access_key_id = \(moto.userKeyId)\naws_secret_access_key = \(moto.userSecret)\n"
+                    .write(toFile: work.path + "/credentials", atomically: true, encoding: .utf8)
+                try "[profile clips]\nrole_arn = \(moto.roleArn)\nsource_profile = deployer\n"
+                    .write(toFile: work.path + "/config", atomically: true, encoding: .utf8)
+                environment["AWS_SHARED_CREDENTIALS_FILE"] = work.path + "/credentials"
+                environment["AWS_CONFIG_FILE"] = work.path + "/config"
+                environment["AWS_PROFILE"] = "clips"
+            case .credentialProcess:
+                let document = #"{"Version": 1, "AccessKeyId": "\#(moto.userKeyId)", "SecretAccessKey": "\#(moto.userSecret)"}"#
+                try "#!/bin/sh\ncat <<'EOF'\n\(document)\nEOF\n".write(toFile: work.path + "/helper.sh", atomically: true, encoding: .utf8)
+                chmod(work.path + "/helper.sh", 0o755)
+                try "[profile helper]\ncredential_process = \(work.path)/helper.sh\n".write(toFile: work.path + "/config", atomically: true, encoding: .utf8)
+                environment["AWS_CONFIG_FILE"] = work.path + "/config"
+                environment["AWS_PROFILE"] = "helper"
+            }
+            let server = try ClipProxyProcess(environment: environment)
+            defer { server.stop() }
+            let expected = try trimmed(ServerTests.sourceKey, startMs: 7_000)
+            let cold = try fetch("\(server.baseURL)/clips/\(ServerTests.episode)/7000")
+            #expect(cold.status == 200 && cold.headers["x-clip-tier"] == "fill" && sameBytes(cold.body, expected),
+                    "\(source): \(cold.status) \(cold.body.count < 1000 ? String(decoding: cold.body, as: UTF8.self) : "")\n\(server.log.suffix(2000))")
+            #expect(server.waitForLog("second tier copy finished", timeout: 30), "\(source): no upload\n\(server.log.suffix(2000))")
+            let uploaded = try? seeding.headObject(bucket: ClipBucketTests.clipBucket,
+                                                   key: "the-daily-tones/0e983347-7815-4b33-8a7e-2b1c9f0e1a11/7000-37000.mp3")
+            #expect(uploaded?.size == Int64(expected.count), "\(source): the clip is not in the clip bucket")
+            #expect(server.log.contains("aws credentials resolved"), "\(source)")
+            #expect(!server.log.contains(moto.userSecret), "\(source): a secret in the log")
+        }
+    }
+
     /// The source bucket with the test episode and an empty clip bucket, made with the IAM
     /// user's key; the returned client reads the clip bucket.
     static func seed(_ moto: AuthenticatingS3) throws -> S3Client {
