@@ -23,22 +23,19 @@ fixtures: deps
 # synchronously (subprocess servers, curl) they could wait minutes for a thread of the
 # cooperative pool (2 on a 2-core machine). Both runs always run; either failing fails the target.
 CONCURRENCY_SUITES := FillTests|FillCoordinatorTests|FillSlotsTests|SingleFlightTests|LocalCopyFullDiskTests
-test: deps fixtures
-	swift build --build-tests
-	@status=0; \
+# $(call run_suites,SKIP): the concurrency suites, then every other suite not matching SKIP.
+run_suites = swift build --build-tests || exit 1; status=0; \
 	swift test --skip-build --disable-xctest --filter '$(CONCURRENCY_SUITES)' || status=1; \
-	swift test --skip-build --disable-xctest --skip '$(CONCURRENCY_SUITES)' || status=1; \
+	swift test --skip-build --disable-xctest --skip '$(CONCURRENCY_SUITES)$(1)' || status=1; \
 	exit $$status
+test: deps fixtures
+	$(call run_suites,)
 
 # The inner loop: the unit and in-process suites, and the server suites that need no browser,
 # nginx, Prometheus, schemathesis or S3 server (under 3 minutes). `make test` runs everything.
 CHECK_SKIP := AWSCredentialSources|AWSCredentialsRefresh|AWSCredentialsServe|ReplayBench|CurlSmoke|Browser|DemoPage|DemoFreshClone|Chaos|CDNTests|MultiNode|RangeSemantics|ServerRangeTable|AdminListener|OpenAPI|OperationsConfig|FullStack|ClipBucket|StreamingFill|CoalescingAt|FaultTolerance|CaptionMongo|PeaksFullStack|ShutdownDrain|VBRSourceReads|ProgressiveIndexServer|S3Fault|S3Auth|S3Client|S3Credentials|S3Presign|S3Secrets|Mongo|CatalogSearch|ColdRange|OneRoundTrip|SecondTierOutage|IndexSources|WarmFeed|AudioClipsAPI|SignedURL
 check: deps fixtures
-	swift build --build-tests
-	@status=0; \
-	swift test --skip-build --disable-xctest --filter '$(CONCURRENCY_SUITES)' || status=1; \
-	swift test --skip-build --disable-xctest --skip '$(CHECK_SKIP)|$(CONCURRENCY_SUITES)' || status=1; \
-	exit $$status
+	$(call run_suites,|$(CHECK_SKIP))
 
 # Builds clipproxy, generates demo episodes and serves them with the embedded default
 # (catalog files, source directory, local clip directory: conf/clipproxy.yaml). Ctrl-C stops.
