@@ -4,7 +4,7 @@ SHELL := /bin/bash
 FIXTURES := Tests/Fixtures/generated
 PYTHON := .venv/bin/python
 
-.PHONY: all deps build fixtures test check demo bench replay chaos clean
+.PHONY: all deps build fixtures test check demo bench replay chaos credentials-soak clean
 
 all: build
 
@@ -78,6 +78,15 @@ chaos: deps fixtures
 	$(PYTHON) scripts/chaos.py --mode eviction --seconds $${CHAOS_EVICTION_S:-120} --binary $$bin \
 	  --json-out bench/results/chaos-eviction-$$day.json || status=1; \
 	exit $$status
+
+# Platform credentials at the issue's full scale (issue 26): 60 s credentials under 5 minutes of
+# cold and stored clips through `clipproxy serve`, and 5 minutes of S3 load renewing them; moto
+# checks every signature. `make test` runs the same tests with 20 s credentials and 45 s of load
+# (and the two-minute endpoint outage as it is).
+credentials-soak: deps fixtures
+	swift build --build-tests
+	CLIPPROXY_CREDENTIALS_SOAK=1 swift test --skip-build --disable-xctest \
+	  --filter 'AWSCredentialsServeTests/renewalsUnderLoad|AWSCredentialsRefreshTests/renewedUnderLoad'
 
 clean:
 	rm -rf .build $(FIXTURES) demo
