@@ -89,6 +89,15 @@ def table_rows(s):
                  ("", "CPU ms per hit", fmt(c.get("cpu_ms_per_hit"), " ms", 4), fmt(n.get("cpu_ms_per_hit"), " ms", 4), "")]
         if c.get("fast_path_share") is not None:
             rows.append(("", "answered by the fast path", f"{100 * c['fast_path_share']:.1f}%", "", ""))
+        b = h["best"].get("baseline")
+        if b:
+            change = h["baseline"]["clipproxy_change"]
+            label = h["baseline"]["label"]
+            rows += [(f"1b hits, {label} (same rounds)", "requests/s", fmt(c["rps"], "", 0), fmt(b["rps"], "", 0), label),
+                     ("", "p99", fmt(c["p99_ms"], " ms", 2), fmt(b["p99_ms"], " ms", 2), ""),
+                     ("", "CPU ms per hit", fmt(c.get("cpu_ms_per_hit"), " ms", 4), fmt(b.get("cpu_ms_per_hit"), " ms", 4), ""),
+                     ("", "clipproxy against it", f"requests/s {change['rps']:+.1%}, p99 {change['p99']:+.1%}, "
+                                                 f"CPU per hit {change['cpu_per_hit']:+.1%}", "", "")]
     m = s.get("misses")
     if m:
         c, o = m["clipproxy"], m["old"]

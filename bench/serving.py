@@ -698,24 +698,41 @@ http {{
                     "end\n")
         return root, paths, script
 
+    def start_baseline(self, paths):
+        """Another clipproxy build (`--baseline`, e.g. the previous main's) for the hits only, on
+        a cache directory of its own that it fills from the same clip bucket: its hits run in the
+        same rounds as clipproxy's and nginx's, so what a change cost is measured in one run."""
+        env = dict(self.clipproxy_env)
+        env["CLIPPROXY_CACHE_DIR"] = os.path.join(self.work, "cache-baseline")
+        self.baseline = self.start("baseline", [self.args.baseline, "serve"], env=env,
+                                   ready=r"listening on http://[0-9.]+:(\d+)")
+        for p in paths:  # the first request copies the clip in, the second must be a local hit
+            get("127.0.0.1", self.baseline.port, p, keep=True)
+        log(f"  baseline {self.args.baseline_label} :{self.baseline.port} (pid {self.baseline.pid})")
+
     def hits(self, root, paths, script):
         # Every clip must be a local-store hit at clipproxy and byte-identical at nginx.
+        servers = {"clipproxy": self.clipproxy}
+        if self.args.baseline:
+            self.start_baseline(paths)
+            servers["baseline"] = self.baseline
         for p in paths:
-            a = get("127.0.0.1", self.clipproxy.port, p, keep=True)
             b = get("127.0.0.1", self.nginx_port, p, keep=True)
-            if a.get("body") != b.get("body") or a["status"] != 200:
-                raise RuntimeError(f"hit set differs between clipproxy and nginx at {p}: {a['status']} {b['status']}")
-            if a.get("tier") not in (None, "l1_hit"):
-                raise RuntimeError(f"{p} is not a local-store hit at clipproxy (X-Clip-Tier: {a['tier']})")
+            for who, server in servers.items():
+                a = get("127.0.0.1", server.port, p, keep=True)
+                if a.get("body") != b.get("body") or a["status"] != 200:
+                    raise RuntimeError(f"hit set differs between {who} and nginx at {p}: {a['status']} {b['status']}")
+                if a.get("tier") not in (None, "l1_hit"):
+                    raise RuntimeError(f"{p} is not a local-store hit at {who} (X-Clip-Tier: {a['tier']})")
         seconds = 5 if self.quick else 15
         # Three rounds, the order alternating: runs on this shared 2-core machine vary by a
         # quarter in kernel time per request from one to the next, for nginx as for clipproxy.
         rounds = 1 if self.quick else 3
-        runs = {"clipproxy": [], "nginx": []}
+        runs = {"nginx": [], **{who: [] for who in servers}}
         for round_index in range(rounds):
-            for who in (("nginx", "clipproxy") if round_index % 2 == 0 else ("clipproxy", "nginx")):
-                port = self.nginx_port if who == "nginx" else self.clipproxy.port
-                pids = self.nginx_pids() if who == "nginx" else [self.clipproxy.pid]
+            for who in (list(runs) if round_index % 2 == 0 else list(reversed(runs))):
+                port = self.nginx_port if who == "nginx" else servers[who].port
+                pids = self.nginx_pids() if who == "nginx" else [servers[who].pid]
                 fast0 = self.fast_path_responses() if who == "clipproxy" else None
                 u = Usage(pids)
                 r = wrk(f"http://127.0.0.1:{port}", seconds, 64, 2, script)
@@ -737,7 +754,18 @@ http {{
                "rps_ratio": round(best["clipproxy"]["rps"] / best["nginx"]["rps"], 3),
                "p99_ratio": round(best["clipproxy"]["p99_ms"] / best["nginx"]["p99_ms"], 3),
                "cpu_per_hit_ratio": round(best["clipproxy"]["cpu_ms_per_hit"] / best["nginx"]["cpu_ms_per_hit"], 3)}
+        if "baseline" in best:
+            b, c = best["baseline"], best["clipproxy"]
+            out["baseline"] = {"label": self.args.baseline_label,
+                               "rps_ratio": round(b["rps"] / best["nginx"]["rps"], 3),
+                               "p99_ratio": round(b["p99_ms"] / best["nginx"]["p99_ms"], 3),
+                               "cpu_per_hit_ratio": round(b["cpu_ms_per_hit"] / best["nginx"]["cpu_ms_per_hit"], 3),
+                               "clipproxy_change": {"rps": round(c["rps"] / b["rps"] - 1, 3),
+                                                    "p99": round(c["p99_ms"] / b["p99_ms"] - 1, 3),
+                                                    "cpu_per_hit": round(c["cpu_ms_per_hit"] / b["cpu_ms_per_hit"] - 1, 3)}}
         self.results["scenarios"]["hits"] = out
+        if "baseline" in servers:
+            self.baseline.stop()  # the slow-client scenario after this measures clipproxy alone
 
     def fast_path_responses(self):
         """clipproxy's clipproxy_fast_path_responses_total (0 for a build without the fast path)."""
@@ -913,6 +941,9 @@ def main():
     ap.add_argument("--clipproxy", required=True)
     ap.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK") == "1")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    ap.add_argument("--baseline", default=os.environ.get("CLIPPROXY_BASELINE_BIN") or None,
+                    help="another clipproxy binary whose hits run in the same rounds (what a change cost)")
+    ap.add_argument("--baseline-label", default=os.environ.get("CLIPPROXY_BASELINE_LABEL", "baseline"))
     args = ap.parse_args()
     bench = Bench(args)
     try:
