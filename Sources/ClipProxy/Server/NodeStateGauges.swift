@@ -28,7 +28,7 @@ struct NodeStateGauges: Sendable {
         }
         let store = pipeline.store
         let slots = pipeline.fills.slots
-        var readings = [
+        var readings: [@Sendable () -> Void] = [
             gauge("clipproxy_cache_bytes", "Bytes of clip files in the local store.") { Double(store.storedBytes) },
             gauge("clipproxy_cache_budget_bytes", "The local store's byte budget (cache.max_bytes).") { Double(store.configuration.maxBytes) },
             gauge("clipproxy_cache_clips", "Clips (and peaks) in the local store.") { Double((try? store.stats().clips) ?? 0) },
@@ -45,12 +45,11 @@ struct NodeStateGauges: Sendable {
                 Double(pipeline.listings?.heldCount ?? 0)
             },
         ]
-        if let credentials {
-            readings.append(gauge("clipproxy_aws_credentials_expires_in_seconds",
-                                  "Seconds until the AWS credentials in use expire (+Inf: static keys; NaN: none found yet).") {
-                credentials.secondsUntilExpiry() ?? .nan
-            })
-        }
+        // Exported without S3 too (NaN), so every node has the series its alert and panel read.
+        readings.append(gauge("clipproxy_aws_credentials_expires_in_seconds",
+                              "Seconds until the AWS credentials in use expire (+Inf: static keys; NaN: none in use yet).") {
+            credentials?.secondsUntilExpiry() ?? .nan
+        })
         self.readings = readings
     }
 
