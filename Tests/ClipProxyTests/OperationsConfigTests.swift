@@ -114,10 +114,11 @@ struct OperationsConfigTests {
     /// names (inside `{}` or `by ()`), durations or strings.
     static func metricNames(in expression: String) -> Set<String> {
         var text = expression
-        for pattern in [#""[^"]*""#, #"\{[^}]*\}"#, #"\[[^\]]*\]"#, #"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)"#] {
+        for pattern in [#""[^"]*""#, #"\{[^}]*\}"#, #"\[[^\]]*\]"#, #"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)"#,
+                        #"\boffset\s+[0-9smhdwy]+"#] {
             text = text.replacingOccurrences(of: pattern, with: " ", options: .regularExpression)
         }
-        let keywords: Set<String> = ["and", "or", "unless", "bool", "offset", "inf", "nan"]
+        let keywords: Set<String> = ["and", "or", "unless", "bool", "offset", "inf", "nan", "group_left", "group_right"]
         var names: Set<String> = []
         for match in text.matches(of: /([A-Za-z_:][A-Za-z0-9_:]*)(\s*\()?/) where match.2 == nil {
             let name = String(match.1)
