@@ -46,7 +46,7 @@ struct OperatorMetricsTests {
 
             // A burst while the source is slow: 20 requests for one cold clip (one fill, the rest
             // join it) and 5 other cold clips, with one fill slot: the others queue.
-            try setProxyPlan(proxy, #"{"plan": [], "default": "slow:100000"}"#)
+            try setProxyPlan(proxy, #"{"plan": [], "default": "slow:40000"}"#)
             var arguments = ["--silent", "--parallel", "--parallel-immediate", "--parallel-max", "40",
                              "--write-out", "%{http_code} %header{x-clip-tier}\\n"]
             for _ in 0..<20 { arguments += ["-o", "/dev/null", Self.clipURL(server, 1_000)] }
@@ -120,14 +120,14 @@ struct OperatorMetricsTests {
             let recorded = rules.matches(of: /record:\s*(\S+)/).map { String($0.1) }
             let queries = recorded + (try Self.dashboardQueries())
             var empty = Set(queries)
-            let deadline = Date().addingTimeInterval(60)
+            let deadline = Date().addingTimeInterval(120)
             while !empty.isEmpty && Date() < deadline {
                 _ = try? fetch(Self.clipURL(server, 0))
                 for query in empty where !(try Self.series(prometheus, query)).isEmpty { empty.remove(query) }
                 try await Task.sleep(for: .milliseconds(500))
             }
             #expect(recorded.count == 5)
-            #expect(empty.isEmpty, "no data after 60 s for:\n\(empty.sorted().joined(separator: "\n"))\n\(prometheus.log.suffix(2000))")
+            #expect(empty.isEmpty, "no data after 120 s for:\n\(empty.sorted().joined(separator: "\n"))\n\(prometheus.log.suffix(2000))")
         }
     }
 
