@@ -42,6 +42,9 @@ public final class ClipStore: @unchecked Sendable {
         var pins: [ClipKey: Int] = [:]
         var pendingAccess: [ClipKey: Int64] = [:]
         var storedBytes: Int64 = 0
+        /// Clips (and their bytes) evicted since the store opened, for the server's counters.
+        var evictedClips = 0
+        var evictedBytes: Int64 = 0
     }
     private let state = Mutex(State())
     /// Flush recency in one transaction once this many hits are pending.
@@ -279,6 +282,9 @@ public final class ClipStore: @unchecked Sendable {
         let now = Self.nowMs()
         let record = ClipRecord(byteCount: fill.byteCount, digest: digest, secondTierLocation: secondTierLocation, createdMs: fill.startedMs,
                                 lastAccessMs: now, episodeId: episodeId)
+        // Room first, so the bytes stored never exceed the budget, as anyone watching sees them.
+        let over = storedBytes + record.byteCount - configuration.maxBytes
+        if over > 0 { _ = try? evict(atLeast: over) }
         let replaced: ClipRecord?
         do {
             try Posix.fsyncDirectory(directory)
@@ -315,6 +321,10 @@ public final class ClipStore: @unchecked Sendable {
     // MARK: - Budget
 
     public var storedBytes: Int64 { state.withLock { $0.storedBytes } }
+
+    /// Clips evicted to keep the budget or make room since the store opened, and their bytes
+    /// (purges are not evictions).
+    public var evictions: (clips: Int, bytes: Int64) { state.withLock { ($0.evictedClips, $0.evictedBytes) } }
 
     /// Evicts least recently used, unpinned clips until the store is within its budget.
     /// Returns the keys evicted.
@@ -358,7 +368,11 @@ public final class ClipStore: @unchecked Sendable {
         // Files go after the commit: a crash in between leaves an orphan file, which start-up removes.
         for (key, record) in victims {
             unlink(blobPath(key))
-            state.withLock { $0.storedBytes -= record.byteCount }
+            state.withLock {
+                $0.storedBytes -= record.byteCount
+                $0.evictedClips += 1
+                $0.evictedBytes += record.byteCount
+            }
         }
         return victims.map(\.0)
     }

@@ -23,6 +23,8 @@ struct Configuration: Sendable, Equatable {
     var httpFastPath = true
     /// `/metrics` on the public port as well as on the admin listener (Prometheus scrapes TCP only).
     var httpMetrics = true
+    /// Per-request latency histograms (`ResponseTimings`); off only to measure what they cost.
+    var httpRequestMetrics = true
     /// The admin listener; nil: `admin.sock` in `cache.dir` (`AdminAddress.defaultSocket`).
     var adminListen: AdminAddress?
     var cacheDir = "./.cache/clipproxy"
@@ -85,6 +87,7 @@ struct Configuration: Sendable, Equatable {
         Key(name: "http.max_header_bytes") { $0.httpMaxHeaderBytes = Int(try integer($1, "http.max_header_bytes", in: 1024...1 << 20)) },
         Key(name: "http.fast_path") { $0.httpFastPath = try boolean($1, "http.fast_path") },
         Key(name: "http.metrics") { $0.httpMetrics = try boolean($1, "http.metrics") },
+        Key(name: "http.request_metrics") { $0.httpRequestMetrics = try boolean($1, "http.request_metrics") },
         Key(name: "admin.listen") { $0.adminListen = $1.trimmingCharacters(in: .whitespaces).isEmpty ? nil : try AdminAddress.parse($1) },
         Key(name: "cache.dir") { $0.cacheDir = try nonEmpty($1, "cache.dir") },
         Key(name: "cache.max_bytes") { $0.cacheMaxBytes = try byteSize($1, "cache.max_bytes") },

@@ -32,6 +32,8 @@ final class ClipPipeline: PipelinePart, Sendable {
     /// Recently prepared clips (see `prepare`), bounded.
     private let preparedClips = Mutex<[ClipRequest: (clip: PreparedClip, until: ContinuousClock.Instant)]>([:])
     static let preparedClipLimit = 1024  // a plan holds its frame sizes: about 10 kB per 30 s clip
+    /// Prepared clips held in memory now (resolution, index and plan: what the fast path answers from).
+    var preparedCount: Int { preparedClips.withLock { $0.count } }
     private let firstCuts = Mutex(FirstCuts())
 
     init(configuration: Configuration, store: ClipStore, locator: SourceLocator, sources: SourceOpener, secondTier: (any ClipTier)?,

@@ -19,6 +19,8 @@ final class FrameIndexes: PipelinePart, Sendable {
     /// a hit must not decode a long episode's index from LMDB on every request.
     private let decoded = Mutex<[String: FrameIndex]>([:])
     static let decodedLimit = 256
+    /// Decoded indexes held in memory now.
+    var decodedCount: Int { decoded.withLock { $0.count } }
     /// Loads and extensions in progress, by source identity: one at a time per source.
     private let loads = SingleFlight<String, FrameIndex>()
 

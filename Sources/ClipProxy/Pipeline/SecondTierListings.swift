@@ -14,6 +14,8 @@ final class SecondTierListings: PipelinePart, Sendable {
     private let listings = Mutex<[String: (locations: Set<String>, until: ContinuousClock.Instant, failed: Bool)]>([:])
     private let loads = SingleFlight<String, Set<String>>()
     static let retryFailedAfter: Duration = .seconds(5)
+    /// Episode folders whose listing (or failure) is held in memory now, current or not.
+    var heldCount: Int { listings.withLock { $0.count } }
 
     init(_ shared: PipelineShared, tier: any ClipTier, keyTemplate: String, ttl: Duration) {
         self.shared = shared

@@ -32,7 +32,8 @@ enum Upstreams {
         return S3Configuration(endpoint: url, region: configuration.s3Region, pathStyle: configuration.s3PathStyle)
     }
 
-    static func s3Client(_ configuration: Configuration, logger: Logger? = nil) throws -> S3Client {
+    /// - Parameter metrics: where each request's latency and failure are counted (the server's).
+    static func s3Client(_ configuration: Configuration, logger: Logger? = nil, metrics: UpstreamMetrics? = nil) throws -> S3Client {
         var log: (@Sendable (S3LogRecord) -> Void)?
         if let logger {
             log = { @Sendable record in
@@ -43,7 +44,8 @@ enum Upstreams {
                 }
             }
         }
-        return try S3Client(configuration: s3Configuration(configuration), credentials: awsCredentials(region: configuration.s3Region), log: log)
+        return try S3Client(configuration: s3Configuration(configuration), credentials: awsCredentials(region: configuration.s3Region), log: log,
+                            observe: metrics?.s3Observer(sourceBucket: configuration.s3SourceBucket))
     }
 
     /// One set of AWS credentials per process, shared by every S3 client (one renewal thread, one
@@ -73,10 +75,10 @@ enum Upstreams {
     }
 
     /// The lister and opener of source audio: a directory, or the S3 source bucket.
-    static func sources(_ configuration: Configuration, logger: Logger? = nil) throws -> (any ObjectLister, SourceOpener) {
+    static func sources(_ configuration: Configuration, logger: Logger? = nil, metrics: UpstreamMetrics? = nil) throws -> (any ObjectLister, SourceOpener) {
         switch configuration.sourceKind {
         case "s3":
-            let client = try s3Client(configuration, logger: logger)
+            let client = try s3Client(configuration, logger: logger, metrics: metrics)
             return (S3BucketLister(client: client, bucket: configuration.s3SourceBucket),
                     SourceOpener(kind: .s3(client, bucket: configuration.s3SourceBucket)))
         default:
@@ -87,10 +89,10 @@ enum Upstreams {
 
 extension Upstreams {
     /// The second tier: the S3 clip bucket when sources come from S3, else the clip directory.
-    static func clipTier(_ configuration: Configuration, logger: Logger? = nil) throws -> any ClipTier {
+    static func clipTier(_ configuration: Configuration, logger: Logger? = nil, metrics: UpstreamMetrics? = nil) throws -> any ClipTier {
         switch configuration.sourceKind {
         case "s3":
-            S3ClipTier(client: try s3Client(configuration, logger: logger), bucket: configuration.s3ClipBucket,
+            S3ClipTier(client: try s3Client(configuration, logger: logger, metrics: metrics), bucket: configuration.s3ClipBucket,
                        template: configuration.s3ClipKeyTemplate)
         default:
             ClipDirectoryTier(root: configuration.secondTierDir, template: configuration.s3ClipKeyTemplate)

@@ -6,6 +6,7 @@ import NIOCore
 import NIOHTTP1
 import NIOHTTPTypes
 import NIOHTTPTypesHTTP1
+import Prometheus
 import Synchronization
 
 /// Each public connection's pipeline, built where Hummingbird lets a server build its own (an
@@ -14,6 +15,7 @@ import Synchronization
 ///
 /// 1. NIO's HTTP/1 codec: llhttp parses every request byte; nothing in clipproxy reads them.
 /// 2. The HTTPTypes conversion (`HTTP1ToHTTPServerCodec`).
+/// 2a. `ResponseTimings` (with `http.request_metrics`): first-byte and whole-response times.
 /// 3. `ResponseDate`: every response's `Date`, from the clock when its head is written.
 /// 4. `CloseAfterWrites`: a close waits for the responses already written.
 /// 5. Hummingbird's `HTTPConnectionStateHandler`: idle timeout and graceful shutdown.
@@ -29,6 +31,9 @@ struct ClipHTTP1Channel: HTTPChannelHandler {
     /// Shutdown waits at most this for a slow client.
     let closeLimit: TimeAmount
     let decoderLimits: NIOHTTPDecoderLimitConfiguration
+    /// nil with `http.request_metrics: false`.
+    let latency: ResponseLatencyMetrics?
+    let openConnections: Prometheus.Gauge
 
     init(responder: @escaping HTTPChannelHandler.Responder, routes: ClipRoutes, configuration: Configuration) {
         self.responder = responder
@@ -42,10 +47,15 @@ struct ClipHTTP1Channel: HTTPChannelHandler {
         limits.maxHeaderFieldSize = max(64 << 10, 2 * configuration.httpMaxHeaderBytes)
         limits.maxHeaderListSize = max(64 << 10, 2 * configuration.httpMaxHeaderBytes)
         decoderLimits = limits
+        latency = configuration.httpRequestMetrics ? routes.pipeline.metrics.latency : nil
+        openConnections = routes.pipeline.metrics.openConnections
     }
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        channel.eventLoop.makeCompletedFuture {
+        // Counted per connection, not per request, so always.
+        openConnections.increment()
+        channel.closeFuture.whenComplete { [openConnections] _ in openConnections.decrement() }
+        return channel.eventLoop.makeCompletedFuture {
             let pipeline = channel.pipeline.syncOperations
             try pipeline.configureHTTPServerPipeline(
                 withPipeliningAssistance: false,  // the async channel reads one request at a time
@@ -54,6 +64,7 @@ struct ClipHTTP1Channel: HTTPChannelHandler {
                 withEncoderConfiguration: .init(),
                 withDecoderLimitConfiguration: decoderLimits)
             try pipeline.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+            if let latency { try pipeline.addHandler(ResponseTimings(metrics: latency)) }
             try pipeline.addHandler(ResponseDate())
             try pipeline.addHandler(CloseAfterWrites(limit: closeLimit))
             try pipeline.addHandler(HTTPConnectionStateHandler(idleTimeout: idleTimeout, logger: logger))

@@ -23,6 +23,12 @@ struct ClipMetrics: Sendable {
     let sourceChanged: Metrics.Counter
     /// Stored clips answered by `StoredClipFastPath` (also counted as l1_hit responses).
     let fastPathAnswers: Metrics.Counter
+    /// First-byte and whole-response times by tier or route (`ResponseTimings` records them).
+    let latency: ResponseLatencyMetrics
+    /// S3 and catalog latency, S3 retries and errors by cause.
+    let upstream: UpstreamMetrics
+    /// Client connections open on the public port.
+    let openConnections: Prometheus.Gauge
 
     /// Routes swift-metrics to a Prometheus registry; call once per process.
     static func bootstrap() -> ClipMetrics {
@@ -54,6 +60,10 @@ struct ClipMetrics: Sendable {
         catalogStale = counter("clipproxy_catalog_stale_total")
         sourceChanged = counter("clipproxy_source_changed_total")
         fastPathAnswers = counter("clipproxy_fast_path_responses_total")
+        latency = ResponseLatencyMetrics(registry: registry)
+        upstream = UpstreamMetrics(registry: registry)
+        openConnections = registry.makeGauge(descriptor: .init(metricName: "clipproxy_open_connections", unitName: "",
+                                                               helpText: "Client connections open on the public port."))
     }
 
     func response(status: Int) {

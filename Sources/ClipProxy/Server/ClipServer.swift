@@ -20,9 +20,9 @@ enum ClipServer {
         logger.info("clip store open", metadata: ["cache.dir": "\(configuration.cacheDir)", "cache.clips": "\(opening.clips)",
                                                    "cache.bytes": "\(opening.bytes)", "reconcile.dropped": "\(opening.recordsDropped)",
                                                    "reconcile.orphans": "\(opening.orphanFilesRemoved)"])
-        let catalog = try Upstreams.catalog(configuration)
-        let (lister, sources) = try Upstreams.sources(configuration, logger: logger)
         let metrics = ClipMetrics.bootstrap()
+        let catalog = TimedCatalog(catalog: try Upstreams.catalog(configuration), metrics: metrics.upstream)
+        let (lister, sources) = try Upstreams.sources(configuration, logger: logger, metrics: metrics.upstream)
         let threads = NIOThreadPool(numberOfThreads: configuration.limitsMaxFills + 4)
         threads.start()
         // Fills, uploads and index shares under way when SIGTERM comes are waited for (after the
@@ -30,7 +30,7 @@ enum ClipServer {
         let background = BackgroundWork(drainLimit: .seconds(25), logger: logger)
         let pipeline = ClipPipeline(configuration: configuration, store: store,
                                     locator: SourceLocator(catalog: catalog, lister: lister), sources: sources,
-                                    secondTier: try Upstreams.clipTier(configuration, logger: logger),
+                                    secondTier: try Upstreams.clipTier(configuration, logger: logger, metrics: metrics.upstream),
                                     threads: threads, background: background, logger: logger, metrics: metrics)
 
         let router = Router(context: ClipRequestContext.self)
@@ -55,9 +55,12 @@ enum ClipServer {
             }
             return jsonResponse(.ok, ["status": "ready", "checked": report.checked.joined(separator: ",")])
         }
+        let state = NodeStateGauges(registry: metrics.registry, pipeline: pipeline,
+                                    credentials: configuration.sourceKind == "s3" ? Upstreams.awsCredentials(region: configuration.s3Region) : nil)
         let exposition: @Sendable (Request, ClipRequestContext) -> Response = { _, _ in
-            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8", .cacheControl: "no-store"],
-                     body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.exposition())))
+            state.refresh()
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8", .cacheControl: "no-store"],
+                            body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.exposition())))
         }
         if configuration.httpMetrics { router.get("/metrics", use: exposition) }
         router.get("/") { _, _ in DashboardPage.response() }

@@ -103,6 +103,14 @@ public final class RefreshingAWSCredentials: Sendable, CustomStringConvertible {
     /// of secrets).
     public var peek: AWSCredentials? { state.peek }
 
+    /// Seconds the credentials in use have left at `now`: `.infinity` for credentials that never
+    /// expire (static keys), negative once they have expired, nil before any were found. For the
+    /// server's gauge; asks no source.
+    public func secondsUntilExpiry(at now: Date = Date()) -> Double? {
+        guard let current = state.peek else { return nil }
+        return current.expiration.map { $0.timeIntervalSince(now) } ?? .infinity
+    }
+
     /// Where the credentials come from, nil until first use.
     public var source: AWSCredentialSource? { state.peekSource }
 

@@ -24,17 +24,22 @@ public final class S3Client: Sendable, CustomStringConvertible {
     public let credentials: RefreshingAWSCredentials
     let pool: CurlHandlePool
     let log: (@Sendable (S3LogRecord) -> Void)?
+    let observe: (@Sendable (S3AttemptReport) -> Void)?
 
     /// - Parameter log: receives what the client has to say (retries and failures at `.warning`,
     ///   resumed reads at `.info`, completed requests and not-found answers at `.debug`); the
     ///   server bridges it to swift-log.
+    /// - Parameter observe: receives every attempt as it ends (the server's metrics); called on
+    ///   the requesting thread, so it must be quick.
     public init(configuration: S3Configuration, credentials: RefreshingAWSCredentials,
-                log: (@Sendable (S3LogRecord) -> Void)? = nil) throws(S3Error) {
+                log: (@Sendable (S3LogRecord) -> Void)? = nil,
+                observe: (@Sendable (S3AttemptReport) -> Void)? = nil) throws(S3Error) {
         self.configuration = configuration
         endpoint = try S3Endpoint(configuration.endpoint)
         self.credentials = credentials
         pool = CurlHandlePool(maxIdle: configuration.maxIdleConnections)
         self.log = log
+        self.observe = observe
     }
 
     /// Signs every request with these credentials.
@@ -181,10 +186,13 @@ public final class S3Client: Sendable, CustomStringConvertible {
             let signedWith = credentials.peek
             do {
                 let value = try attempt(number)
+                report(call, since: started, failure: nil, retrying: false)
                 emit(.debug, "s3 request completed", call, ["s3.attempt": "\(number)",
                                                             "s3.duration_ms": "\((ContinuousClock.now - started).milliseconds)"])
                 return value
             } catch let failure as ConsumerFailure {
+                // The caller's own callback stopped the transfer: not S3's doing.
+                report(call, since: started, failure: nil, retrying: false)
                 throw failure.error
             } catch var error as S3Error {
                 error.operation = call.operation
@@ -201,10 +209,19 @@ public final class S3Client: Sendable, CustomStringConvertible {
                     renewed = true
                     emit(.warning, "s3 credentials rejected; renewing", call, metadata)
                     let fresh: AWSCredentials?
-                    do { fresh = try credentials.refresh(rejecting: signedWith) } catch { throw S3Error.credentialsUnavailable(error) }
-                    if fresh != nil { continue }
+                    let cause = error.cause
+                    do { fresh = try credentials.refresh(rejecting: signedWith) } catch {
+                        report(call, since: started, failure: cause, retrying: false)
+                        throw S3Error.credentialsUnavailable(error)
+                    }
+                    if fresh != nil {
+                        report(call, since: started, failure: cause, retrying: true)
+                        continue
+                    }
                 }
-                guard error.isRetryable, number < policy.maxAttempts else {
+                let retrying = error.isRetryable && number < policy.maxAttempts
+                report(call, since: started, failure: error.cause, retrying: retrying)
+                guard retrying else {
                     // A missing object is an everyday answer (a cache probe), not a problem.
                     emit(error.kind == .notFound ? .debug : .warning, "s3 request failed", call, metadata)
                     throw error
@@ -216,6 +233,11 @@ public final class S3Client: Sendable, CustomStringConvertible {
                 number += 1
             }
         }
+    }
+
+    private func report(_ call: Call, since started: ContinuousClock.Instant, failure: S3FailureCause?, retrying: Bool) {
+        observe?(S3AttemptReport(operation: call.operation, bucket: call.bucket, duration: ContinuousClock.now - started,
+                                 failure: failure, retrying: retrying))
     }
 
     // MARK: - Logging and redaction
