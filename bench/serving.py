@@ -698,24 +698,29 @@ http {{
                     "end\n")
         return root, paths, script
 
-    def start_baseline(self, paths):
-        """Another clipproxy build (`--baseline`, e.g. the previous main's) for the hits only, on
-        a cache directory of its own that it fills from the same clip bucket: its hits run in the
-        same rounds as clipproxy's and nginx's, so what a change cost is measured in one run."""
-        env = dict(self.clipproxy_env)
-        env["CLIPPROXY_CACHE_DIR"] = os.path.join(self.work, "cache-baseline")
-        self.baseline = self.start("baseline", [self.args.baseline, "serve"], env=env,
-                                   ready=r"listening on http://[0-9.]+:(\d+)")
-        for p in paths:  # the first request copies the clip in, the second must be a local hit
-            get("127.0.0.1", self.baseline.port, p, keep=True)
-        log(f"  baseline {self.args.baseline_label} :{self.baseline.port} (pid {self.baseline.pid})")
+    def start_baselines(self, paths):
+        """Other clipproxy builds or settings (`--baseline`), for the hits only, each on a cache
+        directory of its own that it fills from the same clip bucket: their hits run in the same
+        rounds as clipproxy's and nginx's, so what a change cost is measured in one run."""
+        started = {}
+        for index, spec in enumerate(self.args.baseline):
+            env = dict(self.clipproxy_env)
+            env.update(spec.get("env", {}))
+            env["CLIPPROXY_CACHE_DIR"] = os.path.join(self.work, f"cache-baseline-{index}")
+            server = self.start(f"baseline-{index}", [spec.get("bin", self.args.clipproxy), "serve"], env=env,
+                                ready=r"listening on http://[0-9.]+:(\d+)")
+            for p in paths:  # the first request copies the clip in, the second must be a local hit
+                get("127.0.0.1", server.port, p, keep=True)
+            log(f"  {spec['label']} :{server.port} (pid {server.pid})")
+            started[spec["label"]] = server
+        return started
 
     def hits(self, root, paths, script):
         # Every clip must be a local-store hit at clipproxy and byte-identical at nginx.
-        servers = {"clipproxy": self.clipproxy}
-        if self.args.baseline:
-            self.start_baseline(paths)
-            servers["baseline"] = self.baseline
+        baselines = self.start_baselines(paths)
+        metrics_off = next((label for label, spec in zip(baselines, self.args.baseline)
+                            if spec.get("env", {}).get("CLIPPROXY_HTTP_REQUEST_METRICS") == "false" and "bin" not in spec), None)
+        servers = {"clipproxy": self.clipproxy, **baselines}
         for p in paths:
             b = get("127.0.0.1", self.nginx_port, p, keep=True)
             for who, server in servers.items():
@@ -743,7 +748,7 @@ http {{
                 if fast0 is not None and r["rps"]:
                     r["fast_path_share"] = round((self.fast_path_responses() - fast0) / (r["rps"] * seconds), 3)
                 runs[who].append(r)
-                log(f"    {who:<9} {r['rps']:>9} req/s  p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms  "
+                log(f"    {who[:24]:<24} {r['rps']:>9} req/s  p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms  "
                     f"CPU {r['cpu_pct']}%  peak {r['peak_mb']} MB  errors {r['non2xx'] + r['socket_errors']}")
         if os.environ.get("BENCH_PERF") == "1":  # an extra, unmeasured run under perf: where the time goes
             self.profile("hits", lambda: wrk(f"http://127.0.0.1:{self.clipproxy.port}", seconds, 64, 2, script))
@@ -754,18 +759,24 @@ http {{
                "rps_ratio": round(best["clipproxy"]["rps"] / best["nginx"]["rps"], 3),
                "p99_ratio": round(best["clipproxy"]["p99_ms"] / best["nginx"]["p99_ms"], 3),
                "cpu_per_hit_ratio": round(best["clipproxy"]["cpu_ms_per_hit"] / best["nginx"]["cpu_ms_per_hit"], 3)}
-        if "baseline" in best:
-            b, c = best["baseline"], best["clipproxy"]
-            out["baseline"] = {"label": self.args.baseline_label,
-                               "rps_ratio": round(b["rps"] / best["nginx"]["rps"], 3),
-                               "p99_ratio": round(b["p99_ms"] / best["nginx"]["p99_ms"], 3),
-                               "cpu_per_hit_ratio": round(b["cpu_ms_per_hit"] / best["nginx"]["cpu_ms_per_hit"], 3),
-                               "clipproxy_change": {"rps": round(c["rps"] / b["rps"] - 1, 3),
-                                                    "p99": round(c["p99_ms"] / b["p99_ms"] - 1, 3),
-                                                    "cpu_per_hit": round(c["cpu_ms_per_hit"] / b["cpu_ms_per_hit"] - 1, 3)}}
+        c = best["clipproxy"]
+        out["baselines"] = [{"label": label,
+                             "rps_ratio": round(best[label]["rps"] / best["nginx"]["rps"], 3),
+                             "p99_ratio": round(best[label]["p99_ms"] / best["nginx"]["p99_ms"], 3),
+                             "cpu_per_hit_ratio": round(best[label]["cpu_ms_per_hit"] / best["nginx"]["cpu_ms_per_hit"], 3),
+                             "clipproxy_change": {"rps": round(c["rps"] / best[label]["rps"] - 1, 3),
+                                                  "p99": round(c["p99_ms"] / best[label]["p99_ms"] - 1, 3),
+                                                  "cpu_per_hit": round(c["cpu_ms_per_hit"] / best[label]["cpu_ms_per_hit"] - 1, 3)}}
+                            for label in baselines]
+        if metrics_off:
+            # What the per-request metrics cost a hit: the same build with them off, compared round
+            # by round (the two run back to back), the median of the rounds' ratios.
+            pairs = sorted(on["cpu_ms_per_hit"] / off["cpu_ms_per_hit"]
+                           for on, off in zip(runs["clipproxy"], runs[metrics_off]) if on["cpu_ms_per_hit"] and off["cpu_ms_per_hit"])
+            out["request_metrics_cpu_per_hit_ratio"] = round(pairs[len(pairs) // 2], 3) if pairs else None
         self.results["scenarios"]["hits"] = out
-        if "baseline" in servers:
-            self.baseline.stop()  # the slow-client scenario after this measures clipproxy alone
+        for server in baselines.values():
+            server.stop()  # the slow-client scenario after this measures clipproxy alone
 
     def fast_path_responses(self):
         """clipproxy's clipproxy_fast_path_responses_total (0 for a build without the fast path)."""
@@ -941,10 +952,14 @@ def main():
     ap.add_argument("--clipproxy", required=True)
     ap.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK") == "1")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
-    ap.add_argument("--baseline", default=os.environ.get("CLIPPROXY_BASELINE_BIN") or None,
-                    help="another clipproxy binary whose hits run in the same rounds (what a change cost)")
-    ap.add_argument("--baseline-label", default=os.environ.get("CLIPPROXY_BASELINE_LABEL", "baseline"))
+    ap.add_argument("--baseline", action="append", type=json.loads,
+                    default=json.loads(os.environ.get("CLIPPROXY_BASELINES") or "[]"),
+                    help='another clipproxy whose hits run in the same rounds (what a change cost), as JSON: '
+                         '{"label": "...", "bin": PATH (default --clipproxy), "env": {"CLIPPROXY_...": "..."}}; repeatable')
     args = ap.parse_args()
+    if not os.environ.get("CLIPPROXY_BASELINES"):
+        # By default: the same build with the per-request metrics off, for their cost per hit.
+        args.baseline.append({"label": "request metrics off", "env": {"CLIPPROXY_HTTP_REQUEST_METRICS": "false"}})
     bench = Bench(args)
     try:
         bench.run()

@@ -4,8 +4,8 @@
 # Usage: bench/serving.sh            full run: writes bench/results/<date>.json, bench/RESULTS.md, chart
 #        BENCH_QUICK=1 bench/serving.sh   smoke run with small counts (writes <date>-quick.json only)
 #        CLIPPROXY_BIN=/path/to/clipproxy bench/serving.sh   measure a binary built elsewhere
-#        CLIPPROXY_BASELINE_BIN=/path/to/old/clipproxy [CLIPPROXY_BASELINE_LABEL=...] bench/serving.sh
-#            also run that build's hits in the same rounds (what a change cost, in one run)
+#        CLIPPROXY_BASELINES='[{"label": "previous main", "bin": "/path/to/clipproxy"}]' bench/serving.sh
+#            also run those builds' (or settings', with "env") hits in the same rounds: what a change cost
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || scripts/ensure-deps.sh bench
