@@ -50,7 +50,7 @@ struct ClipRoutes: Sendable {
         } catch {
             return refuse(HTTPProblem(error), error, clipRequest)
         }
-        return respond(answer, origin: request.headers[.origin])
+        return respond(answer, origin: request.headers[.origin], location: contentLocation(of: answer.clip, asked: clipRequest, query: request.uri.query))
     }
 
     /// A valid, signed (when signing is on) request, or the 400/403 that says what is wrong.
@@ -76,9 +76,9 @@ struct ClipRoutes: Sendable {
     /// the clip is: the local store (read in chunks: a stored clip prepared within the last
     /// minute is sent with sendfile by `StoredClipFastPath`, before the router), a fill in memory,
     /// or the bytes read for a part.
-    private func respond(_ answer: ClipPipeline.Answer, origin: String?) -> Response {
+    private func respond(_ answer: ClipPipeline.Answer, origin: String?, location: String?) -> Response {
         let (body, decision) = (answer.body, answer.decision)
-        let head = responseHead(decision, tier: body.tier, origin: origin)
+        let head = responseHead(decision, tier: body.tier, origin: origin, location: location)
         recordAnswer(answer.clip, tier: body.tier, status: decision.status)
         guard !decision.parts.isEmpty else {
             body.release()
@@ -149,9 +149,10 @@ struct ClipRoutes: Sendable {
 
     /// The status line and header fields of every `/clips` answer, routed or sent by the fast
     /// path: preconditions, Range, If-Range, multipart (RFC 9110 as nginx implements it), caching,
-    /// the tier, CORS for `origin`, `Server`. (`Date` is set as the head is written, by
-    /// `ResponseDate`, for every response.)
-    func responseHead(_ decision: ByteRangeResponse, tier: ClipBody.Tier, origin: String?) -> HTTPResponse {
+    /// the tier, CORS for `origin`, `Server`, and for a snapped clip the `Content-Location` of the
+    /// exact window it holds. (`Date` is set as the head is written, by `ResponseDate`, for
+    /// every response.)
+    func responseHead(_ decision: ByteRangeResponse, tier: ClipBody.Tier, origin: String?, location: String? = nil) -> HTTPResponse {
         var headers = HTTPFields()
         headers.reserveCapacity(decision.headers.count + 6)
         for (name, value) in decision.headers {
@@ -159,6 +160,7 @@ struct ClipRoutes: Sendable {
         }
         headers[.cacheControl] = "public, max-age=31536000, immutable"
         headers[Self.clipTierField] = tier.rawValue
+        if let location { headers[.contentLocation] = location }
         cors.apply(origin: origin, to: &headers)
         headers[.server] = ClipServer.serverName
         return HTTPResponse(status: .init(code: decision.status), headerFields: headers)
@@ -179,6 +181,18 @@ struct ClipRoutes: Sendable {
                                                  "http.status": "\(status)"])
     }
 
+
+    /// For a snapped request, the URL of the exact window its clip holds: same bytes, same ETag.
+    /// Signed (with the request's own expiry) when signing is on, so it can be fetched as it is.
+    func contentLocation(of clip: PreparedClip, asked: ClipRequest, query: String?) -> String? {
+        guard asked.snapsToPauses else { return nil }
+        let path = ClipLinks.path(episodeId: clip.request.episodeId, startMs: clip.request.startMs)
+        let parameters = [("duration_ms", String(clip.request.durationMs))]
+        if let signer, let exp = URLSigner.parameters(query ?? "")?.first(where: { $0.0 == "exp" }).flatMap({ Int64(plainDigits: $0.1) }) {
+            return path + "?" + signer.signedQuery(path: path, parameters: parameters, expiresAt: exp)
+        }
+        return path + "?" + parameters.map { "\($0.0)=\($0.1)" }.joined(separator: "&")
+    }
 
     // MARK: - Validation
 
@@ -206,7 +220,11 @@ struct ClipRoutes: Sendable {
             }
             durationMs = parsed
         }
-        return ClipRequest(episodeId: episode, startMs: startMs, durationMs: durationMs)
+        let snaps = parameters.filter { $0.0 == "snap" }
+        guard snaps.count <= 1, snaps.allSatisfy({ $0.1 == "pause" }) else {
+            throw HTTPProblem(.badRequest, "invalid_snap", "snap must be `pause` (boundaries move to the nearest pauses), given at most once; leave it out for the exact window")
+        }
+        return ClipRequest(episodeId: episode, startMs: startMs, durationMs: durationMs, snapsToPauses: !snaps.isEmpty)
     }
 
     /// The episode id path segment, percent-decoded: an ObjectId or a guid without control characters or slashes.
