@@ -169,6 +169,13 @@ final class ClipPipeline: PipelinePart, Sendable {
         return answer
     }
 
+    /// A download (`ClipDownload`): the whole clip opened as `/clips` opens it (nothing is read in
+    /// part: the tag shifts every range), decided on the tagged representation.
+    func answer(_ clip: PreparedClip, _ conditions: ByteRangeResponse.RequestConditions, download: ClipDownload) async throws -> Answer {
+        let body = try await open(clip)
+        return Answer(clip: clip, body: body, decision: ByteRangeResponse.decide(conditions, for: download.representation(of: clip, createdMs: body.createdMs)))
+    }
+
     /// A part is read from the bytes behind it only for a single range that is not the whole
     /// clip (a browser seeking, a CDN slicing). Several ranges would each be their own uncached
     /// read, every time: they are answered from a fill that caches the clip and takes a fill slot

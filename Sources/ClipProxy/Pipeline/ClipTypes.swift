@@ -12,6 +12,8 @@ struct ClipRequest: Sendable, Hashable {
     /// `snap=pause`: the window moves to the nearest pauses (`PauseSnaps`); the prepared clip is
     /// then the exact window it moved to.
     var snapsToPauses = false
+    /// `download=1`: the clip tagged as a file a person keeps (`ClipDownload`).
+    var download = false
 
     /// The exact window `window` of this request's episode.
     func exactly(_ window: ClipPlan.Request) -> ClipRequest {

@@ -180,6 +180,7 @@ extension ClipRoutes {
               request.headerFields[.contentLength] == nil, request.headerFields[.transferEncoding] == nil,
               (try? checkSignature(path: clipTarget.path, query: clipTarget.query)) != nil,
               let clipRequest = try? validate(episode: clipTarget.episode, start: clipTarget.start, query: clipTarget.query),
+              !clipRequest.download,  // a tagged file: the router puts the tag in front
               let clip = pipeline.recentlyPrepared(clipRequest),
               let lease = try? pipeline.storedLease(clip) else { return nil }
         let conditions = ByteRangeResponse.RequestConditions(method: request.method, fields: request.headerFields)
