@@ -15,7 +15,7 @@ struct CORSPolicy: Sendable {
         } else if !allowedOrigins.isEmpty {
             headers[.vary] = "Origin"
         }
-        headers[.accessControlExposeHeaders] = "Content-Range, Accept-Ranges, ETag, Content-Length"
+        headers[.accessControlExposeHeaders] = "Content-Range, Accept-Ranges, ETag, Content-Length, Content-Location, Content-Disposition"
     }
 }
 

@@ -25,6 +25,8 @@ final class ClipPipeline: PipelinePart, Sendable {
     let indexes: FrameIndexes
     let listings: SecondTierListings?
     let fills: FillRunner
+    /// The windows `snap=pause` requests moved to (`PauseSnaps.swift`).
+    let pauses: PauseSnaps
     /// Episodes' transcript chunks, for captions (`Transcripts.swift`).
     let transcripts: TranscriptCache
     /// Waveform peaks being read or computed, by peaks key: one computation however many ask (`Peaks.swift`).
@@ -49,6 +51,7 @@ final class ClipPipeline: PipelinePart, Sendable {
         resolver = EpisodeResolver(shared, locator: locator, ttlSeconds: configuration.catalogTTLs)
         indexes = FrameIndexes(shared, sources: sources, secondTier: secondTier)
         listings = secondTier.map { SecondTierListings(shared, tier: $0, keyTemplate: configuration.s3ClipKeyTemplate, ttl: .seconds(configuration.catalogTTLs)) }
+        pauses = PauseSnaps(shared, indexes: indexes, sources: sources)
         fills = FillRunner(shared, secondTier: secondTier, listings: listings, indexes: indexes,
                            limits: (configuration.limitsMaxFills, configuration.limitsFillQueue, .milliseconds(configuration.limitsFillQueueWaitMs)))
     }
@@ -80,9 +83,11 @@ final class ClipPipeline: PipelinePart, Sendable {
         let episode = try await resolver.resolve(request.episodeId)
         listings?.listAhead(episode)
         let identity = sources.identity(of: episode)
-        let plan = try await plan(request, of: episode, identity: identity)
+        // A snapped request is prepared as the exact window it moved to: same plan, key and bytes.
+        let exact = request.snapsToPauses ? request.exactly(try await snapped(request, of: episode, identity: identity)) : request
+        let plan = try await plan(exact, of: episode, identity: identity).plan
         let key = ClipKey(identity: "clipproxy|\(identity)|\(plan.identity)")
-        let clip = PreparedClip(request: request, episode: episode, plan: plan, key: key, sourceIdentity: identity)
+        let clip = PreparedClip(request: exact, episode: episode, plan: plan, key: key, sourceIdentity: identity)
         preparedClips.withLock { cache in
             if cache.count >= Self.preparedClipLimit { cache.removeAll(keepingCapacity: true) }
             cache[request] = (clip, now + .seconds(60))
@@ -90,16 +95,24 @@ final class ClipPipeline: PipelinePart, Sendable {
         return clip
     }
 
-    /// The clip's plan. A VBR source is indexed only as far as the clips asked for so far; a
-    /// clip beyond that extends the index first (bounded: an index extended to the end plans or
-    /// says 422).
-    private func plan(_ request: ClipRequest, of episode: ResolvedEpisode, identity: String) async throws -> ClipPlan {
+    /// The window a `snap=pause` request moves to, chosen once per source and window (`PauseSnaps`).
+    private func snapped(_ request: ClipRequest, of episode: ResolvedEpisode, identity: String) async throws -> ClipPlan.Request {
+        try await pauses.window(ClipPlan.Request(startMs: request.startMs, durationMs: request.durationMs), episode: episode,
+                                episodeId: request.episodeId, identity: identity, maxDurationMs: configuration.clipsMaxDurationMs) { [self] window in
+            try await plan(request.exactly(window), of: episode, identity: identity)
+        }
+    }
+
+    /// The clip's plan, and the index it was planned with. A VBR source is indexed only as far
+    /// as the clips asked for so far; a clip beyond that extends the index first (bounded: an
+    /// index extended to the end plans or says 422).
+    private func plan(_ request: ClipRequest, of episode: ResolvedEpisode, identity: String) async throws -> (plan: ClipPlan, index: FrameIndex) {
         let window = ClipPlan.Request(startMs: request.startMs, durationMs: request.durationMs)
         let coveringMs = request.startMs.addingReportingOverflow(request.durationMs).overflow ? Int64.max : request.startMs + request.durationMs
         var index = try await indexes.index(of: episode, identity: identity, coveringMs: coveringMs)
         while true {
             do {
-                return try ClipPlan.plan(index, window)
+                return (try ClipPlan.plan(index, window), index)
             } catch let short as FrameIndexTooShort where !index.isComplete {
                 let before = index.frameCount
                 index = try await indexes.extend(index, of: episode, identity: identity, coveringMs: short.neededMs)
@@ -156,6 +169,13 @@ final class ClipPipeline: PipelinePart, Sendable {
             answer.partBytes = try await blocking { try part.read(range) }
         }
         return answer
+    }
+
+    /// A download (`ClipDownload`): the whole clip opened as `/clips` opens it (nothing is read in
+    /// part: the tag shifts every range), decided on the tagged representation.
+    func answer(_ clip: PreparedClip, _ conditions: ByteRangeResponse.RequestConditions, download: ClipDownload) async throws -> Answer {
+        let body = try await open(clip)
+        return Answer(clip: clip, body: body, decision: ByteRangeResponse.decide(conditions, for: download.representation(of: clip, createdMs: body.createdMs)))
     }
 
     /// A part is read from the bytes behind it only for a single range that is not the whole

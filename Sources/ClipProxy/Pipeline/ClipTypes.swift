@@ -9,6 +9,16 @@ struct ClipRequest: Sendable, Hashable {
     var episodeId: String
     var startMs: Int64
     var durationMs: Int64
+    /// `snap=pause`: the window moves to the nearest pauses (`PauseSnaps`); the prepared clip is
+    /// then the exact window it moved to.
+    var snapsToPauses = false
+    /// `download=1`: the clip tagged as a file a person keeps (`ClipDownload`).
+    var download = false
+
+    /// The exact window `window` of this request's episode.
+    func exactly(_ window: ClipPlan.Request) -> ClipRequest {
+        ClipRequest(episodeId: episodeId, startMs: window.startMs, durationMs: window.durationMs)
+    }
 }
 
 /// A clip whose plan and key are known: its exact length, before any source byte is read.

@@ -12,10 +12,10 @@ extension ClipPipeline {
     /// clip is cut once and cached as usual).
     func peaks(of clip: PreparedClip, _ shape: PeaksShape) async throws -> [UInt8] {
         let key = shape.key(of: clip)
-        if let stored = try await storedPeaks(key) { return stored }
+        if let stored = try await storedBlob(key) { return stored }
         return try await peakLoads.run(key) { [self] in
             // A flight that ended just before this one started has stored them.
-            if let stored = try await storedPeaks(key) { return stored }
+            if let stored = try await storedBlob(key) { return stored }
             if let shared = await sharedPeaks(of: clip, shape) {
                 await keepPeaks(shared, key: key, clip: clip, secondTierLocation: secondTierPeaksLocation(clip, shape))
                 return shared
@@ -25,25 +25,6 @@ extension ClipPipeline {
             sharePeaks(computed, key: key, of: clip, shape)
             return computed
         }
-    }
-
-    /// The local store's copy, read whole (a few tens of kB) on the blocking pool.
-    private func storedPeaks(_ key: ClipKey) async throws -> [UInt8]? {
-        try await blocking { [store] in
-            guard let lease = try store.lookup(key) else { return nil }
-            defer { lease.release() }
-            return try Self.readWhole(lease)
-        }
-    }
-
-    private static func readWhole(_ lease: ClipStore.Lease) throws -> [UInt8] {
-        let count = Int(lease.record.byteCount)
-        var bytes = [UInt8](repeating: 0, count: count)
-        let read = try bytes.withUnsafeMutableBytes { buffer in
-            try Posix.readFully(lease.descriptor, into: buffer.baseAddress!, count: count, at: 0, path: lease.path)
-        }
-        guard read == count else { throw FillError.incomplete(written: Int64(read), expected: Int64(count)) }
-        return bytes
     }
 
     private func secondTierPeaksLocation(_ clip: PreparedClip, _ shape: PeaksShape) -> String? {
@@ -73,7 +54,7 @@ extension ClipPipeline {
         switch try await open(clip) {
         case .stored(let lease, _):
             defer { lease.release() }
-            mp3 = try await blocking { try Self.readWhole(lease) }
+            mp3 = try await blocking { try ClipStore.readWhole(lease) }
         case .filling(let fill, _):
             try await fill.waitUntilFinished()
             mp3 = fill.contents
@@ -97,13 +78,7 @@ extension ClipPipeline {
     /// Stores the peaks in the local store (best effort: a full disk costs a recomputation), as
     /// an entry of the clip's episode so a purge removes it.
     private func keepPeaks(_ bytes: [UInt8], key: ClipKey, clip: PreparedClip, secondTierLocation: String?) async {
-        _ = try? await blocking { [store, storeWrites] in
-            storeWrites.attempt("peaks", roomFor: 4 * Int64(bytes.count)) {
-                let blob = try store.beginFill(key)
-                try blob.write(bytes)
-                _ = try store.commit(blob, secondTierLocation: secondTierLocation, episodeId: clip.request.episodeId)
-            }
-        }
+        await keepBlob(bytes, key: key, episodeId: clip.request.episodeId, secondTierLocation: secondTierLocation, what: "peaks")
     }
 
     /// Copies freshly computed peaks to the second tier in the background, then records where.

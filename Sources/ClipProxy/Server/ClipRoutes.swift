@@ -45,12 +45,21 @@ struct ClipRoutes: Sendable {
         }
         let conditions = ByteRangeResponse.RequestConditions(method: request.method, fields: request.headers)
         let answer: ClipPipeline.Answer
+        var download: ClipDownload?
         do {
-            answer = try await pipeline.withCurrentSource(clipRequest) { clip in try await self.pipeline.answer(clip, conditions) }
+            answer = try await pipeline.withCurrentSource(clipRequest) { clip in
+                guard clipRequest.download else { return try await self.pipeline.answer(clip, conditions) }
+                let links = ClipLinks(request: request, configuration: self.pipeline.configuration, signer: nil, now: Date())
+                let tagged = try await self.pipeline.download(of: clip, clipURL: links.url(episodeId: clip.request.episodeId, startMs: clip.request.startMs,
+                                                                                           parameters: [("duration_ms", String(clip.request.durationMs))]))
+                download = tagged
+                return try await self.pipeline.answer(clip, conditions, download: tagged)
+            }
         } catch {
             return refuse(HTTPProblem(error), error, clipRequest)
         }
-        return respond(answer, origin: request.headers[.origin])
+        return respond(answer, origin: request.headers[.origin], location: contentLocation(of: answer.clip, asked: clipRequest, query: request.uri.query),
+                       download: download)
     }
 
     /// A valid, signed (when signing is on) request, or the 400/403 that says what is wrong.
@@ -76,9 +85,13 @@ struct ClipRoutes: Sendable {
     /// the clip is: the local store (read in chunks: a stored clip prepared within the last
     /// minute is sent with sendfile by `StoredClipFastPath`, before the router), a fill in memory,
     /// or the bytes read for a part.
-    private func respond(_ answer: ClipPipeline.Answer, origin: String?) -> Response {
+    /// A download's tag goes in front of the clip: each range is cut into its part of the tag
+    /// and its part of the clip.
+    private func respond(_ answer: ClipPipeline.Answer, origin: String?, location: String?, download: ClipDownload?) -> Response {
         let (body, decision) = (answer.body, answer.decision)
-        let head = responseHead(decision, tier: body.tier, origin: origin)
+        var head = responseHead(decision, tier: body.tier, origin: origin, location: location)
+        if let download { head.headerFields[.contentDisposition] = download.contentDisposition }
+        let tag = download?.tag ?? []
         recordAnswer(answer.clip, tier: body.tier, status: decision.status)
         guard !decision.parts.isEmpty else {
             body.release()
@@ -92,8 +105,14 @@ struct ClipRoutes: Sendable {
             for part in parts {
                 switch part {
                 case .literal(let bytes): try await writer.write(ByteBuffer(bytes: bytes))
-                case .bytes(let range):
+                case .bytes(let tagged):
+                    let tagLength = Int64(tag.count)
+                    if tagged.lowerBound < tagLength {
+                        try await writer.write(ByteBuffer(bytes: tag[Int(tagged.lowerBound)..<Int(min(tagged.upperBound, tagLength))]))
+                    }
+                    let range = (max(tagged.lowerBound, tagLength) - tagLength)..<(max(tagged.upperBound, tagLength) - tagLength)
                     switch body {
+                    case _ where range.isEmpty: break
                     case .stored(let lease, _):
                         try await Self.streamStored(lease, range: range, into: &writer)
                     case .filling(let fill, _):
@@ -102,7 +121,7 @@ struct ClipRoutes: Sendable {
                         // Read before the headers (`answer`): the one range a part is made for.
                         try await writer.write(ByteBuffer(bytes: partBytes!))
                     }
-                    pipeline.metrics.bytesServed.increment(by: Int(range.count))
+                    pipeline.metrics.bytesServed.increment(by: Int(tagged.count))
                 }
             }
             try await writer.finish(nil)
@@ -149,9 +168,10 @@ struct ClipRoutes: Sendable {
 
     /// The status line and header fields of every `/clips` answer, routed or sent by the fast
     /// path: preconditions, Range, If-Range, multipart (RFC 9110 as nginx implements it), caching,
-    /// the tier, CORS for `origin`, `Server`. (`Date` is set as the head is written, by
-    /// `ResponseDate`, for every response.)
-    func responseHead(_ decision: ByteRangeResponse, tier: ClipBody.Tier, origin: String?) -> HTTPResponse {
+    /// the tier, CORS for `origin`, `Server`, and for a snapped clip the `Content-Location` of the
+    /// exact window it holds. (`Date` is set as the head is written, by `ResponseDate`, for
+    /// every response.)
+    func responseHead(_ decision: ByteRangeResponse, tier: ClipBody.Tier, origin: String?, location: String? = nil) -> HTTPResponse {
         var headers = HTTPFields()
         headers.reserveCapacity(decision.headers.count + 6)
         for (name, value) in decision.headers {
@@ -159,6 +179,7 @@ struct ClipRoutes: Sendable {
         }
         headers[.cacheControl] = "public, max-age=31536000, immutable"
         headers[Self.clipTierField] = tier.rawValue
+        if let location { headers[.contentLocation] = location }
         cors.apply(origin: origin, to: &headers)
         headers[.server] = ClipServer.serverName
         return HTTPResponse(status: .init(code: decision.status), headerFields: headers)
@@ -179,6 +200,18 @@ struct ClipRoutes: Sendable {
                                                  "http.status": "\(status)"])
     }
 
+
+    /// For a snapped request, the URL of the exact window its clip holds: same bytes, same ETag.
+    /// Signed (with the request's own expiry) when signing is on, so it can be fetched as it is.
+    func contentLocation(of clip: PreparedClip, asked: ClipRequest, query: String?) -> String? {
+        guard asked.snapsToPauses else { return nil }
+        let path = ClipLinks.path(episodeId: clip.request.episodeId, startMs: clip.request.startMs)
+        let parameters = [("duration_ms", String(clip.request.durationMs))] + (asked.download ? [("download", "1")] : [])
+        if let signer, let exp = URLSigner.parameters(query ?? "")?.first(where: { $0.0 == "exp" }).flatMap({ Int64(plainDigits: $0.1) }) {
+            return path + "?" + signer.signedQuery(path: path, parameters: parameters, expiresAt: exp)
+        }
+        return path + "?" + parameters.map { "\($0.0)=\($0.1)" }.joined(separator: "&")
+    }
 
     // MARK: - Validation
 
@@ -206,7 +239,15 @@ struct ClipRoutes: Sendable {
             }
             durationMs = parsed
         }
-        return ClipRequest(episodeId: episode, startMs: startMs, durationMs: durationMs)
+        let snaps = parameters.filter { $0.0 == "snap" }
+        guard snaps.count <= 1, snaps.allSatisfy({ $0.1 == "pause" }) else {
+            throw HTTPProblem(.badRequest, "invalid_snap", "snap must be `pause` (boundaries move to the nearest pauses), given at most once; leave it out for the exact window")
+        }
+        let downloads = parameters.filter { $0.0 == "download" }
+        guard downloads.count <= 1, downloads.allSatisfy({ $0.1 == "1" }) else {
+            throw HTTPProblem(.badRequest, "invalid_download", "download must be 1 (the clip as a tagged file to keep), given at most once; leave it out to play")
+        }
+        return ClipRequest(episodeId: episode, startMs: startMs, durationMs: durationMs, snapsToPauses: !snaps.isEmpty, download: !downloads.isEmpty)
     }
 
     /// The episode id path segment, percent-decoded: an ObjectId or a guid without control characters or slashes.

@@ -180,11 +180,13 @@ extension ClipRoutes {
               request.headerFields[.contentLength] == nil, request.headerFields[.transferEncoding] == nil,
               (try? checkSignature(path: clipTarget.path, query: clipTarget.query)) != nil,
               let clipRequest = try? validate(episode: clipTarget.episode, start: clipTarget.start, query: clipTarget.query),
+              !clipRequest.download,  // a tagged file: the router puts the tag in front
               let clip = pipeline.recentlyPrepared(clipRequest),
               let lease = try? pipeline.storedLease(clip) else { return nil }
         let conditions = ByteRangeResponse.RequestConditions(method: request.method, fields: request.headerFields)
         let decision = ByteRangeResponse.decide(conditions, for: clip.representation(createdMs: lease.record.createdMs))
-        let head = responseHead(decision, tier: .l1, origin: request.headerFields[.origin])
+        let head = responseHead(decision, tier: .l1, origin: request.headerFields[.origin],
+                                location: contentLocation(of: clip, asked: clipRequest, query: clipTarget.query))
         recordAnswer(clip, tier: .l1, status: decision.status)
         pipeline.metrics.fastPathAnswers.increment()
         pipeline.metrics.bytesServed.increment(by: Int(decision.parts.reduce(0) { total, part in

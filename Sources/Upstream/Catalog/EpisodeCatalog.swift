@@ -35,6 +35,8 @@ public protocol EpisodeCatalog: Sendable {
     func transcriptChunks(guid: String) throws -> [TranscriptChunk]
     /// At most `limit` episodes of `episode_metadata`, the most recently published first.
     func recentEpisodes(limit: Int) throws -> [EpisodeSummary]
+    /// The `episode_metadata` document of `guid` (names, date), nil when there is none.
+    func episodeSummary(guid: String) throws -> EpisodeSummary?
     /// At most `limit` transcript chunks whose text holds every word of `query` in any case, in
     /// the catalog's order, each with its episode's names.
     func searchTranscripts(_ query: TranscriptQuery, limit: Int) throws -> [TranscriptHit]
@@ -92,6 +94,14 @@ public struct MongoCatalog: EpisodeCatalog {
         try asCatalogErrors {
             try pool.find(collection: "episode_metadata", filter: [], projection: EpisodeSummary.fields,
                           sort: [("published_date", false)], limit: limit).compactMap(EpisodeSummary.init(document:))
+        }
+    }
+
+    /// One `find` by guid, projected onto the listing's fields.
+    public func episodeSummary(guid: String) throws -> EpisodeSummary? {
+        try asCatalogErrors {
+            try pool.find(collection: "episode_metadata", filter: [("guid", .oneOf([guid]))], projection: EpisodeSummary.fields,
+                          limit: 1).compactMap(EpisodeSummary.init(document:)).first
         }
     }
 

@@ -52,6 +52,8 @@ public struct FileCatalog: EpisodeCatalog {
         Array(episodes.sorted(by: EpisodeSummary.newestFirst).prefix(limit))
     }
 
+    public func episodeSummary(guid: String) -> EpisodeSummary? { episodes.first { $0.guid == guid } }
+
     /// A scan in memory, in file order (the order a MongoDB collection scan returns them in).
     public func searchTranscripts(_ query: TranscriptQuery, limit: Int) -> [TranscriptHit] {
         TranscriptHit.joined(Array(chunks.lazy.filter { query.matches($0.chunk.text) }.prefix(limit)), episodes: episodes)
