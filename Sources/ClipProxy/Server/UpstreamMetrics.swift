@@ -13,7 +13,7 @@ struct UpstreamMetrics: Sendable {
         var label: String { ["get_source", "get_clip", "head", "put", "list", "delete"][rawValue] }
     }
 
-    static let catalogQueries = ["resolve", "transcripts", "episodes", "search", "ping"]
+    static let catalogQueries = ["resolve", "transcripts", "episodes", "episode", "search", "ping"]
     /// 1 ms to 10 s, plus 30 s: a source GET streams a whole clip's bytes.
     static let buckets: [Duration] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
         .map { Duration.nanoseconds(Int64($0 * 1e9)) }
@@ -85,6 +85,7 @@ struct TimedCatalog: EpisodeCatalog {
     func resolve(_ episodeId: String) throws -> CatalogEntry { try timed("resolve") { try catalog.resolve(episodeId) } }
     func transcriptChunks(guid: String) throws -> [TranscriptChunk] { try timed("transcripts") { try catalog.transcriptChunks(guid: guid) } }
     func recentEpisodes(limit: Int) throws -> [EpisodeSummary] { try timed("episodes") { try catalog.recentEpisodes(limit: limit) } }
+    func episodeSummary(guid: String) throws -> EpisodeSummary? { try timed("episode") { try catalog.episodeSummary(guid: guid) } }
     func searchTranscripts(_ query: TranscriptQuery, limit: Int) throws -> [TranscriptHit] {
         try timed("search") { try catalog.searchTranscripts(query, limit: limit) }
     }
