@@ -78,6 +78,36 @@ struct AudioClipsAPITests {
         }
     }
 
+    @Test("snap=pause: the answer's start_time_ms and duration_ms are the window /clips snaps to, then the window asked; proxy_url plays it; snap=foo is 400")
+    func snapped() throws {
+        try SnapToPausesTests.serving { _, server in
+            let (episode, asked) = (SnapToPausesTests.speechId, (startMs: Int64(31_234), durationMs: Int64(10_000)))
+            let api = "\(server.baseURL)/api/v1/audio_clips/\(episode)?start_time_ms=\(asked.startMs)&duration_ms=\(asked.durationMs)"
+            let response = try fetch(api + "&snap=pause")
+            #expect(response.status == 200, "\(String(decoding: response.body, as: UTF8.self))")
+            let answer = try decodeAnswer(response.body)
+            let fields = jsonObject(response.body)
+            #expect(fields["snap"] as? String == "pause")
+            #expect(fields["requested_start_time_ms"] as? Int == Int(asked.startMs) && fields["requested_duration_ms"] as? Int == Int(asked.durationMs))
+
+            let clip = try fetch("\(server.baseURL)/clips/\(episode)/\(asked.startMs)?snap=pause&duration_ms=\(asked.durationMs)")
+            let window = try #require(SnapToPausesTests.window(clip.headers["content-location"]))
+            #expect(window != asked, "the fixture must move this window")
+            #expect((Int64(answer.start_time_ms), Int64(answer.duration_ms)) == window, "the API chose \(answer.start_time_ms)+\(answer.duration_ms), /clips \(window)")
+            let proxied = try fetch(answer.proxy_url)
+            #expect(proxied.status == 200 && proxied.headers["etag"] == clip.headers["etag"] && sameBytes(proxied.body, clip.body),
+                    "proxy_url \(answer.proxy_url) is the snapped clip")
+
+            // Without snap: the window asked, and the old fields only.
+            let exact = try fetch(api)
+            #expect(try decodeAnswer(exact.body).start_time_ms == Int(asked.startMs) && jsonObject(exact.body).count == 8)
+            for bad in ["snap=foo", "snap=", "snap=pause&snap=pause"] {
+                let refused = try fetch(api + "&" + bad)
+                #expect(refused.status == 400 && jsonObject(refused.body)["error"] as? String == "invalid_snap", "\(bad): \(refused.status)")
+            }
+        }
+    }
+
     @Test("The hand-written JSON is valid JSON for any text")
     func answerJSON() throws {
         let awkward = "a\"b\\c\u{01}\té/ü\u{1F600}"
@@ -143,7 +173,7 @@ struct SignedURLTests {
         #expect(URLSigner(key: "", previousKey: "") == nil, "no key: signing off")
     }
 
-    @Test("Signed mode: a valid URL plays, any changed byte or an expired exp gives 403, both rotation keys work")
+    @Test("Signed mode: a valid URL plays, any changed byte or an expired exp gives 403, both rotation keys work, snap is signed")
     func signedServer() throws {
         let work = try TemporaryDirectory("signed")
         defer { work.remove() }
@@ -201,6 +231,26 @@ struct SignedURLTests {
         #expect(byPrevious.status == 200 && sameBytes(byPrevious.body, expected), "the rotation key is still accepted")
         let stranger = try #require(URLSigner(key: "some-other-key-that-is-long", previousKey: ""))
         #expect(try fetch(server.baseURL + ClipURLTools.signedPath(path, signer: stranger, expiresAt: now + 60)).status == 403)
+
+        // The signature covers snap: a signed snapped URL plays (and names its window in a signed
+        // Content-Location); the same signature with snap taken off, or put on, is refused.
+        let snappedPath = ClipURLTools.signedPath(path + "&snap=pause", signer: current, expiresAt: now + 600)
+        let snapped = try fetch(server.baseURL + snappedPath)
+        #expect(snapped.status == 200, "\(snappedPath): \(snapped.status)")
+        let location = try #require(snapped.headers["content-location"])
+        let exactWindow = try fetch(server.baseURL + location)
+        #expect(location.contains("&sig=") && exactWindow.status == 200 && sameBytes(exactWindow.body, snapped.body), "\(location)")
+        func query(_ url: String, _ change: ([Substring]) -> [Substring]) -> String {
+            let parts = url.split(separator: "?", maxSplits: 1)
+            return parts[0] + "?" + change(parts[1].split(separator: "&")).joined(separator: "&")
+        }
+        let snapRemoved = query(snappedPath) { $0.filter { $0 != "snap=pause" } }
+        let snapAdded = query(ClipURLTools.signedPath(path, signer: current, expiresAt: now + 600)) { ["snap=pause"] + $0 }
+        #expect(!snapRemoved.contains("snap") && snapAdded.contains("snap=pause"))
+        for url in [snapRemoved, snapAdded] {
+            let response = try fetch(server.baseURL + url)
+            #expect(response.status == 403 && jsonObject(response.body)["error"] as? String == "signature_invalid", "\(url): \(response.status)")
+        }
 
         // The JSON API hands out signed proxy URLs that play.
         let answer = try decodeAnswer(try fetch("\(server.baseURL)/api/v1/audio_clips/\(ServerTests.episode)?start_time_ms=2000&duration_ms=10000").body)

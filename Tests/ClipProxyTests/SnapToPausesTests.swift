@@ -170,6 +170,28 @@ struct SnapToPausesTests {
         }
     }
 
+    @Test("Captions (.vtt) and peaks (.json) with snap=pause describe the window /clips snaps to: the exact window's documents, not the asked one's")
+    func documents() throws {
+        try Self.serving { _, server in
+            // Inside the fixture's one transcript chunk (0-15 s), so the cue's times depend on the window.
+            let (startMs, durationMs): (Int64, Int64) = (4_321, 8_000)
+            let asked = "\(server.baseURL)/clips/\(Self.speechId)/\(startMs)"
+            let clip = try fetch(asked + "?snap=pause&duration_ms=\(durationMs)")
+            let window = try #require(Self.window(clip.headers["content-location"]))
+            #expect(window != (startMs, durationMs), "the fixture must move this window")
+            let exact = "\(server.baseURL)/clips/\(Self.speechId)/\(window.startMs)"
+            for suffix in [".vtt", ".json"] {
+                let snapped = try fetch(asked + suffix + "?snap=pause&duration_ms=\(durationMs)")
+                let ofWindow = try fetch(exact + suffix + "?duration_ms=\(window.durationMs)")
+                let unsnapped = try fetch(asked + suffix + "?duration_ms=\(durationMs)")
+                #expect(snapped.status == 200 && ofWindow.status == 200, "\(suffix): \(snapped.status) \(ofWindow.status)")
+                #expect(sameBytes(snapped.body, ofWindow.body) && snapped.headers["etag"] == ofWindow.headers["etag"],
+                        "\(suffix) of the snapped request is the exact window's: \(String(decoding: snapped.body.prefix(300), as: UTF8.self))")
+                #expect(!sameBytes(snapped.body, unsnapped.body), "\(suffix) is not the asked window's")
+            }
+        }
+    }
+
     @Test("A restart keeps the choice: the snapped window is read from the local store, not decoded again")
     func keptAcrossRestarts() throws {
         let library = try Library()

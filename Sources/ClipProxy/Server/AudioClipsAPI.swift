@@ -6,13 +6,15 @@ import NIOCore
 
 /// The old system's JSON pre-sign API, kept so the existing dashboard works unchanged:
 ///
-///     GET /api/v1/audio_clips/{episode_id}?start_time_ms=N[&duration_ms=M]
+///     GET /api/v1/audio_clips/{episode_id}?start_time_ms=N[&duration_ms=M][&snap=pause]
 ///
 /// It makes sure the clip is in the second tier (the S3 clip bucket under the configured key
 /// template), cutting it through the same pipeline as `/clips` (so the work is shared), and
 /// answers with a pre-signed URL to it. Field names, JSON types and error statuses are the old
 /// FastAPI service's: 400 for values out of range, 422 (FastAPI's validation error shape) for a
-/// missing or non-integer parameter.
+/// missing or non-integer parameter. `snap=pause` (new, as on `/clips`) moves the window to the
+/// nearest pauses; the answer's `start_time_ms` and `duration_ms` are then the window chosen (the
+/// one `clip_url` holds), followed by the window asked for.
 struct AudioClipsAPI: Sendable {
     let pipeline: ClipPipeline
     let signer: URLSigner?
@@ -31,13 +33,17 @@ struct AudioClipsAPI: Sendable {
         let durationMs: Int64
         let generationTimeMs: Int64
         let proxyURL: String
+        /// For `snap=pause`: the window asked for (`startTimeMs`/`durationMs` are the one chosen).
+        var requested: ClipRequest?
 
         /// Written by hand: Foundation's encoders do not keep field order on Linux, and clients
         /// that compare answers as text see the old order.
         var json: String {
             "{\"clip_url\":\(Self.quoted(clipURL)),\"expires_at\":\(Self.quoted(expiresAt)),\"cache_hit\":\(cacheHit),"
                 + "\"episode_id\":\(Self.quoted(episodeId)),\"start_time_ms\":\(startTimeMs),\"duration_ms\":\(durationMs),"
-                + "\"generation_time_ms\":\(generationTimeMs),\"proxy_url\":\(Self.quoted(proxyURL))}"
+                + "\"generation_time_ms\":\(generationTimeMs),\"proxy_url\":\(Self.quoted(proxyURL))"
+                + (requested.map { ",\"snap\":\"pause\",\"requested_start_time_ms\":\($0.startMs),\"requested_duration_ms\":\($0.durationMs)" } ?? "")
+                + "}"
         }
 
         static func quoted(_ text: String) -> String {
@@ -68,7 +74,8 @@ struct AudioClipsAPI: Sendable {
             let existed = try await pipeline.ensureInSecondTier(clip)
             let now = Date()
             let expires = pipeline.configuration.presignExpiresS
-            let proxyURL = proxyURL(for: clipRequest, request: request, now: now)
+            // A snapped request is answered with the exact window it moved to (`clip.request`).
+            let proxyURL = proxyURL(for: clip.request, request: request, now: now)
             let presigned = try await pipeline.blocking { [pipeline] in
                 try pipeline.secondTier?.presignedURL(clip, expires: expires, now: now)
             }
@@ -76,13 +83,13 @@ struct AudioClipsAPI: Sendable {
             let answer = Answer(
                 clipURL: presigned ?? proxyURL,
                 expiresAt: Self.iso8601(now.addingTimeInterval(TimeInterval(expires))),
-                cacheHit: existed, episodeId: clipRequest.episodeId, startTimeMs: clipRequest.startMs,
-                durationMs: clipRequest.durationMs,
+                cacheHit: existed, episodeId: clipRequest.episodeId, startTimeMs: clip.request.startMs,
+                durationMs: clip.request.durationMs,
                 generationTimeMs: elapsed.wholeMilliseconds,
-                proxyURL: proxyURL)
+                proxyURL: proxyURL, requested: clipRequest.snapsToPauses ? clipRequest : nil)
             pipeline.metrics.response(status: 200)
             pipeline.logger.info("audio_clips", metadata: ["episode.id": "\(clipRequest.episodeId)", "clip.start_ms": "\(clipRequest.startMs)",
-                                                            "clip.key": "\(clip.key)", "cache_hit": "\(existed)", "http.status": "200"])
+                                                            "clip.window": "\(clip.request.startMs)+\(clip.request.durationMs)", "clip.key": "\(clip.key)", "cache_hit": "\(existed)", "http.status": "200"])
             var headers = HTTPFields()
             headers[.contentType] = "application/json"
             headers[.cacheControl] = "no-store"
@@ -121,7 +128,11 @@ struct AudioClipsAPI: Sendable {
         guard durationMs > 0, durationMs <= maximum else {
             throw HTTPProblem(.badRequest, "invalid_duration_ms", "duration_ms must be between 1 and \(maximum)")
         }
-        return ClipRequest(episodeId: episode, startMs: start, durationMs: durationMs)
+        let snaps = query.getAll("snap")
+        guard snaps.count <= 1, snaps.allSatisfy({ $0 == "pause" }) else {
+            throw HTTPProblem(.badRequest, "invalid_snap", "snap must be `pause` (the window moves to the nearest pauses), given at most once; leave it out for the exact window")
+        }
+        return ClipRequest(episodeId: episode, startMs: start, durationMs: durationMs, snapsToPauses: !snaps.isEmpty)
     }
 
     /// An integer as pydantic reads one from a query string: optional sign, digits, surrounding
