@@ -15,7 +15,8 @@ func dashboardJSON(_ url: String) throws -> [[String: Any]] {
 struct DashboardAPITests {
     static let missingAudio = "685ba776e4f9ec2f07562680"
 
-    /// Each link of an answer plays: the clip is 30 s of MP3, the captions WebVTT, the peaks JSON.
+    /// Each link of an answer plays: the clip is 30 s of MP3, the captions WebVTT, the peaks JSON,
+    /// the download a file to keep.
     func expectPlayable(_ item: [String: Any], captionsContain: String? = nil) throws {
         let clip = try fetch(try #require(item["clip_url"] as? String))
         #expect(clip.status == 200 && clip.headers["content-type"] == "audio/mpeg", "\(item)")
@@ -26,6 +27,8 @@ struct DashboardAPITests {
         let peaks = try fetch(try #require(item["peaks_url"] as? String))
         let wave = try JSONSerialization.jsonObject(with: Data(peaks.body)) as? [String: Any]
         #expect(peaks.status == 200 && wave?["version"] as? Int == 2 && (wave?["length"] as? Int ?? 0) > 100)
+        let download = try fetch(try #require(item["download_url"] as? String), method: "HEAD")
+        #expect(download.status == 200 && download.headers["content-disposition"]?.hasPrefix("attachment;") == true, "\(item)")
     }
 
     @Test("Episodes: every playable one from the catalog, by podcast then newest first, with links that play")
@@ -69,7 +72,8 @@ struct DashboardAPITests {
         let first = try #require(hits.first)
         #expect(first["podcast_name"] as? String == "The Daily Tones" && first["episode_title"] as? String == "Clocks That Disagree")
         #expect(first["text"] as? String == "Seven tired sailors counted forty-two lanterns on the harbour wall.")
-        #expect(first["clip_url"] as? String == "\(server.baseURL)/clips/\(ServerTests.episode)/15000")
+        #expect(first["clip_url"] as? String == "\(server.baseURL)/clips/\(ServerTests.episode)/15000?snap=pause")
+        #expect(first["download_url"] as? String == "\(server.baseURL)/clips/\(ServerTests.episode)/15000?snap=pause&download=1")
         try expectPlayable(first, captionsContain: "lanterns")
         #expect(try dashboardJSON(server.baseURL + "/api/v1/search?q=harbour%20lanterns").count == 2, "%20 and + are both spaces")
 
@@ -107,9 +111,9 @@ struct DashboardAPITests {
         let hit = try #require(try dashboardJSON(server.baseURL + "/api/v1/search?q=lanterns").first)
         let episode = try #require(try dashboardJSON(server.baseURL + "/api/v1/episodes").first)
         for item in [hit, episode] {
-            for key in ["clip_url", "captions_url", "peaks_url"] {
+            for key in ["clip_url", "captions_url", "peaks_url", "download_url"] {
                 let url = try #require(item[key] as? String)
-                #expect(url.contains("?exp=") && url.contains("&sig="), "\(key): \(url)")
+                #expect(url.contains("?snap=pause&") && url.contains("&exp=") && url.contains("&sig="), "\(key): \(url)")
                 #expect(try fetch(String(url.prefix { $0 != "?" })).status == 403, "unsigned \(key) is refused")
             }
             try expectPlayable(item)

@@ -30,11 +30,14 @@ struct ClipLinks: Sendable {
         "/clips/\(URLSigner.encode(episodeId))/\(startMs)\(suffix)"
     }
 
-    /// `clip_url`, `captions_url` and `peaks_url` of the default-length clip from `startMs`:
-    /// what a dashboard needs to play it.
+    /// `clip_url`, `captions_url`, `peaks_url` and `download_url` of the default-length clip from
+    /// `startMs`, all with `snap=pause` (the window moves to the nearest pauses, and the captions,
+    /// peaks and download describe that same window): what a dashboard needs to play and keep it.
     func player(episodeId: String, startMs: Int64) -> [String: String] {
-        ["clip_url": url(episodeId: episodeId, startMs: startMs),
-         "captions_url": url(episodeId: episodeId, startMs: startMs, suffix: CaptionRoutes.suffix),
-         "peaks_url": url(episodeId: episodeId, startMs: startMs, suffix: PeaksRoutes.suffix)]
+        let snapped = [("snap", "pause")]
+        return ["clip_url": url(episodeId: episodeId, startMs: startMs, parameters: snapped),
+                "captions_url": url(episodeId: episodeId, startMs: startMs, suffix: CaptionRoutes.suffix, parameters: snapped),
+                "peaks_url": url(episodeId: episodeId, startMs: startMs, suffix: PeaksRoutes.suffix, parameters: snapped),
+                "download_url": url(episodeId: episodeId, startMs: startMs, parameters: snapped + [("download", "1")])]
     }
 }

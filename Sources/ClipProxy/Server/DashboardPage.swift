@@ -4,12 +4,13 @@ import NIOCore
 /// The page at `/` (what `make demo` opens): the dashboard in miniature. It lists the catalog's
 /// episodes by podcast (`/api/v1/episodes`), searches the transcripts (`/api/v1/search`) and
 /// plays a clip with its captions (`<track>` on the `.vtt`) and its waveform (a canvas drawn from
-/// the `.json` peaks). Plain HTML, CSS and JS, nothing fetched from elsewhere.
+/// the `.json` peaks), all cut at the nearest pauses (`snap=pause`), with a link that downloads
+/// the same window as a tagged file (`download=1`). Plain HTML, CSS and JS, nothing fetched from elsewhere.
 ///
 /// Query parameters: `q` searches on load, `autoplay=1` then plays the first result, `check=1`
 /// loads every listed episode's first clip (tests: every listed clip must play). State for tests
-/// is in data- attributes: on `#player` `duration`, `cues`, `waveform-drawn` (pixels the waveform
-/// inked), `error`; on `#results` and `#episodes` `count`; on each episode `duration` or `error`.
+/// is in data- attributes: on `#player` `src` (the clip URL played), `duration`, `cues`, `waveform-drawn` (pixels the waveform
+/// inked), `error`; on `#results` and `#episodes` `count`; on each episode `src`, then `duration` or `error`.
 enum DashboardPage {
     static func response() -> Response {
         Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-cache"],
@@ -45,7 +46,7 @@ enum DashboardPage {
     @media (max-width:50rem){main{grid-template-columns:1fr}}
     </style></head>
     <body>
-    <header><h1>clipproxy dashboard</h1><p>Search what was said, then play the moment: an exact 30 s clip with its captions and waveform.</p></header>
+    <header><h1>clipproxy dashboard</h1><p>Search what was said, then play the moment: a 30 s clip cut at the nearest pauses, with its captions and waveform, to play or download.</p></header>
     <main>
     <div>
       <section class="panel" aria-labelledby="search-heading">
@@ -62,6 +63,7 @@ enum DashboardPage {
         <canvas id="waveform" width="1000" height="96" tabindex="0" role="slider" aria-label="Waveform: click or use the arrow keys to seek"
           aria-valuemin="0" aria-valuemax="30" aria-valuenow="0"></canvas>
         <p id="caption" aria-live="polite"></p>
+        <p><a id="download" download>Download this clip</a></p>
         <p id="player-status" class="status" role="status"></p>
       </section>
     </div>
@@ -129,6 +131,7 @@ enum DashboardPage {
 
     // check=1: load the episode's first clip and note its duration (or error) on its row.
     function checkPlays(item, url) {
+      item.dataset.src = url;
       const probe = new Audio();
       probe.crossOrigin = 'anonymous';
       probe.preload = 'metadata';
@@ -196,6 +199,8 @@ enum DashboardPage {
         const cue = track.track.activeCues[0];
         $('caption').textContent = cue ? cue.text : '';
       });
+      player.dataset.src = item.clip_url;
+      $('download').href = item.download_url;
       audio.src = item.clip_url;
       audio.play().catch(() => {});  // without a user gesture a browser may refuse; the controls remain
       loadPeaks(item.peaks_url, token);
