@@ -332,32 +332,11 @@ struct ServerRangeTableTests {
             #expect(first.status == 200 && first.header("X-Clip-Tier") == "fill")
             #expect(sameBytes(first.body, expected), "the cold fill gives `clipproxy trim`'s bytes")
             #expect(server.waitForLog("fill finished"))
-            let head = try RawHTTPClient.send(method: "HEAD", path: path, port: port)
-            #expect(head.header("X-Clip-Tier") == "l1_hit")
-            let etag = try #require(head.header("ETag"))
-            let lastModified = try #require(head.header("Last-Modified").flatMap(parseImfFixdate))
-            let ourValidators = ClipValidators(etag: etag, lastModified: lastModified, length: expected.count)
-
-            // nginx serves the same bytes with the same Last-Modified.
-            let root = try TemporaryDirectory("range-table-nginx")
-            defer { root.remove() }
-            try Self.writeServed(expected, to: root.url, file: "clip.mp3", modified: lastModified)
-            let nginx = try Self.startNginx(serving: root.url)
-            defer { nginx.stop() }
-            let theirValidators = try Self.validators(nginx: nginx, file: "clip.mp3")
-            #expect(theirValidators.lastModified == lastModified && theirValidators.length == expected.count)
-
-            var rows: [Row] = []
-            for shape in ServerRangeTable.shapes {
+            let rows = try Self.table(path: path, served: expected, port: port) { shape, validators in
                 let fastBefore = try fastPathResponses(server)
-                let ours = try RawHTTPClient.send(method: shape.method, path: path, headers: shape.fields(ourValidators), port: port)
+                let ours = try RawHTTPClient.send(method: shape.method, path: path, headers: shape.fields(validators), port: port)
                 let answeredBy: Answerer = try fastPathResponses(server) > fastBefore ? .fast : .route
-                let theirs = try RawHTTPClient.send(method: shape.method, path: "/clip.mp3", headers: shape.fields(theirValidators),
-                                                    port: nginx.port)
-                var row = Self.compare(shape, ours: ours, theirs: theirs)
-                if ours.header("X-Clip-Tier") != "l1_hit" { row.failures.append("served from \(ours.header("X-Clip-Tier") ?? "-"), not L1") }
-                if answeredBy != answerer { row.failures.append("answered by \(answeredBy), not \(answerer)") }
-                rows.append(row)
+                return (ours, answeredBy == answerer ? [] : ["answered by \(answeredBy), not \(answerer)"])
             }
             Self.report("Cached clip (\(expected.count) bytes, answered by: \(answerer))", rows)
             for row in rows where !row.failures.isEmpty {
@@ -365,6 +344,65 @@ struct ServerRangeTableTests {
             }
             #expect(ServerRangeTable.shapes.count >= 25)
         }
+    }
+
+    /// Every shape sent to clipproxy (by `send`, which may add failures of its own) and to nginx
+    /// serving `served` (what clipproxy served at `path`, now stored) with clipproxy's
+    /// Last-Modified; each server's conditionals are built from its own validators.
+    static func table(path: String, served: [UInt8], port: Int,
+                      send: (ServerRangeShape, ClipValidators) throws -> (RawHTTPResponse, [String])) throws -> [Row] {
+        let head = try RawHTTPClient.send(method: "HEAD", path: path, port: port)
+        #expect(head.header("X-Clip-Tier") == "l1_hit")
+        let etag = try #require(head.header("ETag"))
+        let lastModified = try #require(head.header("Last-Modified").flatMap(parseImfFixdate))
+        let ourValidators = ClipValidators(etag: etag, lastModified: lastModified, length: served.count)
+
+        let root = try TemporaryDirectory("range-table-nginx")
+        defer { root.remove() }
+        try writeServed(served, to: root.url, file: "clip.mp3", modified: lastModified)
+        let nginx = try startNginx(serving: root.url)
+        defer { nginx.stop() }
+        let theirValidators = try validators(nginx: nginx, file: "clip.mp3")
+        #expect(theirValidators.lastModified == lastModified && theirValidators.length == served.count)
+
+        return try ServerRangeTable.shapes.map { shape in
+            let (ours, failures) = try send(shape, ourValidators)
+            let theirs = try RawHTTPClient.send(method: shape.method, path: "/clip.mp3", headers: shape.fields(theirValidators), port: nginx.port)
+            var row = compare(shape, ours: ours, theirs: theirs)
+            if ours.header("X-Clip-Tier") != "l1_hit" { row.failures.append("served from \(ours.header("X-Clip-Tier") ?? "-"), not L1") }
+            row.failures += failures
+            return row
+        }
+    }
+
+    /// The representations issue 22 added: a snapped clip, and a download (tag in front).
+    enum Representation: String, CaseIterable, CustomTestStringConvertible {
+        case snapped = "snap=pause", download = "snap=pause&download=1"
+        var testDescription: String { rawValue }
+    }
+
+    /// On generated speech (`SnapToPausesTests.Library`), at a window the search moves.
+    @Test("A snapped clip and a download: every shape answers as nginx serving the bytes clipproxy served", arguments: Representation.allCases)
+    func newRepresentations(representation: Representation) throws {
+        let library = try SnapToPausesTests.Library()
+        defer { library.work.remove() }
+        let server = try ClipProxyProcess(environment: library.environment)
+        defer { server.stop() }
+        let port = try Self.port(of: server.baseURL)
+        let path = "/clips/\(SnapToPausesTests.speechId)/31234?duration_ms=10000&\(representation.rawValue)"
+        let first = try RawHTTPClient.send(method: "GET", path: path, port: port)
+        #expect(first.status == 200 && first.header("X-Clip-Tier") == "fill")
+        let window = try #require(SnapToPausesTests.window(first.header("Content-Location")))
+        #expect(window != (31_234, 10_000), "the window moved")
+        #expect(server.waitForLog("fill finished"))
+        let rows = try Self.table(path: path, served: first.body, port: port) { shape, validators in
+            (try RawHTTPClient.send(method: shape.method, path: path, headers: shape.fields(validators), port: port), [])
+        }
+        Self.report("\(representation) clip (\(first.body.count) bytes, window \(window))", rows)
+        for row in rows where !row.failures.isEmpty {
+            Issue.record(Comment(rawValue: "\(row.shape.method) \(row.shape.name): \(row.failures.joined(separator: "; "))"))
+        }
+        #expect(rows.count >= 25)
     }
 
     /// Waits for the start of the next second and returns it: a cold clip's Last-Modified is the
