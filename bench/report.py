@@ -50,6 +50,12 @@ def targets(s):
         elif m["clipproxy"].get("overhead_p50_ms") is not None:  # results from before clipproxy logged its own view
             o = m["clipproxy"]["overhead_p50_ms"]
             out.append(("misses: TTFB minus the source GET's own (p50)", "≤ 2 ms", f"{o} ms", o <= 2))
+    sm = s.get("snapped_misses")
+    if sm and sm.get("ttfb_p50_ratio") is not None:
+        out.append(("snapped misses: TTFB p50, snapped / exact miss of the same episodes", "≤ 1.2×", f"{sm['ttfb_p50_ratio']}×",
+                    sm["ttfb_p50_ratio"] <= 1.2))
+        r = sm["snapped"]["source_over_clip_max"]
+        out.append(("snapped misses: source bytes / clip bytes (worst snapped clip)", "≤ 1.1×", f"{r}×", r is not None and r <= 1.1))
     ml = s.get("misses_s3_latency")
     if ml and ml.get("speedup_total_p50"):
         out.append((f"misses, S3 first byte +{ml['s3_first_byte_delay_ms']} ms: old path / clipproxy (p50)", "≥ 10×",
@@ -113,6 +119,14 @@ def table_rows(s):
                  ("3 source bytes per miss", "p50 bytes (× clip)",
                   f"{c['source_bytes_per_miss_p50']:,} ({c['source_over_clip_p50']}×, worst {c['source_over_clip_max']}×)",
                   f"{o['source_bytes_per_miss_p50']:,} ({o['source_over_clip_p50']}×)", "")]
+    sm = s.get("snapped_misses")
+    if sm:
+        sn, x = sm["snapped"], sm["exact"]
+        rows += [(f"2c snapped misses ({sm['ok']} episodes)", "TTFB p50 / p99", two(sn, "ttfb_p50_ms", "ttfb_p99_ms"),
+                  two(x, "ttfb_p50_ms", "ttfb_p99_ms"), "exact miss, same episode"),
+                 ("", "source bytes / clip p50 (worst); source GETs (worst)",
+                  f"{sn['source_over_clip_p50']}× ({sn['source_over_clip_max']}×); {sn['source_gets_max']}",
+                  f"{x['source_over_clip_p50']}× ({x['source_over_clip_max']}×); {x['source_gets_max']}", "")]
     ml = s.get("misses_s3_latency")
     if ml:
         c, o = ml["clipproxy"], ml["old"]

@@ -7,6 +7,7 @@ side by side in one run, on one S3 test server and one MongoDB wire server.
 Scenarios (bench/README.md says what each measures and how):
   1 hits          clipproxy's local store vs nginx (sendfile) on the same clip files, wrk, 64 conns
   2 misses        cold clips of indexed episodes vs the old path (ffmpeg -ss -i URL -t -c copy)
+  2c snapped      a snapped miss (snap=pause) next to an exact miss of the same episode
   3 source bytes  per miss, counted at the S3 server (bench/count_proxy.py in front of moto)
   4 coalescing    200 concurrent requests for one cold clip
   5 cold episodes first clip of a never-seen one-hour CBR and one-hour VBR episode
@@ -581,6 +582,54 @@ http {{
         summary["s3_first_byte_delay_ms"] = self.s3_delay_ms
         self.results["scenarios"][key] = summary
 
+    def snapped_misses(self, seed=20261201):
+        """A snapped miss (`?snap=pause`) next to an exact miss of the same episode: two fresh
+        windows, one in each half, so neither reads what the other did. A snapped miss sends its
+        headers only once the whole widened source range is read (the end boundary decides the
+        length), where an exact miss starts streaming as the source answers."""
+        rng = random.Random(seed)
+        eps = [e for e in self.episodes if not e["name"].startswith("hour_") and e["duration_ms"] >= 130000]
+        if self.quick:
+            eps = eps[:4]
+        rows = []
+        for i, e in enumerate(eps):
+            half = e["duration_ms"] // 2
+            starts = {"exact": rng.randrange(32000, half - 31000), "snapped": rng.randrange(half + 2000, e["duration_ms"] - 33000)}
+            row = {"episode": e["name"]}
+            for kind in (("exact", "snapped") if i % 2 == 0 else ("snapped", "exact")):
+                since, fills = len(self.proxy_log()), self.fills_finished()
+                snaps = self.clipproxy.log().count("clip boundaries snapped to pauses")
+                path = self.clip_path(e, starts[kind]) + ("?snap=pause" if kind == "snapped" else "")
+                r = get("127.0.0.1", self.clipproxy.port, path)
+                self.wait_fills(fills + 1)
+                reads = self.source_reads(since, e["source_key"])
+                row[kind] = {"start_ms": starts[kind], "status": r["status"], "tier": r.get("tier"), "ttfb": r["ttfb"],
+                             "bytes": r["bytes"], "source_gets": len(reads), "source_bytes": sum(x["body_bytes"] for x in reads),
+                             "snap_logged": self.clipproxy.log().count("clip boundaries snapped to pauses") > snaps,
+                             "error": r["error"]}
+            rows.append(row)
+            x, sn = row["exact"], row["snapped"]
+            log(f"    {e['name']:<26} exact {ms(x['ttfb']) or float('nan'):7.1f} ms {x['source_bytes'] / max(1, x['bytes']):5.2f}x | "
+                f"snapped {ms(sn['ttfb']) or float('nan'):7.1f} ms {sn['source_bytes'] / max(1, sn['bytes']):5.2f}x "
+                f"({sn['tier']}, {'snapped' if sn['snap_logged'] else 'NOT snapped'})")
+        # Both misses answered from a fill, the snapped one after a logged choice.
+        ok = [r for r in rows if all(r[k]["status"] == 200 and r[k]["tier"] == "fill" and r[k]["bytes"] for k in ("exact", "snapped"))
+              and r["snapped"]["snap_logged"]]
+
+        def side(kind):
+            return {"ttfb_p50_ms": ms(pct([r[kind]["ttfb"] for r in ok], 50)),
+                    "ttfb_p99_ms": ms(pct([r[kind]["ttfb"] for r in ok], 99)),
+                    "source_over_clip_p50": round(pct([r[kind]["source_bytes"] / r[kind]["bytes"] for r in ok], 50), 3) if ok else None,
+                    "source_over_clip_max": round(max(r[kind]["source_bytes"] / r[kind]["bytes"] for r in ok), 3) if ok else None,
+                    "source_gets_max": max((r[kind]["source_gets"] for r in ok), default=None)}
+
+        summary = {"clips": len(rows), "ok": len(ok), "exact": side("exact"), "snapped": side("snapped")}
+        if ok and summary["exact"]["ttfb_p50_ms"]:
+            summary["ttfb_p50_ratio"] = round(summary["snapped"]["ttfb_p50_ms"] / summary["exact"]["ttfb_p50_ms"], 2)
+        summary["rows"] = [{k: ({kk: (ms(vv) if kk == "ttfb" else vv) for kk, vv in v.items()} if isinstance(v, dict) else v)
+                            for k, v in r.items()} for r in rows]
+        self.results["scenarios"]["snapped_misses"] = summary
+
     def set_s3_delay(self, milliseconds):
         """Holds the first byte of every S3 response (both systems') for `milliseconds`."""
         get("127.0.0.1", self.counter.port, f"/__count/delay?ms={milliseconds}", keep=True)
@@ -918,6 +967,8 @@ http {{
         log("==> 2/3 misses and source bytes (clipproxy vs old path)")
         self.misses()
         self.memory_mark("misses")
+        log("==> 2c snapped misses (snap=pause) next to exact misses of the same episodes")
+        self.snapped_misses()
         log(f"==> 2b misses again, every S3 response's first byte held {S3_FIRST_BYTE_MS} ms (in-region S3)")
         self.set_s3_delay(S3_FIRST_BYTE_MS)
         self.misses(key="misses_s3_latency", seed=20261129)
