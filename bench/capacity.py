@@ -24,8 +24,8 @@ What it simulates (docs/ARCHITECTURE.md describes the real thing):
   clip that misses L1 is a part: HEAD + ranged GET from the clip bucket, or one ranged source GET
   (none when the range lies inside the Info frame the node writes itself). Any GET with a Range
   header (`bytes=0-` too) that misses L1 is first offered a part, which asks the clip bucket with
-  a HEAD when the listing names the clip; a range that is the whole clip then opens it as above
-  (a second HEAD).
+  a HEAD when the listing names the clip; a range that is the whole clip then opens it as above,
+  from that HEAD's answer (no second HEAD).
 - Clip sizes: the clip's milliseconds (30 s plus two preroll frames, the Info frame and the
   frame the end falls in) times the episode's average bytes per millisecond.
 Joining a running fill ("coalesced") needs timings the model does not have: it counts as local,
@@ -226,7 +226,8 @@ class Node:
             return "part"
         self.l1.put(url, size)
         if listed:
-            w.s3("HEAD")
+            if not has_range:  # a Range request's part offer asked already; its answer opens the clip
+                w.s3("HEAD")
             w.s3("GET", 1, size)
             return "clip_bucket"
         if t - self.recent_scan.pop(url, -1e18) > RECENT_BYTES_S:

@@ -104,6 +104,60 @@ def authenticate(endpoint, path):
         json.dump({"access_key_id": key["AccessKeyId"], "secret_access_key": key["SecretAccessKey"], "role_arn": role}, out)
 
 
+WHOLE_VALUE_KEPT_FROM = 1 << 20  # bytes: objects this big keep their bytes in memory once read
+
+
+def memoize_pure_lookups():
+    """Caches what moto recomputes on every request although the answer has not changed, so the
+    same responses cost less CPU (the replay bench sends moto hundreds of thousands of requests
+    on a shared 2-core machine, where moto's own CPU is what limits the run):
+    - an object's bytes: a ranged GET reads the whole object from its spooled temporary file
+      (on disk past a few MB), under the object's lock, then slices the range, so each read of a
+      clip from a 60 MB episode copied 60 MB and concurrent reads of one episode queued. Objects
+      of at least WHOLE_VALUE_KEPT_FROM bytes keep the bytes read once (dropped when the object
+      is written), so a ranged GET copies only its range. Memory: the source bucket once more.
+    - the list of moto's service modules, which it rebuilds from a directory listing and a stat
+      per entry (about 170) to route each request, twice per request;
+    - the parsing of a stored object's timestamp string, repeated for every key of every
+      ListObjectsV2 answer (a third of a listing's CPU).
+    Every response stays byte for byte what moto answered without them."""
+    import functools
+
+    from moto import backends
+    from moto.core import serialize
+    from moto.s3.models import FakeKey
+
+    read_value, write_value = FakeKey.value.fget, FakeKey.value.fset
+
+    def value(key):
+        kept = key.__dict__.get("_whole_value")
+        if kept is not None:
+            return kept
+        whole = read_value(key)
+        if len(whole) >= WHOLE_VALUE_KEPT_FROM:
+            key.__dict__["_whole_value"] = whole
+        return whole
+
+    def set_value(key, new_value):
+        key.__dict__.pop("_whole_value", None)
+        write_value(key, new_value)
+
+    FakeKey.value = property(value, set_value)
+
+    modules = tuple(backends.list_of_moto_modules())
+    backends.list_of_moto_modules = lambda: iter(modules)
+    parse = serialize.parse_to_aware_datetime
+    cached = functools.lru_cache(maxsize=1 << 16)(parse)
+
+    def parse_to_aware_datetime(value):
+        try:
+            return cached(value)
+        except TypeError:  # an unhashable value: parse it as moto would
+            return parse(value)
+
+    serialize.parse_to_aware_datetime = parse_to_aware_datetime
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -117,6 +171,7 @@ def main():
     if args.web_identity_token:
         accept_web_identity(args.web_identity_token)
     unblock_termination_signals()
+    memoize_pure_lookups()
 
     server = ThreadedMotoServer(ip_address=args.host, port=args.port, verbose=False)
     server.start()

@@ -55,7 +55,7 @@ struct ColdRangeTests {
         }
     }
 
-    @Test("A cold Range request for a clip in the second tier reads just that range of the stored clip")
+    @Test("A cold Range request for a clip in the second tier reads just that range of the stored clip; a Range for the whole clip asks the bucket for it once")
     func coldRangeFromSecondTier() async throws {
         try await withProxiedStack("cold-range-l2") { server, proxy, _, work in
             let expected = try trimmed(ServerTests.sourceKey, startMs: 5_000)
@@ -73,6 +73,18 @@ struct ColdRangeTests {
             let clipReads = log.filter { $0.method == "GET" && $0.path.hasPrefix("/\(ClipBucketTests.clipBucket)/the-daily-tones/") }
             #expect(clipReads.map(\.range) == ["bytes=100000-100499"], "\(clipReads.map { $0.range ?? "whole" })")
             #expect(try Self.sourceBytes(proxy, after: seen).requests == 0, "no source read")
+
+            // A Range for the whole clip (a browser's bytes=0-) is offered a part first too, so
+            // the clip bucket is asked whether it has the clip; being the whole clip, it is then
+            // opened whole from that same answer: one HEAD and one GET, no second HEAD.
+            let afterPart = log.count + seen
+            let whole = try fetch("\(restarted.baseURL)/clips/\(ServerTests.episode)/5000", headers: [("Range", "bytes=0-")])
+            #expect(whole.status == 206 && whole.headers["x-clip-tier"] == "l2_hit" && sameBytes(whole.body, expected))
+            #expect(restarted.waitForLog("local copy from the second tier finished"))
+            let wholeLog = try FaultProxyRequest.decodeLog(try fetch(proxy.endpoint + "/__proxy/log").body).dropFirst(afterPart)
+            let clip = wholeLog.filter { $0.path.hasPrefix("/\(ClipBucketTests.clipBucket)/the-daily-tones/") }
+            #expect(clip.map(\.method) == ["HEAD", "GET"], "\(clip.map { "\($0.method) \($0.path) \($0.range ?? "")" })")
+            #expect(try Self.sourceBytes(proxy, after: afterPart).requests == 0, "no source read")
         }
     }
 }

@@ -161,7 +161,9 @@ final class ClipPipeline: PipelinePart, Sendable {
         let decision = ByteRangeResponse.decide(conditions, for: clip.representation(createdMs: body.createdMs))
         guard case .part(let part) = body else { return Answer(clip: clip, body: body, decision: decision) }
         guard Self.worthAPart(decision, of: clip.plan.byteCount) else {
-            let whole = try await open(clip)
+            // The second tier was just asked for this clip (a HEAD): its answer opens the whole
+            // clip too, instead of a second lookup of the same object.
+            let whole = try await open(clip, found: part.storedCopy)
             return Answer(clip: clip, body: whole, decision: ByteRangeResponse.decide(conditions, for: clip.representation(createdMs: whole.createdMs)))
         }
         var answer = Answer(clip: clip, body: body, decision: decision)
@@ -191,13 +193,17 @@ final class ClipPipeline: PipelinePart, Sendable {
 
     /// The cheapest tier that has the clip: local store, a running fill, the clip directory or
     /// bucket, else a new fill from the source, shared by every request for the key. Returns
-    /// once the bytes are assured (see the type's note).
-    func open(_ clip: PreparedClip) async throws -> ClipBody {
+    /// once the bytes are assured (see the type's note). `found`: the second tier's copy, checked
+    /// by this request a moment ago (`openForPart`); the first claim uses it instead of asking again.
+    func open(_ clip: PreparedClip, found: StoredClip? = nil) async throws -> ClipBody {
         // A claim loses only to a fill that registered or committed a moment earlier; the next
         // turn finds it. Bounded, so a record whose file vanished cannot spin.
+        var found = found
         for _ in 0..<3 {
             if let warm = try await openWarm(clip) { return warm }
-            if let started = try await fills.fill(clip, createdMs: firstCut(of: clip), lookup: { await findInSecondTier(clip) }) {
+            let known = found
+            found = nil
+            if let started = try await fills.fill(clip, createdMs: firstCut(of: clip), lookup: { if let known { known } else { await findInSecondTier(clip) } }) {
                 return .filling(started.fill, tier: started.from == nil ? .fill : .l2)
             }
         }

@@ -79,6 +79,11 @@ struct PartSource: Sendable {
     let bytes: Bytes
     let createdMs: Int64
 
+    /// The second tier's copy these ranges would be read from, if that is where they come from.
+    var storedCopy: StoredClip? {
+        if case .stored(let stored) = bytes { stored } else { nil }
+    }
+
     /// Bytes `range` of the clip, read before the response's headers go out. Blocking.
     func read(_ range: Range<Int64>) throws -> [UInt8] {
         var out: [UInt8] = []
