@@ -119,11 +119,14 @@ def table_rows(s):
                  ("3 source bytes per miss", "p50 bytes (× clip)",
                   f"{c['source_bytes_per_miss_p50']:,} ({c['source_over_clip_p50']}×, worst {c['source_over_clip_max']}×)",
                   f"{o['source_bytes_per_miss_p50']:,} ({o['source_over_clip_p50']}×)", "")]
-    sm = s.get("snapped_misses")
-    if sm:
+    for name, label in (("snapped_misses", "2c snapped misses"), ("snapped_misses_s3_latency", "2d snapped misses, S3 first byte +15 ms")):
+        sm = s.get(name)
+        if not sm:
+            continue
         sn, x = sm["snapped"], sm["exact"]
-        rows += [(f"2c snapped misses ({sm['ok']} episodes)", "TTFB p50 / p99", two(sn, "ttfb_p50_ms", "ttfb_p99_ms"),
+        rows += [(f"{label} ({sm['ok']} episodes)", "TTFB p50 / p99", two(sn, "ttfb_p50_ms", "ttfb_p99_ms"),
                   two(x, "ttfb_p50_ms", "ttfb_p99_ms"), "exact miss, same episode"),
+                 ("", "TTFB p50, snapped / exact", f"{sm.get('ttfb_p50_ratio')}×", "", ""),
                  ("", "source bytes / clip p50 (worst); source GETs (worst)",
                   f"{sn['source_over_clip_p50']}× ({sn['source_over_clip_max']}×); {sn['source_gets_max']}",
                   f"{x['source_over_clip_p50']}× ({x['source_over_clip_max']}×); {x['source_gets_max']}", "")]

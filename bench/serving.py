@@ -582,7 +582,7 @@ http {{
         summary["s3_first_byte_delay_ms"] = self.s3_delay_ms
         self.results["scenarios"][key] = summary
 
-    def snapped_misses(self, seed=20261201):
+    def snapped_misses(self, key="snapped_misses", seed=20261201):
         """A snapped miss (`?snap=pause`) next to an exact miss of the same episode: two fresh
         windows, one in each half, so neither reads what the other did. A snapped miss sends its
         headers only once the whole widened source range is read (the end boundary decides the
@@ -628,7 +628,8 @@ http {{
             summary["ttfb_p50_ratio"] = round(summary["snapped"]["ttfb_p50_ms"] / summary["exact"]["ttfb_p50_ms"], 2)
         summary["rows"] = [{k: ({kk: (ms(vv) if kk == "ttfb" else vv) for kk, vv in v.items()} if isinstance(v, dict) else v)
                             for k, v in r.items()} for r in rows]
-        self.results["scenarios"]["snapped_misses"] = summary
+        summary["s3_first_byte_delay_ms"] = self.s3_delay_ms
+        self.results["scenarios"][key] = summary
 
     def set_s3_delay(self, milliseconds):
         """Holds the first byte of every S3 response (both systems') for `milliseconds`."""
@@ -972,6 +973,8 @@ http {{
         log(f"==> 2b misses again, every S3 response's first byte held {S3_FIRST_BYTE_MS} ms (in-region S3)")
         self.set_s3_delay(S3_FIRST_BYTE_MS)
         self.misses(key="misses_s3_latency", seed=20261129)
+        log(f"==> 2d snapped misses, S3 first byte +{S3_FIRST_BYTE_MS} ms")
+        self.snapped_misses(key="snapped_misses_s3_latency", seed=20261202)
         self.set_s3_delay(0)
         log("==> 4 coalescing")
         self.coalescing()

@@ -45,12 +45,14 @@ struct OperatorMetricsTests {
             #expect(answered["fill"] == 1 && answered["l1_hit"] == 3 && answered["part"] == 1, "\(answered)")
 
             // A burst while the source is slow: 20 requests for one cold clip (one fill, the rest
-            // join it) and 5 other cold clips, with one fill slot: the others queue.
-            try setProxyPlan(proxy, #"{"plan": [], "default": "slow:40000"}"#)
+            // join it) and 5 other cold clips, with one fill slot: the others queue. The windows
+            // share no source bytes with each other or with the clips above, so every fill waits
+            // on the slow source (about a second each) and the queue lasts for seconds.
+            try setProxyPlan(proxy, #"{"plan": [], "default": "slow:80000"}"#)
             var arguments = ["--silent", "--parallel", "--parallel-immediate", "--parallel-max", "40",
                              "--write-out", "%{http_code} %header{x-clip-tier}\\n"]
-            for _ in 0..<20 { arguments += ["-o", "/dev/null", Self.clipURL(server, 1_000)] }
-            for start in [2_000, 3_000, 4_000, 5_000, 6_000] { arguments += ["-o", "/dev/null", Self.clipURL(server, start)] }
+            for _ in 0..<20 { arguments += ["-o", "/dev/null", Self.clipURL(server, 30_000)] }
+            for start in [37_000, 44_000, 51_000, 58_000, 65_000] { arguments += ["-o", "/dev/null", Self.clipURL(server, start)] }
             let output = work.url.appendingPathComponent("burst.txt")
             _ = FileManager.default.createFile(atPath: output.path, contents: nil)
             let curl = Process()
