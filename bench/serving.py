@@ -768,8 +768,12 @@ http {{
     def hits(self, root, paths, script):
         # Every clip must be a local-store hit at clipproxy and byte-identical at nginx.
         baselines = self.start_baselines(paths)
-        metrics_off = next((label for label, spec in zip(baselines, self.args.baseline)
-                            if spec.get("env", {}).get("CLIPPROXY_HTTP_REQUEST_METRICS") == "false" and "bin" not in spec), None)
+        def same_build(value):
+            return next((label for label, spec in zip(baselines, self.args.baseline)
+                         if "bin" not in spec and spec.get("env", {}).get("CLIPPROXY_HTTP_REQUEST_METRICS") == value), None)
+        # The metrics' cost is measured between two fresh processes of this build, on and off:
+        # clipproxy itself has run every scenario before this one (a larger heap and index).
+        metrics_off, metrics_on = same_build("false"), same_build("true")
         servers = {"clipproxy": self.clipproxy, **baselines}
         for p in paths:
             b = get("127.0.0.1", self.nginx_port, p, keep=True)
@@ -822,7 +826,7 @@ http {{
             # What the per-request metrics cost a hit: the same build with them off, compared round
             # by round (the two run back to back), the median of the rounds' ratios.
             pairs = sorted(on["cpu_ms_per_hit"] / off["cpu_ms_per_hit"]
-                           for on, off in zip(runs["clipproxy"], runs[metrics_off]) if on["cpu_ms_per_hit"] and off["cpu_ms_per_hit"])
+                           for on, off in zip(runs[metrics_on or "clipproxy"], runs[metrics_off]) if on["cpu_ms_per_hit"] and off["cpu_ms_per_hit"])
             out["request_metrics_cpu_per_hit_ratio"] = round(pairs[len(pairs) // 2], 3) if pairs else None
         self.results["scenarios"]["hits"] = out
         for server in baselines.values():
@@ -1012,8 +1016,9 @@ def main():
                          '{"label": "...", "bin": PATH (default --clipproxy), "env": {"CLIPPROXY_...": "..."}}; repeatable')
     args = ap.parse_args()
     if not os.environ.get("CLIPPROXY_BASELINES"):
-        # By default: the same build with the per-request metrics off, for their cost per hit.
-        args.baseline.append({"label": "request metrics off", "env": {"CLIPPROXY_HTTP_REQUEST_METRICS": "false"}})
+        # By default: the same build started fresh with the per-request metrics on and off, for their cost per hit.
+        args.baseline += [{"label": "request metrics on (fresh)", "env": {"CLIPPROXY_HTTP_REQUEST_METRICS": "true"}},
+                          {"label": "request metrics off (fresh)", "env": {"CLIPPROXY_HTTP_REQUEST_METRICS": "false"}}]
     bench = Bench(args)
     try:
         bench.run()
