@@ -33,7 +33,7 @@ test: deps fixtures
 
 # The inner loop: the unit and in-process suites, and the server suites that need no browser,
 # nginx, Prometheus, schemathesis or S3 server (under 3 minutes). `make test` runs everything.
-CHECK_SKIP := AWSCredentialSources|OperatorMetrics|AWSCredentialsRefresh|AWSCredentialsServe|ReplayBench|CurlSmoke|Browser|DemoPage|DemoFreshClone|Chaos|CDNTests|MultiNode|RangeSemantics|ServerRangeTable|AdminListener|OpenAPI|OperationsConfig|FullStack|ClipBucket|StreamingFill|CoalescingAt|FaultTolerance|CaptionMongo|PeaksFullStack|ShutdownDrain|VBRSourceReads|ProgressiveIndexServer|S3Fault|S3Auth|S3Client|S3Credentials|S3Presign|S3Secrets|Mongo|CatalogSearch|ColdRange|OneRoundTrip|SecondTierOutage|IndexSources|WarmFeed|AudioClipsAPI|SignedURL
+CHECK_SKIP := AWSCredentialSources|OperatorMetrics|SnapSourceReads|AWSCredentialsRefresh|AWSCredentialsServe|ReplayBench|CurlSmoke|Browser|DemoPage|DemoFreshClone|Chaos|CDNTests|MultiNode|RangeSemantics|ServerRangeTable|AdminListener|OpenAPI|OperationsConfig|FullStack|ClipBucket|StreamingFill|CoalescingAt|FaultTolerance|CaptionMongo|PeaksFullStack|ShutdownDrain|VBRSourceReads|ProgressiveIndexServer|S3Fault|S3Auth|S3Client|S3Credentials|S3Presign|S3Secrets|Mongo|CatalogSearch|ColdRange|OneRoundTrip|SecondTierOutage|IndexSources|WarmFeed|AudioClipsAPI|SignedURL
 check: deps fixtures
 	$(call run_suites,|$(CHECK_SKIP))
 
