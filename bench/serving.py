@@ -961,6 +961,20 @@ http {{
         biggest = sorted(sizes.items(), key=lambda kv: -kv[1])[:top]
         self.results.setdefault("clipproxy_mappings", {})[label] = [(name, round(kb * 1024 / 1e6, 1)) for name, kb in biggest]
 
+    def run_snapped_only(self):
+        """`--only snapped`: scenarios 2c and 2d alone (the inner loop of the snapped path's
+        time to first byte), printed, nothing published."""
+        self.setup()
+        self.warm_index()
+        self.snapped_misses()
+        self.set_s3_delay(S3_FIRST_BYTE_MS)
+        self.snapped_misses(key="snapped_misses_s3_latency", seed=20261202)
+        for key in ("snapped_misses", "snapped_misses_s3_latency"):
+            sm = self.results["scenarios"][key]
+            log(f"{key}: exact {sm['exact']['ttfb_p50_ms']} ms, snapped {sm['snapped']['ttfb_p50_ms']} ms, "
+                f"ratio {sm.get('ttfb_p50_ratio')}x, source/clip max {sm['snapped']['source_over_clip_max']}x, "
+                f"source GETs max {sm['snapped']['source_gets_max']}")
+
     def run(self):
         t0 = time.time()
         self.setup()
@@ -1014,6 +1028,7 @@ def main():
                     default=json.loads(os.environ.get("CLIPPROXY_BASELINES") or "[]"),
                     help='another clipproxy whose hits run in the same rounds (what a change cost), as JSON: '
                          '{"label": "...", "bin": PATH (default --clipproxy), "env": {"CLIPPROXY_...": "..."}}; repeatable')
+    ap.add_argument("--only", choices=["snapped"], help="run only these scenarios, print them, publish nothing")
     args = ap.parse_args()
     if not os.environ.get("CLIPPROXY_BASELINES"):
         # By default: the same build started fresh with the per-request metrics on and off, for their cost per hit.
@@ -1021,6 +1036,9 @@ def main():
                           {"label": "request metrics off (fresh)", "env": {"CLIPPROXY_HTTP_REQUEST_METRICS": "false"}}]
     bench = Bench(args)
     try:
+        if args.only:
+            {"snapped": bench.run_snapped_only}[args.only]()
+            return
         bench.run()
     finally:
         bench.stop_all()

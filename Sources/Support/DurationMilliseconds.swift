@@ -3,4 +3,9 @@ extension Duration {
     public var wholeMilliseconds: Int64 {
         components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000
     }
+
+    /// The duration in whole microseconds (rounded toward zero), for logs of sub-millisecond steps.
+    public var wholeMicroseconds: Int64 {
+        components.seconds * 1_000_000 + components.attoseconds / 1_000_000_000_000
+    }
 }

@@ -43,14 +43,23 @@ final class PauseSnaps: PipelinePart, Sendable {
             if let stored = try await storedBlob(key).flatMap(Self.decode) { return remember(stored, key) }
             let started = ContinuousClock.now
             let (searchPlan, index) = try await planning(PauseSnap.searchWindow(asked))
+            let readFrom = ContinuousClock.now
             let held = try await read(searchPlan.readRange, of: episode, identity: identity)
+            let decideFrom = ContinuousClock.now
             let window = try await blocking { try PauseSnap.snap(asked, index: index, source: held, maxDurationMs: maxDurationMs) }
+            let decided = ContinuousClock.now
             logger.info("clip boundaries snapped to pauses", metadata: [
                 "episode.id": "\(episodeId)", "clip.asked": "\(asked.startMs)+\(asked.durationMs)",
                 "clip.window": "\(window.startMs)+\(window.durationMs)", "source.range": "\(searchPlan.readRange)",
-                "snap.ms": "\((ContinuousClock.now - started).wholeMilliseconds)"])
-            await keepBlob(Self.encode(window), key: key, episodeId: episodeId, what: "snapped window")
-            return remember(window, key)
+                "snap.ms": "\((decided - started).wholeMilliseconds)",
+                "snap.read.us": "\((decideFrom - readFrom).wholeMicroseconds)", "snap.decide.us": "\((decided - decideFrom).wholeMicroseconds)"])
+            // Kept in memory first, so a repeat finds it; the store's copy (for restarts) is
+            // written in the background, not before this clip's first byte.
+            remember(window, key)
+            background.start("snapped window store") { [self] in
+                await keepBlob(Self.encode(window), key: key, episodeId: episodeId, what: "snapped window")
+            }
+            return window
         }
     }
 
@@ -64,6 +73,7 @@ final class PauseSnaps: PipelinePart, Sendable {
         return HeldBytesSource(size: recorder.size, start: range.lowerBound, bytes: bytes)
     }
 
+    @discardableResult
     private func remember(_ window: ClipPlan.Request, _ key: ClipKey) -> ClipPlan.Request {
         chosen.withLock { chosen in
             if chosen.count >= Self.chosenLimit { chosen.removeAll(keepingCapacity: true) }
