@@ -3,6 +3,7 @@
 
     python scripts/s3_test_server.py [--host 127.0.0.1] [--port 0] [--expire-sessions]
                                      [--web-identity-token TOKEN] [--authenticate FILE]
+                                     [--moto-listings]
 
 With --expire-sessions, requests signed with STS session credentials (AssumeRole,
 AssumeRoleWithWebIdentity) whose Expiration has passed are refused with S3's 400 ExpiredToken,
@@ -17,6 +18,10 @@ With --authenticate FILE, moto gets an IAM user allowed s3:* and sts:AssumeRole,
 `clipproxy-role` allowed s3:*, and from then on checks every signature; FILE receives the user's
 key and the role's ARN as JSON ({"access_key_id", "secret_access_key", "role_arn"}) before
 "LISTENING" is printed.
+
+ListObjectsV2 is answered by quick_listings() (moto's answer, byte for byte, at a cost that
+does not grow with the whole bucket); --moto-listings leaves it to moto's own code, which
+scripts/check_s3_test_server.py compares it with.
 
 Prints "LISTENING <port>" once requests are accepted, and exits on SIGTERM/SIGINT or when the
 process that started it dies (so a crashed test run leaves no server behind).
@@ -158,6 +163,102 @@ def memoize_pure_lookups():
     serialize.parse_to_aware_datetime = parse_to_aware_datetime
 
 
+LISTING_FIELDS = {"Name", "Prefix", "MaxKeys", "KeyCount", "IsTruncated", "Contents", "Delimiter",
+                  "CommonPrefixes", "EncodingType", "NextContinuationToken", "StartAfter"}
+LISTED_KEY_FIELDS = ("Key", "LastModified", "ETag", "Size", "StorageClass")
+
+
+def quick_listings():
+    """ListObjectsV2 at a cost that does not grow with the whole bucket. moto answers a listing
+    by walking every key of the bucket through a Python generator (one dictionary lookup and
+    two method calls per key) and then writing the answer with its generic, botocore-driven XML
+    serializer (about 50 us per listed key). The replay bench's nodes list one episode's folder
+    of the clip bucket per `catalog.ttl_s` while the bucket grows to thousands of clips: by
+    late in the day each listing of 170 clips cost moto about 20 ms of CPU, most of moto's work.
+
+    Two replacements, each giving exactly what moto's own code gives (scripts/
+    check_s3_test_server.py compares both ways of answering, byte for byte, over prefixes,
+    delimiters, continuation tokens, start-after and max-keys):
+    - the scan: one C-level copy of the key table (as moto's own iteration makes, so a
+      concurrent upload cannot break it), then only names with the prefix are looked at;
+      folders, sorting, start-after, continuation tokens and truncation stay moto's own.
+    - the XML: moto still builds the listing's result (its argument handling, KeyCount, tokens);
+      this writes it out in S3's element order. Results with fields this does not write
+      (fetch-owner, checksum algorithms) go to moto's serializer as before.
+    """
+    from operator import attrgetter
+    from xml.sax.saxutils import escape
+
+    from moto.s3.models import FakeBucket, FakeDeleteMarker, S3Backend
+    from moto.s3.responses import S3Response
+
+    scan = S3Backend.list_objects
+
+    def list_objects(self, bucket, prefix, delimiter, marker, max_keys):
+        if type(bucket) is not FakeBucket:
+            return scan(self, bucket, prefix, delimiter, marker, max_keys)
+        prefix = prefix or ""
+        cut = len(prefix)
+        keys, folders = [], set()
+        for name, versions in dict(bucket.keys).items():
+            if not name.startswith(prefix):
+                continue
+            if delimiter and delimiter in name[cut:]:
+                folders.add(prefix + name[cut:].split(delimiter)[0] + delimiter)
+                continue
+            key = versions[-1]
+            if not isinstance(key, FakeDeleteMarker):
+                keys.append(key)
+        keys.sort(key=attrgetter("name"))
+        folders = sorted(folders)
+        if marker:
+            keys = self._get_results_from_token(keys, self._pagination_tokens.get(marker) or marker)
+        truncated, next_marker = False, None
+        if max_keys is not None:
+            keys, truncated, next_marker = self._truncate_result(keys, max_keys)
+        return keys, folders, truncated, next_marker
+
+    S3Backend.list_objects = list_objects
+
+    serialized = S3Response.serialized
+
+    def element(name, value):
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        text = escape(str(value))
+        return f"<{name}>{text}</{name}>" if text else f"<{name}/>"
+
+    def write_listing(result):
+        parts = ['<?xml version="1.0" encoding="utf-8"?>\n',
+                 '<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">',
+                 element("IsTruncated", result["IsTruncated"])]
+        for item in result["Contents"]:
+            parts.append("<Contents>" + "".join(element(f, item[f]) for f in LISTED_KEY_FIELDS) + "</Contents>")
+        parts += [element("Name", result["Name"]), element("Prefix", result["Prefix"])]
+        if "Delimiter" in result:
+            parts.append(element("Delimiter", result["Delimiter"]))
+        parts.append(element("MaxKeys", result["MaxKeys"]))
+        for common in result.get("CommonPrefixes", ()):
+            parts.append("<CommonPrefixes>" + element("Prefix", common["Prefix"]) + "</CommonPrefixes>")
+        for name in ("EncodingType", "KeyCount", "NextContinuationToken", "StartAfter"):
+            if name in result:
+                parts.append(element(name, result[name]))
+        parts.append("</ListBucketResult>")
+        return "".join(parts)
+
+    def answer(self, action_result):
+        result = getattr(action_result, "result", None)
+        if (self.data.get("Action") != "ListObjectsV2" or not isinstance(result, dict)
+                or not set(result) <= LISTING_FIELDS
+                or any(set(item) != set(LISTED_KEY_FIELDS) for item in result["Contents"])):
+            return serialized(self, action_result)
+        headers = {"Content-Type": "application/xml"}
+        headers.update(self.response_headers)
+        return 200, headers, write_listing(result)
+
+    S3Response.serialized = answer
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -165,6 +266,8 @@ def main():
     parser.add_argument("--expire-sessions", action="store_true")
     parser.add_argument("--web-identity-token", default=None)
     parser.add_argument("--authenticate", metavar="FILE", default=None)
+    parser.add_argument("--moto-listings", action="store_true",
+                        help="answer ListObjectsV2 with moto's own code (quick_listings off), to compare")
     args = parser.parse_args()
     if args.expire_sessions:
         expire_sessions()
@@ -172,6 +275,8 @@ def main():
         accept_web_identity(args.web_identity_token)
     unblock_termination_signals()
     memoize_pure_lookups()
+    if not args.moto_listings:
+        quick_listings()
 
     server = ThreadedMotoServer(ip_address=args.host, port=args.port, verbose=False)
     server.start()
