@@ -119,7 +119,14 @@ def main():
       f"Replay run {replay['date']} at commit `{replay['commit']}` on {replay['machine']}: a machine shared with "
       "other builds, so times are noisy; counts (requests, bytes, tiers) are not.")
     w("")
-    durations = [f"the replay of the three set-ups took {replay['duration_s'] / 60:.1f} min"]
+    walls = "; ".join(f"{name} {setup['wall_s']:.0f} s" for name, setup in replay["setups"].items())
+    loads = [setup["load_average_at_end"]["5min"] for setup in replay["setups"].values()
+             if "load_average_at_end" in setup]
+    schedule = next((setup["schedule_s"] for setup in replay["setups"].values() if "schedule_s" in setup), None)
+    durations = [f"the replay of the three set-ups took {replay['duration_s'] / 60:.1f} min ({walls}"
+                 + (f"; the trace's schedule is {schedule:.0f} s at speed {replay['speed']:g}" if schedule else "")
+                 + (f"; 5-minute load average {min(loads):g} to {max(loads):g} at the ends of the set-ups"
+                    if loads else "") + ")"]
     if sweep_json:
         durations.append(f"the budget sweep {sweep_json['duration_s'] / 60:.1f} min")
     w("Run time on this machine: " + ", ".join(durations) + " (issue 23 asks for at most 20 minutes for the "

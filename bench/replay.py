@@ -438,7 +438,7 @@ class Harness:
         cpu_by_process = {"clipproxy": round(cpu, 1), "nginx": round(nginx_cpu, 1),
                           "replay_client": round(time.process_time() - client_cpu0, 1)}
         cpu_by_process.update({name: round(cpu_seconds(pids) - helper_cpu0[name], 1) for name, pids in helpers.items()})
-        load_average = round(os.getloadavg()[0], 1)
+        load_average = {"1min": round(os.getloadavg()[0], 1), "5min": round(os.getloadavg()[1], 1)}
         time.sleep(2)  # background uploads to the clip bucket finish
         s3log = json.loads(self.http_get(counter.port, "/__count/log"))
         with open(os.path.join(self.work, f"{setup_dir}-s3.json"), "w") as f:
@@ -460,7 +460,8 @@ class Harness:
         summary["working_set_mb"] = round(working_set_bytes(self.trace, results) / 2 ** 20, 1)
         summary["working_set_over_budget"] = round(summary["working_set_mb"] / budget_mb, 1)
         summary.update(checks)
-        summary.update({"cpu_s_by_process": cpu_by_process, "load_average_1min_at_end": load_average})
+        summary.update({"cpu_s_by_process": cpu_by_process, "load_average_at_end": load_average,
+                        "schedule_s": round(self.trace[-1]["t"] / self.args.speed, 1)})
         summary.update({"nodes": len(nodes), "budget_mb_per_node": budget_mb,
                         "catalog_ttl_s": self.ttl_s, "speed": self.args.speed, "workers": self.args.workers})
         with open(os.path.join(self.work, f"{setup_dir}-responses.jsonl"), "w") as f:
@@ -469,7 +470,7 @@ class Harness:
         summary["responses_file"] = os.path.relpath(os.path.join(self.work, f"{setup_dir}-responses.jsonl"), REPO)
         log(f"  {setup}: {summary['plays']} plays, {summary['requests']} requests in {wall:.0f} s, broken {summary['broken']}, "
             f"hit ratio {summary['hit_ratio']}, S3/1k plays {summary['s3_requests_per_1k_plays']}, "
-            f"CPU/1k plays {summary['cpu_s_per_1k_plays']} s; CPU s by process {cpu_by_process}, load average {load_average}")
+            f"CPU/1k plays {summary['cpu_s_per_1k_plays']} s; CPU s by process {cpu_by_process}, load average {load_average['1min']} (5 min: {load_average['5min']})")
         return summary
 
     def http_get(self, port, path):
