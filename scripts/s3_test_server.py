@@ -188,7 +188,7 @@ def memoize_pure_lookups():
 
 LISTING_FIELDS = {"Name", "Prefix", "MaxKeys", "KeyCount", "IsTruncated", "Contents", "Delimiter",
                   "CommonPrefixes", "EncodingType", "NextContinuationToken", "StartAfter"}
-LISTED_KEY_FIELDS = ("Key", "LastModified", "ETag", "Size", "StorageClass")
+LISTED_KEY_FIELDS = {"Key", "LastModified", "ETag", "Size", "StorageClass"}
 
 
 def quick_listings():
@@ -279,8 +279,10 @@ def quick_listings():
         parts = ['<?xml version="1.0" encoding="utf-8"?>\n',
                  '<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">',
                  element("IsTruncated", result["IsTruncated"])]
-        for item in result["Contents"]:
-            parts.append("<Contents>" + "".join(element(f, item[f]) for f in LISTED_KEY_FIELDS) + "</Contents>")
+        for item in result["Contents"]:  # the one part as long as the listing: written in one go
+            parts.append(f"<Contents><Key>{escape(item['Key'])}</Key><LastModified>{item['LastModified']}"
+                         f"</LastModified><ETag>{escape(item['ETag'])}</ETag><Size>{item['Size']}</Size>"
+                         f"<StorageClass>{item['StorageClass']}</StorageClass></Contents>")
         parts += [element("Name", result["Name"]), element("Prefix", result["Prefix"])]
         if "Delimiter" in result:
             parts.append(element("Delimiter", result["Delimiter"]))
@@ -297,7 +299,7 @@ def quick_listings():
         result = getattr(action_result, "result", None)
         if (self.data.get("Action") != "ListObjectsV2" or not isinstance(result, dict)
                 or not set(result) <= LISTING_FIELDS
-                or any(set(item) != set(LISTED_KEY_FIELDS) for item in result["Contents"])):
+                or any(item.keys() != LISTED_KEY_FIELDS or not item["StorageClass"] for item in result["Contents"])):
             return serialized(self, action_result)
         headers = {"Content-Type": "application/xml"}
         headers.update(self.response_headers)
