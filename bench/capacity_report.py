@@ -143,9 +143,9 @@ def main():
       "stereo, LAME VBR), each the frames of one pre-encoded 96 s segment repeated (never re-encoded).")
     w(f"- Time: the day is replayed at {replay['speed']:g}x (trace seconds per wall second), and `catalog.ttl_s` "
       f"is scaled the same way ({replay['catalog_ttl_s']} s), so resolutions and clip-bucket listings expire as "
-      "often per trace-hour as they would in a day. Where the replay cannot keep up (the lag row below: moto, "
-      "in Python on one core, is the limit here; bench/README.md, \"Replay\", gives each process's CPU "
-      "seconds), requests go out as fast as the 24 clients can send them, "
+      "often per trace-hour as they would in a day. Where the replay cannot keep up (the lag row below; on a "
+      "busy machine moto, in Python on one core, is the limit: bench/README.md, \"Replay\", gives each "
+      "process's CPU seconds), requests go out as fast as the 24 clients can send them, "
       "and the model is fed the times each request was actually sent, so both see the same TTL windows.")
     w("- S3 is moto behind `bench/count_proxy.py`, which logs every request (verb, bytes sent); the catalog is the "
       "MongoDB wire server. (b) is `conf/multinode/nginx.conf` in front of three nodes started from "
