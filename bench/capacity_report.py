@@ -119,7 +119,14 @@ def main():
       f"Replay run {replay['date']} at commit `{replay['commit']}` on {replay['machine']}: a machine shared with "
       "other builds, so times are noisy; counts (requests, bytes, tiers) are not.")
     w("")
-    durations = [f"the replay of the three set-ups took {replay['duration_s'] / 60:.1f} min"]
+    walls = "; ".join(f"{name} {setup['wall_s']:.0f} s" for name, setup in replay["setups"].items())
+    loads = [setup["load_average_at_end"]["5min"] for setup in replay["setups"].values()
+             if "load_average_at_end" in setup]
+    schedule = next((setup["schedule_s"] for setup in replay["setups"].values() if "schedule_s" in setup), None)
+    durations = [f"the replay of the three set-ups took {replay['duration_s'] / 60:.1f} min ({walls}"
+                 + (f"; the trace's schedule is {schedule:.0f} s at speed {replay['speed']:g}" if schedule else "")
+                 + (f"; 5-minute load average {min(loads):g} to {max(loads):g} at the ends of the set-ups"
+                    if loads else "") + ")"]
     if sweep_json:
         durations.append(f"the budget sweep {sweep_json['duration_s'] / 60:.1f} min")
     w("Run time on this machine: " + ", ".join(durations) + " (issue 23 asks for at most 20 minutes for the "
@@ -136,9 +143,9 @@ def main():
       "stereo, LAME VBR), each the frames of one pre-encoded 96 s segment repeated (never re-encoded).")
     w(f"- Time: the day is replayed at {replay['speed']:g}x (trace seconds per wall second), and `catalog.ttl_s` "
       f"is scaled the same way ({replay['catalog_ttl_s']} s), so resolutions and clip-bucket listings expire as "
-      "often per trace-hour as they would in a day. Where the replay cannot keep up (the lag row below: moto, "
-      "in Python on one core, is the limit here; bench/README.md, \"Replay\", gives each process's CPU "
-      "seconds), requests go out as fast as the 24 clients can send them, "
+      "often per trace-hour as they would in a day. Where the replay cannot keep up (the lag row below; on a "
+      "busy machine moto, in Python on one core, is the limit: bench/README.md, \"Replay\", gives each "
+      "process's CPU seconds), requests go out as fast as the 24 clients can send them, "
       "and the model is fed the times each request was actually sent, so both see the same TTL windows.")
     w("- S3 is moto behind `bench/count_proxy.py`, which logs every request (verb, bytes sent); the catalog is the "
       "MongoDB wire server. (b) is `conf/multinode/nginx.conf` in front of three nodes started from "

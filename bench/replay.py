@@ -357,7 +357,7 @@ class Harness:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
         catalog = os.path.join(os.path.dirname(self.args.episodes), "catalog")
-        self.moto = self.start("moto", [PY, os.path.join(REPO, "scripts", "s3_test_server.py")])
+        self.moto = self.start("moto", [PY, os.path.join(REPO, "scripts", "s3_test_server.py"), "--no-access-log"])
         self.mongo = self.start("mongo", [PY, os.path.join(REPO, "scripts", "mongo_wire_server.py"), "--dir", catalog])
         s3 = self.s3()
         s3.create_bucket(Bucket=SOURCE_BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-2"})
@@ -427,10 +427,18 @@ class Harness:
             port = cdn_port
         node_pids = [n.pid for n in nodes]
         cpu0, nginx_cpu0 = cpu_seconds(node_pids), cpu_seconds(sum((n.pids() for n in nginxes), []))
+        helpers = {"moto": [self.moto.pid], "counting_proxy": [counter.pid], "mongodb_server": [self.mongo.pid]}
+        helper_cpu0 = {name: cpu_seconds(pids) for name, pids in helpers.items()}
+        client_cpu0 = time.process_time()
         results = []
         wall = asyncio.run(replay(port, self.trace, self.args.speed, self.args.workers, self.args.sample_every, results))
         cpu = cpu_seconds(node_pids) - cpu0
         nginx_cpu = cpu_seconds(sum((n.pids() for n in nginxes), [])) - nginx_cpu0
+        # Every process's CPU over the replay, for bench/README.md's "where the time goes".
+        cpu_by_process = {"clipproxy": round(cpu, 1), "nginx": round(nginx_cpu, 1),
+                          "replay_client": round(time.process_time() - client_cpu0, 1)}
+        cpu_by_process.update({name: round(cpu_seconds(pids) - helper_cpu0[name], 1) for name, pids in helpers.items()})
+        load_average = {"1min": round(os.getloadavg()[0], 1), "5min": round(os.getloadavg()[1], 1)}
         time.sleep(2)  # background uploads to the clip bucket finish
         s3log = json.loads(self.http_get(counter.port, "/__count/log"))
         with open(os.path.join(self.work, f"{setup_dir}-s3.json"), "w") as f:
@@ -452,6 +460,8 @@ class Harness:
         summary["working_set_mb"] = round(working_set_bytes(self.trace, results) / 2 ** 20, 1)
         summary["working_set_over_budget"] = round(summary["working_set_mb"] / budget_mb, 1)
         summary.update(checks)
+        summary.update({"cpu_s_by_process": cpu_by_process, "load_average_at_end": load_average,
+                        "schedule_s": round(self.trace[-1]["t"] / self.args.speed, 1)})
         summary.update({"nodes": len(nodes), "budget_mb_per_node": budget_mb,
                         "catalog_ttl_s": self.ttl_s, "speed": self.args.speed, "workers": self.args.workers})
         with open(os.path.join(self.work, f"{setup_dir}-responses.jsonl"), "w") as f:
@@ -460,7 +470,7 @@ class Harness:
         summary["responses_file"] = os.path.relpath(os.path.join(self.work, f"{setup_dir}-responses.jsonl"), REPO)
         log(f"  {setup}: {summary['plays']} plays, {summary['requests']} requests in {wall:.0f} s, broken {summary['broken']}, "
             f"hit ratio {summary['hit_ratio']}, S3/1k plays {summary['s3_requests_per_1k_plays']}, "
-            f"CPU/1k plays {summary['cpu_s_per_1k_plays']} s")
+            f"CPU/1k plays {summary['cpu_s_per_1k_plays']} s; CPU s by process {cpu_by_process}, load average {load_average['1min']} (5 min: {load_average['5min']})")
         return summary
 
     def http_get(self, port, path):

@@ -3,6 +3,7 @@
 
     python scripts/s3_test_server.py [--host 127.0.0.1] [--port 0] [--expire-sessions]
                                      [--web-identity-token TOKEN] [--authenticate FILE]
+                                     [--moto-listings] [--no-access-log]
 
 With --expire-sessions, requests signed with STS session credentials (AssumeRole,
 AssumeRoleWithWebIdentity) whose Expiration has passed are refused with S3's 400 ExpiredToken,
@@ -17,6 +18,10 @@ With --authenticate FILE, moto gets an IAM user allowed s3:* and sts:AssumeRole,
 `clipproxy-role` allowed s3:*, and from then on checks every signature; FILE receives the user's
 key and the role's ARN as JSON ({"access_key_id", "secret_access_key", "role_arn"}) before
 "LISTENING" is printed.
+
+ListObjectsV2 is answered by quick_listings() (moto's answer, byte for byte, at a cost that
+does not grow with the whole bucket); --moto-listings leaves it to moto's own code, which
+scripts/check_s3_test_server.py compares it with.
 
 Prints "LISTENING <port>" once requests are accepted, and exits on SIGTERM/SIGINT or when the
 process that started it dies (so a crashed test run leaves no server behind).
@@ -105,6 +110,7 @@ def authenticate(endpoint, path):
 
 
 WHOLE_VALUE_KEPT_FROM = 1 << 20  # bytes: objects this big keep their bytes in memory once read
+CONNECTION_THREADS = 1024  # connections served at once; more wait for a thread to be free
 
 
 def memoize_pure_lookups():
@@ -119,13 +125,18 @@ def memoize_pure_lookups():
     - the list of moto's service modules, which it rebuilds from a directory listing and a stat
       per entry (about 170) to route each request, twice per request;
     - the parsing of a stored object's timestamp string, repeated for every key of every
-      ListObjectsV2 answer (a third of a listing's CPU).
+      ListObjectsV2 answer (a third of a listing's CPU), and the formatting of that string from
+      the object's modification time (kept with the time it was made from);
+    - a thread per connection: connections are handed to a pool of threads that are kept once
+      started (up to CONNECTION_THREADS at once, as many as were ever busy together), where
+      moto's server started and ended a thread for every request.
     Every response stays byte for byte what moto answered without them."""
     import functools
 
     from moto import backends
     from moto.core import serialize
     from moto.s3.models import FakeKey
+    from moto.s3.models import iso_8601_datetime_without_milliseconds_s3
 
     read_value, write_value = FakeKey.value.fget, FakeKey.value.fset
 
@@ -144,6 +155,15 @@ def memoize_pure_lookups():
 
     FakeKey.value = property(value, set_value)
 
+    def last_modified_iso8601(key):
+        kept = key.__dict__.get("_last_modified_iso8601")
+        if kept is None or kept[0] != key.last_modified:
+            kept = (key.last_modified, iso_8601_datetime_without_milliseconds_s3(key.last_modified))
+            key.__dict__["_last_modified_iso8601"] = kept
+        return kept[1]
+
+    FakeKey.last_modified_ISO8601 = property(last_modified_iso8601)
+
     modules = tuple(backends.list_of_moto_modules())
     backends.list_of_moto_modules = lambda: iter(modules)
     parse = serialize.parse_to_aware_datetime
@@ -157,6 +177,136 @@ def memoize_pure_lookups():
 
     serialize.parse_to_aware_datetime = parse_to_aware_datetime
 
+    from concurrent.futures import ThreadPoolExecutor
+
+    from werkzeug.serving import ThreadedWSGIServer
+
+    threads = ThreadPoolExecutor(max_workers=CONNECTION_THREADS, thread_name_prefix="connection")
+    ThreadedWSGIServer.process_request = lambda server, request, address: threads.submit(
+        server.process_request_thread, request, address)
+
+
+LISTING_FIELDS = {"Name", "Prefix", "MaxKeys", "KeyCount", "IsTruncated", "Contents", "Delimiter",
+                  "CommonPrefixes", "EncodingType", "NextContinuationToken", "StartAfter"}
+LISTED_KEY_FIELDS = {"Key", "LastModified", "ETag", "Size", "StorageClass"}
+
+
+def quick_listings():
+    """ListObjectsV2 at a cost that does not grow with the whole bucket. moto answers a listing
+    by walking every key of the bucket through a Python generator (one dictionary lookup and
+    two method calls per key) and then writing the answer with its generic, botocore-driven XML
+    serializer (about 50 us per listed key). The replay bench's nodes list one episode's folder
+    of the clip bucket per `catalog.ttl_s` while the bucket grows to thousands of clips: by
+    late in the day each listing of 170 clips cost moto about 20 ms of CPU, most of moto's work.
+
+    Two replacements, each giving exactly what moto's own code gives (scripts/
+    check_s3_test_server.py compares both ways of answering, byte for byte, over prefixes,
+    delimiters, continuation tokens, start-after and max-keys):
+    - the scan: each bucket keeps its key names sorted (brought up to date, when keys were added
+      or deleted, from set differences with moto's key table, in C), so a listing looks only at
+      the names with its prefix; folders, start-after, continuation tokens and truncation stay
+      moto's own.
+    - the XML: moto still builds the listing's result (its argument handling, KeyCount, tokens);
+      this writes it out in S3's element order. Results with fields this does not write
+      (fetch-owner, checksum algorithms) go to moto's serializer as before.
+    """
+    import bisect
+    import threading
+    from xml.sax.saxutils import escape
+
+    from moto.s3.models import FakeBucket, FakeDeleteMarker, S3Backend
+    from moto.s3.responses import S3Response
+
+    scan = S3Backend.list_objects
+    index_lock = threading.Lock()
+
+    def names_under(bucket, prefix):
+        """The bucket's key names that start with `prefix`, in order. Each bucket keeps its names
+        sorted, brought up to date on each listing by set differences against the key table."""
+        store = bucket.keys
+        with index_lock:
+            known, ordered = bucket.__dict__.get("_listing_index") or (set(), [])
+            added, removed = store.keys() - known, known.difference(store.keys())
+            if added or removed:
+                known = set(store.keys())
+                if len(added) + len(removed) > 64:
+                    ordered = sorted(known)
+                else:
+                    ordered = list(ordered)  # a listing in progress keeps the list it took
+                    for name in removed:
+                        del ordered[bisect.bisect_left(ordered, name)]
+                    for name in added:
+                        bisect.insort(ordered, name)
+                bucket.__dict__["_listing_index"] = (known, ordered)
+        first = bisect.bisect_left(ordered, prefix)
+        for name in ordered[first:]:
+            if not name.startswith(prefix):
+                break
+            yield name
+
+    def list_objects(self, bucket, prefix, delimiter, marker, max_keys):
+        if type(bucket) is not FakeBucket:
+            return scan(self, bucket, prefix, delimiter, marker, max_keys)
+        prefix = prefix or ""
+        cut = len(prefix)
+        keys, folders = [], set()
+        for name in names_under(bucket, prefix):
+            if delimiter and delimiter in name[cut:]:
+                folders.add(prefix + name[cut:].split(delimiter)[0] + delimiter)
+                continue
+            versions = dict.get(bucket.keys, name)
+            if versions and not isinstance(versions[-1], FakeDeleteMarker):
+                keys.append(versions[-1])
+        folders = sorted(folders)
+        if marker:
+            keys = self._get_results_from_token(keys, self._pagination_tokens.get(marker) or marker)
+        truncated, next_marker = False, None
+        if max_keys is not None:
+            keys, truncated, next_marker = self._truncate_result(keys, max_keys)
+        return keys, folders, truncated, next_marker
+
+    S3Backend.list_objects = list_objects
+
+    serialized = S3Response.serialized
+
+    def element(name, value):
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        text = escape(str(value))
+        return f"<{name}>{text}</{name}>" if text else f"<{name}/>"
+
+    def write_listing(result):
+        parts = ['<?xml version="1.0" encoding="utf-8"?>\n',
+                 '<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">',
+                 element("IsTruncated", result["IsTruncated"])]
+        for item in result["Contents"]:  # the one part as long as the listing: written in one go
+            parts.append(f"<Contents><Key>{escape(item['Key'])}</Key><LastModified>{item['LastModified']}"
+                         f"</LastModified><ETag>{escape(item['ETag'])}</ETag><Size>{item['Size']}</Size>"
+                         f"<StorageClass>{item['StorageClass']}</StorageClass></Contents>")
+        parts += [element("Name", result["Name"]), element("Prefix", result["Prefix"])]
+        if "Delimiter" in result:
+            parts.append(element("Delimiter", result["Delimiter"]))
+        parts.append(element("MaxKeys", result["MaxKeys"]))
+        for common in result.get("CommonPrefixes", ()):
+            parts.append("<CommonPrefixes>" + element("Prefix", common["Prefix"]) + "</CommonPrefixes>")
+        for name in ("EncodingType", "KeyCount", "NextContinuationToken", "StartAfter"):
+            if name in result:
+                parts.append(element(name, result[name]))
+        parts.append("</ListBucketResult>")
+        return "".join(parts)
+
+    def answer(self, action_result):
+        result = getattr(action_result, "result", None)
+        if (self.data.get("Action") != "ListObjectsV2" or not isinstance(result, dict)
+                or not set(result) <= LISTING_FIELDS
+                or any(item.keys() != LISTED_KEY_FIELDS or not item["StorageClass"] for item in result["Contents"])):
+            return serialized(self, action_result)
+        headers = {"Content-Type": "application/xml"}
+        headers.update(self.response_headers)
+        return 200, headers, write_listing(result)
+
+    S3Response.serialized = answer
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -165,6 +315,10 @@ def main():
     parser.add_argument("--expire-sessions", action="store_true")
     parser.add_argument("--web-identity-token", default=None)
     parser.add_argument("--authenticate", metavar="FILE", default=None)
+    parser.add_argument("--no-access-log", action="store_true",
+                        help="no line on stderr per request (a benchmark's hundreds of thousands)")
+    parser.add_argument("--moto-listings", action="store_true",
+                        help="answer ListObjectsV2 with moto's own code (quick_listings off), to compare")
     args = parser.parse_args()
     if args.expire_sessions:
         expire_sessions()
@@ -172,6 +326,11 @@ def main():
         accept_web_identity(args.web_identity_token)
     unblock_termination_signals()
     memoize_pure_lookups()
+    if not args.moto_listings:
+        quick_listings()
+    if args.no_access_log:
+        from werkzeug.serving import WSGIRequestHandler
+        WSGIRequestHandler.log_request = lambda handler, code="-", size="-": None
 
     server = ThreadedMotoServer(ip_address=args.host, port=args.port, verbose=False)
     server.start()

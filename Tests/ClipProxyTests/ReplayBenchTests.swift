@@ -24,6 +24,7 @@ struct ReplayBenchTests {
             let responses_checked_whole: Int
             let responses_checked_bytes: Int
             let clip_bucket_growth: [String: Int]
+            let cpu_s_by_process: [String: Double]
         }
         let setups: [String: Setup]
     }
@@ -69,5 +70,16 @@ struct ReplayBenchTests {
         #expect(a.s3_bytes_per_1k_plays > 0 && a.cpu_s_per_1k_plays > 0)
         #expect((a.clip_bucket_growth["objects"] ?? 0) > 0)
         #expect(a.ttfb_ms["fill"]?["p99"] != nil && a.ttfb_ms["local"]?["p50"] != nil)
+        // Where the run's CPU went, per process (bench/README.md, "Replay").
+        #expect(Set(a.cpu_s_by_process.keys) == ["clipproxy", "nginx", "moto", "counting_proxy", "mongodb_server", "replay_client"])
+        #expect((a.cpu_s_by_process["moto"] ?? 0) > 0 && (a.cpu_s_by_process["counting_proxy"] ?? 0) > 0)
+    }
+
+    /// The S3 test server answers ListObjectsV2 with code of its own (the replay's nodes list the
+    /// clip bucket all day); scripts/check_s3_test_server.py compares it with moto's own answers.
+    @Test("the S3 test server's listings are moto's, byte for byte", .timeLimit(.minutes(2)))
+    func listingsAsMotoAnswers() throws {
+        let output = try Self.python([RepoPaths.scripts.appendingPathComponent("check_s3_test_server.py").path], limit: 100)
+        #expect(output.contains("listings answered byte for byte as moto answers them"), "\(output.suffix(2000))")
     }
 }
