@@ -16,7 +16,7 @@ duration and gap for a quick try), one fault at a time with calm between them:
   mongo_down   the MongoDB server SIGKILLed for 90 s (far past the scaled catalog.ttl_s), then
                started again on its port
   cdn_wipe     the CDN's nginx stopped gracefully (SIGQUIT), its cache directory removed, started
-               again empty
+               again empty; with --cdn-wipe reload, its files removed while it runs, then SIGHUP
   disk_full    one node's cache directory (a tmpfs mounted for the run) filled to ENOSPC for
                60 s, then freed; skipped, and said so, when mounting is refused
 
@@ -354,6 +354,16 @@ class Faults(threading.Thread):
                                               "--port", str(port)])
 
     def cdn_wipe(self, entry, w):
+        if self.c.cdn_wipe_mode == "reload":
+            # The operator's way (docs/OPERATIONS.md): the files go while nginx runs (a missing file
+            # is a miss), then a reload (SIGHUP: new workers, the listening socket stays open).
+            w["entries_wiped"] = sum(len(files) for _, _, files in os.walk(self.c.cdn_cache))
+            for item in os.listdir(self.c.cdn_cache):
+                shutil.rmtree(os.path.join(self.c.cdn_cache, item), ignore_errors=True)
+            self.c.cdn.p.send_signal(signal.SIGHUP)
+            w["mode"] = "files removed while running, then nginx reloaded (SIGHUP)"
+            return
+        w["mode"] = "nginx stopped (SIGQUIT), cache directory removed, nginx started"
         old = self.c.cdn
         old.p.send_signal(signal.SIGQUIT)  # graceful: responses under way finish
         try:
@@ -591,6 +601,8 @@ def main():
     ap.add_argument("--fault-scale", type=float, default=1.0, help="multiplies every fault's duration and gap")
     ap.add_argument("--speed", default="auto", help="trace seconds per wall second; auto: as long as the schedule")
     ap.add_argument("--budget-mb", type=int, default=256)
+    ap.add_argument("--cdn-wipe", choices=("restart", "reload"), default="restart",
+                    help="restart: stop nginx, remove its cache, start it; reload: remove the files while it runs, SIGHUP")
     ap.add_argument("--workers", type=int, default=24)
     ap.add_argument("--sample-every", type=int, default=30)
     ap.add_argument("--sample", type=int, default=150)
@@ -619,6 +631,7 @@ def main():
     try:
         h.setup_shared()
         cluster = Cluster(h, args.budget_mb, disk_node)
+        cluster.cdn_wipe_mode = args.cdn_wipe
         log(f"==> replaying {len(h.trace)} requests through the CDN on {cluster.cdn_port}")
         t0 = time.perf_counter()
         faults = Faults(cluster, schedule, t0, args.seed)
@@ -651,6 +664,7 @@ def main():
            "load_average_before": [round(x, 2) for x in load_before],
            "load_average_after": [round(x, 2) for x in load_after],
            "trace": os.path.relpath(args.trace, REPO), "seed": args.seed, "fault_scale": args.fault_scale,
+           "cdn_wipe": args.cdn_wipe,
            "speed": round(speed, 2), "catalog_ttl_s": h.ttl_s, "budget_mb_per_node": args.budget_mb,
            "workers": args.workers, "schedule": schedule, "fault_thread_error": faults.error,
            "conf": {"before": conf_before, "after": conf_after,
