@@ -611,6 +611,7 @@ def main():
     ap.add_argument("--json-out", required=True)
     args = ap.parse_args()
 
+    args.work = os.path.abspath(args.work)  # nginx runs with -p in it
     schedule, length_s = make_schedule(args.seed, args.fault_scale)
     trace_span = None
     with open(args.trace) as f:
