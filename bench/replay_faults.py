@@ -282,7 +282,7 @@ class Faults(threading.Thread):
         self.t0 = t0
         self.seed = seed
         self.windows = []
-        self.kills = []  # (perf time, wall time, node address)
+        self.kills = []  # (run seconds, wall time, node address)
         self.error = None
 
     def now(self):
@@ -317,7 +317,8 @@ class Faults(threading.Thread):
             pass
         w["streaming"] = why or "nothing seen streaming in 30 s"
         self.c.nodes[name].p.kill()
-        self.kills.append((time.perf_counter(), time.time(), f"127.0.0.1:{self.c.ports[name]}"))
+        # Seconds since the start of the replay (the clock of the results' sent and end), wall time.
+        self.kills.append((self.now(), time.time(), f"127.0.0.1:{self.c.ports[name]}"))
         self.c.nodes[name].p.wait()
         killed_at = self.now()
         w["killed_s"] = round(killed_at, 2)
