@@ -4,7 +4,7 @@ SHELL := /bin/bash
 FIXTURES := Tests/Fixtures/generated
 PYTHON := .venv/bin/python
 
-.PHONY: all deps build fixtures test check demo bench replay chaos credentials-soak clean
+.PHONY: all deps build fixtures test check demo bench replay replay-faults chaos credentials-soak clean
 
 all: build
 
@@ -75,6 +75,14 @@ bench: deps fixtures
 replay: deps
 	@scripts/ensure-deps.sh bench
 	bench/replay
+
+# The same cluster (set-up c: three nodes behind conf/multinode, conf/cdn in front) under the default
+# trace while a seeded schedule kills and restarts nodes, browns out S3, stops MongoDB, wipes the CDN
+# and fills a node's disk (issue 24). Results: bench/results/replay-<date>-faults.json and
+# bench/RELIABILITY.md ("Cluster"). About 10 minutes; run it niced on a shared machine.
+replay-faults: deps
+	@scripts/ensure-deps.sh bench
+	nice -n 10 bench/replay --faults
 
 # Chaos soak and eviction-pressure stress (issue 12; results: bench/RELIABILITY.md), release build:
 # faults injected at random for CHAOS_SOAK_S seconds (default 180), then CHAOS_EVICTION_S (default

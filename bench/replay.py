@@ -371,7 +371,8 @@ class Harness:
             f"into moto in {time.time() - t0:.0f} s")
         self.used_episodes = used
 
-    def node(self, setup, name, clip_bucket, counter_port, budget_mb):
+    def node(self, setup, name, clip_bucket, counter_port, budget_mb, port=0, cache_dir=None):
+        """One node of conf/multinode; `port` and `cache_dir` fixed by a caller that restarts it in place."""
         env = dict(os.environ)
         with open(os.path.join(REPO, "conf", "multinode", f"node-{name}.env")) as f:
             for line in f:
@@ -380,8 +381,8 @@ class Harness:
                     k, v = line.split("=", 1)
                     env[k] = v
         env.update({
-            "CLIPPROXY_HTTP_HOST": "127.0.0.1", "CLIPPROXY_HTTP_PORT": "0",
-            "CLIPPROXY_CACHE_DIR": os.path.join(self.work, f"{setup}-{self.runs}", f"node-{name}"),
+            "CLIPPROXY_HTTP_HOST": "127.0.0.1", "CLIPPROXY_HTTP_PORT": str(port),
+            "CLIPPROXY_CACHE_DIR": cache_dir or os.path.join(self.work, f"{setup}-{self.runs}", f"node-{name}"),
             "CLIPPROXY_CACHE_MAX_BYTES": str(budget_mb * 1024 * 1024),
             "CLIPPROXY_CATALOG_TTL_S": str(self.ttl_s),
             "CLIPPROXY_MONGO_URI": f"mongodb://127.0.0.1:{self.mongo.port}/?retryReads=false",

@@ -17,12 +17,17 @@ the plan, or the default mode once the plan is used up. Modes:
     close         read the request and close without answering
     slow:B        forward the request; forward the response head at once and its body at B bytes
                   a second (a slow source whose transfer is under way for a while)
+    delay:MS      forward the request and the whole response, its first byte held until MS
+                  milliseconds after the request arrived (a slow first byte, as S3 under load)
 
 A mode may name the requests it is for: `503@/clip-bucket/` applies only to requests whose path
 starts with `/clip-bucket/`; others pass, and a plan entry waits for a request it applies to.
 
 Control requests, answered by the proxy itself:
-    POST /__proxy/plan   body {"plan": [MODE, ...], "default": MODE} replaces the plan
+    POST /__proxy/plan   body {"plan": [MODE, ...], "default": MODE} replaces the plan; with
+                         "mix": {MODE: WEIGHT, ...} (and "seed": N) instead of "default", each
+                         request past the plan draws its mode from the weights (a brownout: 30%
+                         SlowDown, the rest delay:200), repeatably for one seed
     GET  /__proxy/log    JSON list of the requests seen: method, path, range, if_match, mode,
                          bytes (response body bytes forwarded to the client so far)
 
@@ -31,6 +36,7 @@ Exits on SIGTERM/SIGINT or when the process that started it dies.
 import argparse
 import json
 import os
+import random
 import signal
 import socket
 import struct
@@ -53,6 +59,8 @@ class Proxy:
         self.plan = list(plan)
         self.default = default
         self.stall_seconds = stall_seconds
+        self.mix = None  # [(mode, cumulative weight)], drawn per request instead of the default
+        self.rng = random.Random(0)
         self.log = []
         self.lock = threading.Lock()
         self.counter = 0
@@ -71,13 +79,25 @@ class Proxy:
                     return "pass"
                 self.plan.pop(0)
                 return mode
+            if self.mix:
+                x = self.rng.random() * self.mix[-1][1]
+                return next(self.applies(m, path) or "pass" for m, upto in self.mix if x < upto)
             return self.applies(self.default, path) or "pass"
+
+    def set_mix(self, weights):
+        """weights: {MODE: WEIGHT}; an empty or missing mix uses the default mode again."""
+        self.mix, total = [], 0.0
+        for mode, weight in (weights or {}).items():
+            total += float(weight)
+            self.mix.append((mode, total))
+        self.mix = self.mix if total > 0 else None
 
     def handle(self, client):
         try:
             head, rest = read_head(client)
             if head is None:
                 return
+            arrived = time.monotonic()
             method, path, headers = parse_head(head)
             body = read_exact(client, rest, int(headers.get("content-length", "0")))
             if path.startswith("/__proxy/"):
@@ -102,6 +122,9 @@ class Proxy:
                 self.forward(client, head + body, entry, limit=int(mode[6:]), after="stall")
             elif mode.startswith("slow:"):
                 self.forward(client, head + body, entry, limit=None, after=None, rate=int(mode[5:]))
+            elif mode.startswith("delay:"):
+                self.forward(client, head + body, entry, limit=None, after=None,
+                             hold_until=arrived + int(mode[6:]) / 1000.0)
             else:
                 send_error(client, 500, "Internal Server Error", "ProxyBadMode", f"unknown mode {mode}")
         except OSError:
@@ -112,13 +135,15 @@ class Proxy:
             except OSError:
                 pass
 
-    def forward(self, client, request, entry, limit, after, rate=None):
+    def forward(self, client, request, entry, limit, after, rate=None, hold_until=None):
         upstream = socket.create_connection(self.target)
         try:
             upstream.sendall(request)
             head, rest = read_head(upstream)
             if head is None:
                 return
+            if hold_until is not None:
+                time.sleep(max(0.0, hold_until - time.monotonic()))
             client.sendall(head)
             started = time.monotonic()
             sent = 0
@@ -164,6 +189,8 @@ class Proxy:
             with self.lock:
                 self.plan = list(spec.get("plan", []))
                 self.default = spec.get("default", self.default)
+                self.set_mix(spec.get("mix"))
+                self.rng = random.Random(spec.get("seed", 0))
             payload = b'{"status": "ok"}'
         elif method == "GET" and path == "/__proxy/log":
             with self.lock:

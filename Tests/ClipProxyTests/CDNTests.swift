@@ -161,6 +161,54 @@ struct CDNTests {
         #expect(upstreamRequests(cdn.accessLog(lines: 5), path: missing) == 2, "\(cdn.accessLog)")
     }
 
+    /// A node killed in the middle of a clip (issue 24): the CDN has sent the head and part of the
+    /// body, so that client's response stays cut; what matters is that nginx keeps no entry made of
+    /// the part it got. (nginx drops the temporary file of a cacheable response whose upstream closed
+    /// before Content-Length bytes; conf/cdn relies on it and on clipproxy's exact Content-Length.)
+    @Test("An origin that dies in the middle of a clip leaves nothing in the cache: the next request is a MISS with the whole clip, then HITs")
+    func originCutMidBodyIsNotStored() throws {
+        let work = try TemporaryDirectory("cdn-cut")
+        defer { work.remove() }
+        let origin = try EmbeddedServer(work: work).start()
+        defer { origin.stop() }
+        // The first origin response is reset after 20 000 body bytes; every later one passes.
+        let cutter = try TestServer.faultProxy(address: hostAndPort(origin.baseURL), plan: ["reset:20000"])
+        defer { cutter.stop() }
+        let cdn = try NginxProxyCache.start(upstreams: ["\(cutter.host):\(cutter.port)"])
+        defer { cdn.stop() }
+        let expected = try trimmed(CatalogFixture.sourceKey(Self.episodeA), startMs: 7000)
+        #expect(expected.count > 40_000, "the clip must be longer than the part the origin sends")
+        let path = "/clips/\(Self.episodeA)/7000"
+
+        var received = 0
+        let request = Array("GET \(path) HTTP/1.1\r\nHost: cdn\r\nConnection: close\r\n\r\n".utf8)
+        let raw = try? RawHTTPClient.exchange(request, host: cdn.host, port: cdn.port, timeout: 20) { received = $0 }
+        if let raw, let head = raw.firstRange(of: Array("\r\n\r\n".utf8)) {
+            let headText = String(decoding: raw[..<head.lowerBound], as: UTF8.self).lowercased()
+            #expect(headText.contains("content-length: \(expected.count)"), "\(headText)")
+            #expect(raw.count - head.upperBound < expected.count, "the first response cannot be whole: the origin sent 20 000 bytes")
+        }
+        #expect(received < expected.count, "received \(received) bytes")
+        let cut = try FaultProxyRequest.decodeLog(try fetch("http://\(cutter.host):\(cutter.port)/__proxy/log").body)
+        #expect(cut.first?.mode == "reset:20000" && cut.first?.bytes == 20_000, "\(cut)")
+
+        let second = try fetch(cdn.endpoint + path)
+        #expect(second.status == 200 && second.headers["x-cache-status"] == "MISS", "nothing was stored: \(second.headers)\n\(cdn.accessLog)")
+        #expect(sameBytes(second.body, expected), "\(second.body.count) bytes")
+        let third = try fetch(cdn.endpoint + path)
+        #expect(third.status == 200 && third.headers["x-cache-status"] == "HIT")
+        #expect(sameBytes(third.body, expected), "\(third.body.count) bytes")
+
+        // One entry on disk, and it ends with the whole clip (nginx's header, key and head come first).
+        let files = (FileManager.default.enumerator(at: cdn.cacheDirectory, includingPropertiesForKeys: nil)?
+            .compactMap { $0 as? URL } ?? []).filter { !$0.hasDirectoryPath }
+        #expect(files.count == 1, "\(files.map(\.path))")
+        for file in files {
+            let stored = try [UInt8](Data(contentsOf: file))
+            #expect(stored.count > expected.count && sameBytes(stored.suffix(expected.count), expected), "\(file.path): \(stored.count) bytes")
+        }
+    }
+
     @Test("Two nodes behind consistent hashing: each clip reaches one node once, and the same node again through an empty cache")
     func twoNodes() throws {
         let workA = try TemporaryDirectory("cdn-node-a")
